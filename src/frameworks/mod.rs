@@ -1,0 +1,1 @@
+//! Semi-supervised frameworks (supervised, Mean Teacher, UA-MT) behind one trait.

@@ -1,0 +1,1 @@
+//! Frozen promptable generalists (LiteMedSAM, SAM-Med3D) behind one trait.

@@ -1,0 +1,1 @@
+//! Loss functions (CE, Dice, consistency, SAM term).

@@ -1,0 +1,1 @@
+//! Specialist segmentation networks (V-Net, 3D U-Net).

@@ -1,0 +1,1 @@
+//! Tensor operations burn lacks (MaxPool3d, trilinear interpolation, Dropout3d).

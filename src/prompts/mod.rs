@@ -1,0 +1,1 @@
+//! Prompt generation from the specialist's prediction (boxes, points).

@@ -1,0 +1,1 @@
+//! Run reports: tables, curves, overlays.
