@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "semisam", version, about = "SAM-assisted semi-supervised 3D medical image segmentation")]
+#[command(
+    name = "semisam",
+    version,
+    about = "SAM-assisted semi-supervised 3D medical image segmentation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
