@@ -1,1 +1,55 @@
-//! Frozen promptable generalists (LiteMedSAM, SAM-Med3D) behind one trait.
+//! Frozen promptable generalists (SAM variants) that turn the specialist's prediction into
+//! pseudo-labels.
+//!
+//! Two levels:
+//! - a model port exposes `embed` (image → embedding, the costly part, prompt-independent) and
+//!   `decode` (embedding + prompts → mask logits);
+//! - the training loop only sees [`Generalist`]: "here is an unlabeled case, the region a patch
+//!   covers and the specialist's probability there; give me a pseudo-label". Slice-wise 2D models
+//!   get that from [`slicewise::SliceWise`], which also owns the embedding cache.
+
+pub mod cache;
+pub mod slicewise;
+
+use ndarray::{Array3, ArrayView3};
+use std::ops::Range;
+
+/// Errors of generalist models: loading weights, running them.
+#[derive(Debug, thiserror::Error)]
+pub enum GeneralistError {
+    #[error("{0}")]
+    Model(String),
+}
+
+/// What the training loop asks of a generalist for one unlabeled item.
+#[derive(Debug, Clone)]
+pub struct PseudoLabelRequest<'a> {
+    /// Case identifier (part of every cache key).
+    pub case_id: &'a str,
+    /// The whole un-augmented, normalised image of the case, indexed `[i, j, k]`.
+    pub image: ArrayView3<'a, f32>,
+    /// The part of `image` the training patch covers (after undoing its augmentation).
+    pub region: [Range<usize>; 3],
+    /// The specialist's foreground probability on `region` (same shape as the region).
+    pub probability: ArrayView3<'a, f32>,
+}
+
+/// A pseudo-label on the request's region.
+#[derive(Debug, Clone)]
+pub struct PseudoLabel {
+    /// Foreground mask, shaped like the request's region.
+    pub mask: Array3<bool>,
+    /// How many prompts (slices or clicks) the generalist was run with.
+    pub prompts: usize,
+}
+
+/// A frozen generalist as the training loop uses it. `Ok(None)` means the specialist had no
+/// confident foreground on the region, so the item gets no SAM term.
+pub trait Generalist: Send {
+    /// A short identifier of the model and its weights (logs, cache keys).
+    fn identity(&self) -> String;
+    fn pseudo_label(
+        &mut self,
+        request: &PseudoLabelRequest<'_>,
+    ) -> Result<Option<PseudoLabel>, GeneralistError>;
+}

@@ -1,0 +1,243 @@
+//! A 2D generalist (e.g. LiteMedSAM) applied slice by slice along one axis of the volume.
+//!
+//! Prompts come from the specialist's probability on the patch region; each prompted slice is
+//! encoded once at its full, un-augmented size (cached), decoded with the box moved into full-slice
+//! coordinates, and the mask is cropped back onto the region.
+
+use ndarray::{Array2, Array3, ArrayView2, Axis};
+
+use super::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
+use super::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
+use crate::prompts::{PromptConfig, SlicePrompt, slice_prompts};
+
+/// The two operations a 2D promptable model offers.
+pub trait SliceModel: Send {
+    type Embedding: Send + Sync;
+    /// Model and weights identity (weights checksum), part of every cache key.
+    fn identity(&self) -> String;
+    /// Encode one slice (any intensity range; the model normalises it itself).
+    fn embed(&self, slice: ArrayView2<f32>) -> Result<Self::Embedding, GeneralistError>;
+    /// One binary mask of `slice_shape` per prompt, for prompts on the slice `embedding` encodes.
+    fn segment(
+        &self,
+        embedding: &Self::Embedding,
+        slice_shape: (usize, usize),
+        prompts: &[SlicePrompt],
+    ) -> Result<Vec<Array2<bool>>, GeneralistError>;
+}
+
+/// Slice-by-slice pseudo-labelling with an embedding cache.
+pub struct SliceWise<M: SliceModel> {
+    model: M,
+    axis: usize,
+    prompts: PromptConfig,
+    cache: EmbeddingCache<M::Embedding>,
+}
+
+impl<M: SliceModel> SliceWise<M> {
+    /// `axis`: the slicing axis of the volume; `cache_capacity`: embeddings kept in memory.
+    pub fn new(model: M, axis: usize, prompts: PromptConfig, cache_capacity: usize) -> Self {
+        assert!(axis < 3, "slicing axis must be 0, 1 or 2");
+        SliceWise {
+            model,
+            axis,
+            prompts,
+            cache: EmbeddingCache::new(cache_capacity),
+        }
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+}
+
+/// The in-plane axes left after removing `axis`, in order (rows, columns).
+fn in_plane_axes(axis: usize) -> (usize, usize) {
+    match axis {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    }
+}
+
+fn shift_prompt(prompt: &SlicePrompt, row_offset: usize, col_offset: usize) -> SlicePrompt {
+    let (dx, dy) = (col_offset as f32, row_offset as f32);
+    let mut shifted = prompt.clone();
+    shifted.bbox = [
+        prompt.bbox[0] + dx,
+        prompt.bbox[1] + dy,
+        prompt.bbox[2] + dx,
+        prompt.bbox[3] + dy,
+    ];
+    for point in &mut shifted.points {
+        point.x += dx;
+        point.y += dy;
+    }
+    shifted
+}
+
+impl<M: SliceModel> Generalist for SliceWise<M> {
+    fn identity(&self) -> String {
+        format!("{} (slice-wise, axis {})", self.model.identity(), self.axis)
+    }
+
+    fn pseudo_label(
+        &mut self,
+        request: &PseudoLabelRequest<'_>,
+    ) -> Result<Option<PseudoLabel>, GeneralistError> {
+        let region_shape: Vec<usize> = request.region.iter().map(|r| r.len()).collect();
+        if request.probability.shape() != region_shape.as_slice() {
+            return Err(GeneralistError::Model(format!(
+                "case {}: probability shape {:?} does not match the region {:?}",
+                request.case_id,
+                request.probability.shape(),
+                region_shape
+            )));
+        }
+        let prompts = slice_prompts(request.probability, self.axis, &self.prompts);
+        if prompts.is_empty() {
+            return Ok(None);
+        }
+        let (row_axis, col_axis) = in_plane_axes(self.axis);
+        let (rows, cols) = (&request.region[row_axis], &request.region[col_axis]);
+        let weights = self.model.identity();
+        let mut mask = Array3::from_elem(request.probability.raw_dim(), false);
+        for prompt in &prompts {
+            let slice = request.region[self.axis].start + prompt.slice;
+            let image = request.image.index_axis(Axis(self.axis), slice);
+            let key = EmbeddingKey {
+                case_id: request.case_id.to_string(),
+                axis: self.axis,
+                slice,
+                weights: weights.clone(),
+            };
+            let model = &self.model;
+            let embedding = self.cache.get_or_compute(key, || model.embed(image))?;
+            let shifted = shift_prompt(prompt, rows.start, cols.start);
+            let full =
+                self.model
+                    .segment(&embedding, image.dim(), std::slice::from_ref(&shifted))?;
+            let full = full
+                .into_iter()
+                .next()
+                .ok_or_else(|| GeneralistError::Model("model returned no mask".into()))?;
+            let cropped = full.slice(ndarray::s![rows.clone(), cols.clone()]);
+            mask.index_axis_mut(Axis(self.axis), prompt.slice)
+                .assign(&cropped);
+        }
+        Ok(Some(PseudoLabel {
+            mask,
+            prompts: prompts.len(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Encodes a slice as its sum; segments by filling the prompt's box.
+    struct BoxFiller {
+        embeds: AtomicUsize,
+    }
+
+    impl SliceModel for BoxFiller {
+        type Embedding = f32;
+        fn identity(&self) -> String {
+            "box-filler".into()
+        }
+        fn embed(&self, slice: ArrayView2<f32>) -> Result<f32, GeneralistError> {
+            self.embeds.fetch_add(1, Ordering::Relaxed);
+            Ok(slice.sum())
+        }
+        fn segment(
+            &self,
+            _: &f32,
+            shape: (usize, usize),
+            prompts: &[SlicePrompt],
+        ) -> Result<Vec<Array2<bool>>, GeneralistError> {
+            Ok(prompts
+                .iter()
+                .map(|p| {
+                    Array2::from_shape_fn(shape, |(r, c)| {
+                        (c as f32) >= p.bbox[0]
+                            && (c as f32) <= p.bbox[2]
+                            && (r as f32) >= p.bbox[1]
+                            && (r as f32) <= p.bbox[3]
+                    })
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn boxes_map_back_onto_the_region_and_embeddings_are_cached() {
+        let image = Array3::from_shape_fn((20, 20, 6), |(i, j, k)| (i + j + k) as f32);
+        // region covers i 5..15, j 4..14, k 1..5; object occupies region-local i 2..5, j 3..7, k 1..3
+        let region = [5..15, 4..14, 1..5];
+        let probability = Array3::from_shape_fn((10, 10, 4), |(i, j, k)| {
+            if (2..5).contains(&i) && (3..7).contains(&j) && (1..3).contains(&k) {
+                0.9
+            } else {
+                0.1
+            }
+        });
+        let config = PromptConfig {
+            box_margin: 1.0,
+            ..Default::default()
+        };
+        let mut generalist = SliceWise::new(
+            BoxFiller {
+                embeds: AtomicUsize::new(0),
+            },
+            2,
+            config,
+            64,
+        );
+        let request = PseudoLabelRequest {
+            case_id: "c1",
+            image: image.view(),
+            region: region.clone(),
+            probability: probability.view(),
+        };
+        let label = generalist.pseudo_label(&request).unwrap().unwrap();
+        assert_eq!(label.prompts, 2);
+        let expected = Array3::from_shape_fn((10, 10, 4), |(i, j, k)| {
+            (1..6).contains(&i) && (2..8).contains(&j) && (1..3).contains(&k)
+        });
+        assert_eq!(label.mask, expected);
+        assert_eq!(generalist.model().embeds.load(Ordering::Relaxed), 2);
+
+        // the same slices again (another crop of the same case): no new encoding
+        generalist.pseudo_label(&request).unwrap().unwrap();
+        assert_eq!(generalist.model().embeds.load(Ordering::Relaxed), 2);
+        assert_eq!(generalist.cache_stats().hits, 2);
+    }
+
+    #[test]
+    fn no_confident_foreground_gives_no_pseudo_label() {
+        let image = Array3::<f32>::zeros((8, 8, 8));
+        let probability = Array3::from_elem((8, 8, 8), 0.2f32);
+        let mut generalist = SliceWise::new(
+            BoxFiller {
+                embeds: AtomicUsize::new(0),
+            },
+            2,
+            PromptConfig::default(),
+            8,
+        );
+        let request = PseudoLabelRequest {
+            case_id: "c",
+            image: image.view(),
+            region: [0..8, 0..8, 0..8],
+            probability: probability.view(),
+        };
+        assert!(generalist.pseudo_label(&request).unwrap().is_none());
+        assert_eq!(generalist.model().embeds.load(Ordering::Relaxed), 0);
+    }
+}
