@@ -1,5 +1,7 @@
 //! Command-line interface: one file per subcommand.
 
+mod inspect;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -15,11 +17,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// List the cases of a dataset with shapes, spacing, labels, intensities and every problem found.
+    Inspect(inspect::InspectArgs),
+}
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
