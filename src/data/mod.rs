@@ -1,5 +1,7 @@
 //! Data: medical volumes (UA-MT h5, NIfTI, npy), dataset layouts, case lists and splits.
 
+pub mod augment;
+pub mod batches;
 pub mod volume;
 
 pub use volume::{Geometry, SourceFormat, Volume};
