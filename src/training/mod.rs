@@ -1,1 +1,3 @@
 //! Training loop, configuration, checkpoints.
+
+pub mod config;
