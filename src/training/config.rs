@@ -208,7 +208,7 @@ impl LrSchedule {
 }
 
 /// Validation during training.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ValidationConfig {
     /// Validate every this many iterations (0: never; the final model is still evaluated).
@@ -219,17 +219,8 @@ pub struct ValidationConfig {
     pub stride: Option<[usize; 3]>,
 }
 
-impl Default for ValidationConfig {
-    fn default() -> Self {
-        ValidationConfig {
-            every: 0,
-            stride: None,
-        }
-    }
-}
-
 /// Prediction defaults stored with the model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct InferenceConfig {
     /// Sliding-window stride (LA default 18/18/4); half the patch when absent.
@@ -238,15 +229,6 @@ pub struct InferenceConfig {
     /// Keep only the largest connected component of each foreground class.
     #[serde(default)]
     pub lcc: bool,
-}
-
-impl Default for InferenceConfig {
-    fn default() -> Self {
-        InferenceConfig {
-            stride: None,
-            lcc: false,
-        }
-    }
 }
 
 fn one() -> usize {
