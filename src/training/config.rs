@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data::augment::AugmentOptions;
+use crate::frameworks::FrameworkConfig;
+use crate::networks::{Architecture, NetworkConfig};
 
 /// A problem with the configuration, naming where it came from.
 #[derive(Debug, thiserror::Error)]
@@ -83,63 +85,6 @@ pub enum Normalization {
     Percentile { lower: f64, upper: f64 },
     /// Use intensities as stored (e.g. LA's mri_norm2.h5, already normalised).
     None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NetworkKind {
-    Vnet,
-    Unet3d,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkConfig {
-    pub kind: NetworkKind,
-    /// Base number of filters (16 in the paper).
-    #[serde(default = "sixteen")]
-    pub width: usize,
-    /// Output classes including background.
-    pub classes: usize,
-    /// Dropout as in the paper's networks (needed by UA-MT's stochastic passes).
-    #[serde(default = "yes")]
-    pub dropout: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FrameworkKind {
-    Supervised,
-    MeanTeacher,
-    UaMt,
-}
-
-/// The semi-supervised framework and its constants (SPEC §4 defaults).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FrameworkConfig {
-    pub kind: FrameworkKind,
-    /// Maximum consistency weight λ_c.
-    #[serde(default = "consistency_default")]
-    pub consistency: f64,
-    /// Ramp-up length, in units of `consistency_interval` iterations.
-    #[serde(default = "rampup_default")]
-    pub consistency_rampup: f64,
-    /// The ramp advances once every this many iterations (UA-MT: 150).
-    #[serde(default = "interval_default")]
-    pub consistency_interval: usize,
-    /// Upper bound of the EMA decay α.
-    #[serde(default = "ema_default")]
-    pub ema_decay: f64,
-    /// Standard deviation of the teacher input noise.
-    #[serde(default = "noise_std_default")]
-    pub noise_std: f64,
-    /// The noise is clamped to ±this value.
-    #[serde(default = "noise_clip_default")]
-    pub noise_clip: f64,
-    /// UA-MT: stochastic teacher passes.
-    #[serde(default = "passes_default")]
-    pub uncertainty_passes: usize,
 }
 
 /// Optimiser, schedule, batches and checkpoints.
@@ -234,33 +179,6 @@ pub struct InferenceConfig {
 fn one() -> usize {
     1
 }
-fn sixteen() -> usize {
-    16
-}
-fn yes() -> bool {
-    true
-}
-fn consistency_default() -> f64 {
-    0.1
-}
-fn rampup_default() -> f64 {
-    40.0
-}
-fn interval_default() -> usize {
-    150
-}
-fn ema_default() -> f64 {
-    0.99
-}
-fn noise_std_default() -> f64 {
-    0.1
-}
-fn noise_clip_default() -> f64 {
-    0.2
-}
-fn passes_default() -> usize {
-    8
-}
 fn momentum_default() -> f64 {
     0.9
 }
@@ -333,10 +251,11 @@ impl RunConfig {
                 t.labeled_bs, t.batch_size
             ));
         }
-        if self.framework.kind != FrameworkKind::Supervised && t.labeled_bs == t.batch_size {
+        let semi_supervised = !matches!(self.framework, FrameworkConfig::Supervised { .. });
+        if semi_supervised && t.labeled_bs == t.batch_size {
             return Err(format!(
-                "framework {:?} needs unlabeled items: training.batch_size ({}) must exceed training.labeled_bs",
-                self.framework.kind, t.batch_size
+                "a semi-supervised framework needs unlabeled items: training.batch_size ({}) must exceed training.labeled_bs",
+                t.batch_size
             ));
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
@@ -350,29 +269,20 @@ impl RunConfig {
         if let LrSchedule::Step { every: 0, .. } = t.lr_schedule {
             return Err("training.lr_schedule.every must be positive".into());
         }
-        let divisor = match self.network.kind {
-            NetworkKind::Vnet | NetworkKind::Unet3d => 16,
+        let divisor = match self.network.architecture {
+            Architecture::VNet => crate::networks::vnet::VNET_SIDE_MULTIPLE,
         };
         if t.patch.iter().any(|&p| p == 0 || p % divisor != 0) {
             return Err(format!(
                 "training.patch {:?}: every side must be a positive multiple of {divisor} for {:?}",
-                t.patch, self.network.kind
+                t.patch, self.network.architecture
             ));
-        }
-        if self.network.classes < 2 {
-            return Err("network.classes must be at least 2 (background + one class)".into());
-        }
-        if self.network.width == 0 {
-            return Err("network.width must be positive".into());
         }
         if self.data.labeled == 0 && self.data.splits_file.is_none() {
             return Err("data.labeled must be at least 1".into());
         }
         if self.data.downsample == 0 {
             return Err("data.downsample must be at least 1".into());
-        }
-        if self.framework.kind == FrameworkKind::UaMt && self.framework.uncertainty_passes == 0 {
-            return Err("framework.uncertainty_passes must be positive for ua_mt".into());
         }
         for (name, stride) in [
             ("validation.stride", self.validation.stride),
@@ -384,6 +294,14 @@ impl RunConfig {
                 return Err(format!("{name} {s:?} must be positive"));
             }
         }
+        let n = &self.network;
+        if n.in_channels != 1 || n.base_filters == 0 || !(2..=256).contains(&n.num_classes) {
+            return Err(format!(
+                "network: in_channels must be 1 (single-modality volumes), base_filters positive and num_classes in 2..=256; got {}, {}, {}",
+                n.in_channels, n.base_filters, n.num_classes
+            ));
+        }
+        self.framework.build().map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -449,9 +367,11 @@ labeled = 2
 validation = 4
 
 [network]
-kind = "vnet"
-width = 8
-classes = 2
+architecture = "v_net"
+in_channels = 1
+num_classes = 2
+base_filters = 8
+dropout = true
 
 [framework]
 kind = "mean_teacher"
@@ -482,9 +402,11 @@ lr = 0.01
                 gamma: 0.1
             }
         );
-        assert_eq!(c.framework.consistency, 0.1);
-        assert_eq!(c.framework.consistency_rampup, 40.0);
-        assert_eq!(c.framework.uncertainty_passes, 8);
+        let FrameworkConfig::MeanTeacher(mt) = &c.framework else {
+            panic!("{:?}", c.framework)
+        };
+        assert_eq!(mt.consistency.at(0), 0.1 * (-5.0f64).exp());
+        assert_eq!(mt.ema_decay, 0.99);
         assert_eq!(c.data.normalization, Normalization::Zscore);
         assert_eq!(c.inference_stride(), [32, 32, 24]);
     }
@@ -530,7 +452,11 @@ lr = 0.01
         ])
         .unwrap();
         assert_eq!(c.training.lr, 0.02);
-        assert_eq!(c.framework.kind, FrameworkKind::UaMt);
+        assert!(
+            matches!(c.framework, FrameworkConfig::UaMt(_)),
+            "{:?}",
+            c.framework
+        );
         assert_eq!(c.training.patch, [32, 32, 16]);
         let err = parse(&["training.lr=fast"]).unwrap_err().to_string();
         assert!(
