@@ -4,6 +4,8 @@
 //! Entry points others code against: [`read_image`], [`read_label`], [`write_image`],
 //! [`write_label`] (format chosen from the file extension), [`Dataset`] and [`Splits`].
 
+pub mod augment;
+pub mod batches;
 pub mod case_list;
 pub mod dataset;
 pub mod error;

@@ -1,1 +1,5 @@
 //! Sliding-window inference and post-processing.
+
+pub mod sliding_window;
+
+pub use sliding_window::{SlidingWindow, WindowPrediction};

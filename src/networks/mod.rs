@@ -1,1 +1,147 @@
 //! Specialist segmentation networks (V-Net, 3D U-Net).
+//!
+//! Every network maps `[N, in_channels, X, Y, Z]` images to `[N, classes, X, Y, Z]` logits.
+//! Stochastic layers (dropout) take the run's random generator explicitly: `Some(rng)` is a
+//! training forward pass, `None` an evaluation one. Batch normalisation follows burn's rule
+//! (batch statistics on an autodiff device with training enabled, running statistics after
+//! `Module::valid()`).
+
+pub mod vnet;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+pub use vnet::VNet;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NetworkError {
+    #[error(
+        "network input has shape {shape:?}: expected [batch, {channels}, X, Y, Z] with every side a positive multiple of {multiple}"
+    )]
+    InputShape {
+        shape: [usize; 5],
+        channels: usize,
+        multiple: usize,
+    },
+    #[error("invalid network configuration: {0}")]
+    Config(String),
+}
+
+/// Which specialist architecture to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    /// UA-MT / SemiSAM V-Net (BatchNorm, additive skips, Dropout3d 0.5).
+    VNet,
+}
+
+/// Everything needed to build a specialist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    pub architecture: Architecture,
+    pub in_channels: usize,
+    pub num_classes: usize,
+    /// Filters of the first level (16 in the papers); deeper levels are multiples of it.
+    pub base_filters: usize,
+    pub dropout: bool,
+}
+
+impl NetworkConfig {
+    pub fn init(&self, device: &Device) -> Result<Specialist, NetworkError> {
+        if self.in_channels == 0 || self.base_filters == 0 || self.num_classes < 2 {
+            return Err(NetworkError::Config(format!(
+                "in_channels ({}) and base_filters ({}) must be positive and num_classes ({}) at least 2",
+                self.in_channels, self.base_filters, self.num_classes
+            )));
+        }
+        Ok(match self.architecture {
+            Architecture::VNet => Specialist::VNet(VNet::new(
+                self.in_channels,
+                self.num_classes,
+                self.base_filters,
+                self.dropout,
+                device,
+            )),
+        })
+    }
+}
+
+/// A specialist network of any supported architecture (one concrete type for the training
+/// loop, checkpoints and the frameworks).
+#[derive(Module, Debug)]
+pub enum Specialist {
+    VNet(VNet),
+}
+
+impl Specialist {
+    /// Logits `[N, classes, X, Y, Z]`; dropout is active only when `rng` is given.
+    pub fn forward(
+        &self,
+        images: Tensor<5>,
+        rng: Option<&mut dyn RngCore>,
+    ) -> Result<Tensor<5>, NetworkError> {
+        match self {
+            Specialist::VNet(net) => net.forward(images, rng),
+        }
+    }
+
+    /// Every spatial side of the input must be a multiple of this.
+    pub fn side_multiple(&self) -> usize {
+        match self {
+            Specialist::VNet(_) => vnet::VNET_SIDE_MULTIPLE,
+        }
+    }
+}
+
+/// Learnable parameters, as PyTorch counts them: burn's `num_params` also counts the
+/// batch-norm running statistics (`running_mean`, `running_var`), which are buffers.
+pub fn learnable_parameter_count<M: Module>(module: &M) -> usize {
+    let mut counter = LearnableCounter::default();
+    module.visit(&mut counter);
+    counter.count
+}
+
+#[derive(Default)]
+struct LearnableCounter {
+    path: Vec<String>,
+    count: usize,
+}
+
+impl ModuleVisitor for LearnableCounter {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let is_buffer = matches!(
+            self.path.last().map(String::as_str),
+            Some("running_mean" | "running_var")
+        );
+        if !is_buffer {
+            self.count += param.lazy_shape().num_elements();
+        }
+    }
+}
+
+fn check_input(x: &Tensor<5>, multiple: usize) -> Result<(), NetworkError> {
+    let shape = x.dims();
+    if shape[0] == 0
+        || shape[2..]
+            .iter()
+            .any(|&side| side == 0 || side % multiple != 0)
+    {
+        return Err(NetworkError::InputShape {
+            shape,
+            channels: shape[1],
+            multiple,
+        });
+    }
+    Ok(())
+}

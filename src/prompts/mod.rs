@@ -51,10 +51,7 @@ pub fn confident_object(prob: ArrayView3<f32>, threshold: f32) -> Option<Array3<
     if !foreground.iter().any(|&v| v) {
         return None;
     }
-    Some(largest_component(
-        foreground.view(),
-        Connectivity::Full,
-    ))
+    Some(largest_component(foreground.view(), Connectivity::Full))
 }
 
 /// Up to `count` positions of the largest finite scores, each pick excluding a ball (radius from
@@ -86,7 +83,11 @@ fn exclude_ball(score: &mut Array3<f64>, centre: [usize; 3], spacing: [f64; 3], 
         .map(|a| centre[a].saturating_sub((radius / spacing[a]).ceil() as usize))
         .collect();
     let hi: Vec<usize> = (0..3)
-        .map(|a| centre[a].saturating_add((radius / spacing[a]).ceil() as usize).min(shape[a] - 1))
+        .map(|a| {
+            centre[a]
+                .saturating_add((radius / spacing[a]).ceil() as usize)
+                .min(shape[a] - 1)
+        })
         .collect();
     for i in lo[0]..=hi[0] {
         for j in lo[1]..=hi[1] {

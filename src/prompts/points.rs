@@ -21,7 +21,13 @@ pub fn points_3d(prob: ArrayView3<f32>, spacing: [f64; 3], config: &PromptConfig
     };
     let outside = object.mapv(|v| !v);
     let depth = distance_transform(outside.view(), spacing);
-    let interior = depth.mapv(|d| if d > 0.0 { d.min(f64::MAX) } else { f64::NEG_INFINITY });
+    let interior = depth.mapv(|d| {
+        if d > 0.0 {
+            d.min(f64::MAX)
+        } else {
+            f64::NEG_INFINITY
+        }
+    });
     let positives = spread_maxima(interior, config.positive_points.max(1), spacing, |at| {
         depth[at]
     });

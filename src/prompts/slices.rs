@@ -105,7 +105,13 @@ fn to_point(index: [usize; 3], positive: bool) -> Point2 {
 fn interior_points(object: ArrayView2<bool>, count: usize) -> Vec<Point2> {
     let outside = as_volume(object).mapv(|v| !v);
     let depth = distance_transform(outside.view(), [1.0; 3]);
-    let score = depth.mapv(|d| if d > 0.0 { d.min(f64::MAX) } else { f64::NEG_INFINITY });
+    let score = depth.mapv(|d| {
+        if d > 0.0 {
+            d.min(f64::MAX)
+        } else {
+            f64::NEG_INFINITY
+        }
+    });
     spread_maxima(score, count, [1.0; 3], |at| depth[at].max(1.0))
         .into_iter()
         .map(|at| to_point(at, true))

@@ -1,0 +1,505 @@
+//! The typed run configuration (`run.toml`) and command-line overrides.
+//!
+//! Every section rejects unknown keys, so a typo is an error rather than a silently ignored
+//! setting. Overrides (`--set section.key=value`) are applied to the TOML value tree *before*
+//! deserialisation, so they are validated exactly like the file. To add a section (e.g. `[sam]`),
+//! add a field with `#[serde(default)]` to [`RunConfig`] and a check to [`RunConfig::validate`].
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::augment::AugmentOptions;
+use crate::frameworks::FrameworkConfig;
+use crate::networks::{Architecture, NetworkConfig};
+
+/// A problem with the configuration, naming where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read the configuration: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("override {0:?} is not of the form section.key=value")]
+    OverrideSyntax(String),
+    #[error("override {key:?}: {message}")]
+    OverridePath { key: String, message: String },
+    #[error("{origin}: invalid configuration: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+/// The whole run configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub data: DataConfig,
+    pub network: NetworkConfig,
+    pub framework: FrameworkConfig,
+    pub training: TrainingConfig,
+    #[serde(default)]
+    pub validation: ValidationConfig,
+    #[serde(default)]
+    pub inference: InferenceConfig,
+}
+
+/// Which cases are used and how they are prepared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Dataset root (UA-MT h5 root or MSD / nnU-Net folder), relative to the working directory.
+    pub root: PathBuf,
+    /// Number of labeled cases: the first N of the training list, in file order (paper protocol).
+    pub labeled: usize,
+    /// Number of validation cases, taken from the end of the training list.
+    #[serde(default)]
+    pub validation: usize,
+    /// Number of unlabeled cases (the cases after the labeled ones); all remaining when absent.
+    #[serde(default)]
+    pub unlabeled: Option<usize>,
+    /// An explicit splits JSON (labeled / unlabeled / validation / test); overrides the counts.
+    #[serde(default)]
+    pub splits_file: Option<PathBuf>,
+    #[serde(default)]
+    pub normalization: Normalization,
+    /// Integer down-sampling factor applied to every volume before training (1 = none); the
+    /// CPU profiles use 2 to cut the cost by 8.
+    #[serde(default = "one")]
+    pub downsample: usize,
+    /// Voxel spacing (mm) to use when the files store none (UA-MT h5: 0.625 mm for LA).
+    #[serde(default)]
+    pub spacing: Option<[f64; 3]>,
+}
+
+/// Per-case intensity normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "kind")]
+pub enum Normalization {
+    /// (x - mean) / std over the whole volume.
+    #[default]
+    Zscore,
+    /// Clip to the given percentiles, then z-score.
+    Percentile { lower: f64, upper: f64 },
+    /// Use intensities as stored (e.g. LA's mri_norm2.h5, already normalised).
+    None,
+}
+
+/// Optimiser, schedule, batches and checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    pub iterations: usize,
+    pub batch_size: usize,
+    pub labeled_bs: usize,
+    /// Training patch `[x, y, z]` (also the inference window).
+    pub patch: [usize; 3],
+    pub lr: f64,
+    #[serde(default = "momentum_default")]
+    pub momentum: f64,
+    #[serde(default = "weight_decay_default")]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    #[serde(default = "seed_default")]
+    pub seed: u64,
+    /// Write `checkpoints/last.ckpt` every this many iterations (0: only at the end).
+    #[serde(default = "checkpoint_every_default")]
+    pub checkpoint_every: usize,
+    #[serde(default)]
+    pub augment: AugmentOptions,
+}
+
+/// Learning-rate schedule over iterations.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "kind")]
+pub enum LrSchedule {
+    /// lr · gamma^⌊t / every⌋ (UA-MT: x0.1 every 2500).
+    Step {
+        every: usize,
+        gamma: f64,
+    },
+    /// lr · (1 - t / iterations)^power.
+    Poly {
+        power: f64,
+    },
+    Constant,
+}
+
+impl Default for LrSchedule {
+    fn default() -> Self {
+        LrSchedule::Step {
+            every: 2500,
+            gamma: 0.1,
+        }
+    }
+}
+
+impl LrSchedule {
+    /// The learning rate at iteration `step` (0-based) of `iterations`.
+    pub fn lr(&self, base: f64, step: usize, iterations: usize) -> f64 {
+        match *self {
+            LrSchedule::Step { every, gamma } => base * gamma.powi((step / every.max(1)) as i32),
+            LrSchedule::Poly { power } => {
+                base * (1.0 - step as f64 / iterations.max(1) as f64)
+                    .max(0.0)
+                    .powf(power)
+            }
+            LrSchedule::Constant => base,
+        }
+    }
+}
+
+/// Validation during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Validate every this many iterations (0: never; the final model is still evaluated).
+    #[serde(default)]
+    pub every: usize,
+    /// Sliding-window stride; the window is the training patch.
+    #[serde(default)]
+    pub stride: Option<[usize; 3]>,
+}
+
+/// Prediction defaults stored with the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceConfig {
+    /// Sliding-window stride (LA default 18/18/4); half the patch when absent.
+    #[serde(default)]
+    pub stride: Option<[usize; 3]>,
+    /// Keep only the largest connected component of each foreground class.
+    #[serde(default)]
+    pub lcc: bool,
+}
+
+fn one() -> usize {
+    1
+}
+fn momentum_default() -> f64 {
+    0.9
+}
+fn weight_decay_default() -> f64 {
+    1e-4
+}
+fn seed_default() -> u64 {
+    1337
+}
+fn checkpoint_every_default() -> usize {
+    500
+}
+
+impl RunConfig {
+    /// Read a configuration file and apply `section.key=value` overrides.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text, overrides, &path.display().to_string())
+    }
+
+    /// Parse a configuration; `origin` names it in error messages.
+    pub fn from_toml_str(
+        text: &str,
+        overrides: &[String],
+        origin: &str,
+    ) -> Result<Self, ConfigError> {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.message().to_owned(),
+        };
+        let mut tree: toml::Table = toml::from_str(text).map_err(parse_error)?;
+        for item in overrides {
+            apply_override(&mut tree, item)?;
+        }
+        let origin = if overrides.is_empty() {
+            origin.to_owned()
+        } else {
+            format!("{origin} with overrides {}", overrides.join(" "))
+        };
+        let config: RunConfig =
+            toml::Value::Table(tree)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: origin.clone(),
+                    message: e.message().to_owned(),
+                })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError::Invalid { origin, message })?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML (what is saved into the run folder).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("every configuration value is representable in TOML")
+    }
+
+    /// Checks that need more than one field or a range.
+    pub fn validate(&self) -> Result<(), String> {
+        let t = &self.training;
+        if t.iterations == 0 {
+            return Err("training.iterations must be positive".into());
+        }
+        if t.batch_size == 0 || t.labeled_bs == 0 || t.labeled_bs > t.batch_size {
+            return Err(format!(
+                "training.labeled_bs ({}) must be between 1 and training.batch_size ({})",
+                t.labeled_bs, t.batch_size
+            ));
+        }
+        let semi_supervised = !matches!(self.framework, FrameworkConfig::Supervised { .. });
+        if semi_supervised && t.labeled_bs == t.batch_size {
+            return Err(format!(
+                "a semi-supervised framework needs unlabeled items: training.batch_size ({}) must exceed training.labeled_bs",
+                t.batch_size
+            ));
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(format!("training.lr must be positive, got {}", t.lr));
+        }
+        if !(0.0..1.0).contains(&t.momentum) || t.weight_decay < 0.0 {
+            return Err(
+                "training.momentum must be in [0, 1) and training.weight_decay non-negative".into(),
+            );
+        }
+        if let LrSchedule::Step { every: 0, .. } = t.lr_schedule {
+            return Err("training.lr_schedule.every must be positive".into());
+        }
+        let divisor = match self.network.architecture {
+            Architecture::VNet => crate::networks::vnet::VNET_SIDE_MULTIPLE,
+        };
+        if t.patch.iter().any(|&p| p == 0 || p % divisor != 0) {
+            return Err(format!(
+                "training.patch {:?}: every side must be a positive multiple of {divisor} for {:?}",
+                t.patch, self.network.architecture
+            ));
+        }
+        if self.data.labeled == 0 && self.data.splits_file.is_none() {
+            return Err("data.labeled must be at least 1".into());
+        }
+        if self.data.downsample == 0 {
+            return Err("data.downsample must be at least 1".into());
+        }
+        for (name, stride) in [
+            ("validation.stride", self.validation.stride),
+            ("inference.stride", self.inference.stride),
+        ] {
+            if let Some(s) = stride
+                && s.contains(&0)
+            {
+                return Err(format!("{name} {s:?} must be positive"));
+            }
+        }
+        let n = &self.network;
+        if n.in_channels != 1 || n.base_filters == 0 || !(2..=256).contains(&n.num_classes) {
+            return Err(format!(
+                "network: in_channels must be 1 (single-modality volumes), base_filters positive and num_classes in 2..=256; got {}, {}, {}",
+                n.in_channels, n.base_filters, n.num_classes
+            ));
+        }
+        self.framework.build().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// The sliding-window stride for inference: configured, or half the patch.
+    pub fn inference_stride(&self) -> [usize; 3] {
+        self.inference
+            .stride
+            .unwrap_or(self.training.patch.map(|p| (p / 2).max(1)))
+    }
+
+    /// The sliding-window stride for validation: configured, else the inference stride.
+    pub fn validation_stride(&self) -> [usize; 3] {
+        self.validation
+            .stride
+            .unwrap_or_else(|| self.inference_stride())
+    }
+}
+
+/// Set `a.b.c = value` in the tree. The value is parsed as TOML (`0.02`, `[1, 2]`, `true`,
+/// `"text"`); anything that does not parse is taken as a bare string (`kind=ua_mt`).
+fn apply_override(tree: &mut toml::Table, item: &str) -> Result<(), ConfigError> {
+    let (key, raw) = item
+        .split_once('=')
+        .ok_or_else(|| ConfigError::OverrideSyntax(item.to_owned()))?;
+    let key = key.trim();
+    let path: Vec<&str> = key.split('.').map(str::trim).collect();
+    if path.len() < 2 || path.iter().any(|p| p.is_empty()) {
+        return Err(ConfigError::OverrideSyntax(item.to_owned()));
+    }
+    let value = parse_value(raw.trim());
+    let (last, parents) = path.split_last().expect("at least two parts");
+    let mut table = tree;
+    for (depth, part) in parents.iter().enumerate() {
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::OverridePath {
+                key: key.to_owned(),
+                message: format!("{} is a value, not a section", path[..=depth].join(".")),
+            })?;
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[data]
+root = "data/LA"
+labeled = 2
+validation = 4
+
+[network]
+architecture = "v_net"
+in_channels = 1
+num_classes = 2
+base_filters = 8
+dropout = true
+
+[framework]
+kind = "mean_teacher"
+
+[training]
+iterations = 100
+batch_size = 4
+labeled_bs = 1
+patch = [64, 64, 48]
+lr = 0.01
+"#;
+
+    fn parse(overrides: &[&str]) -> Result<RunConfig, ConfigError> {
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        RunConfig::from_toml_str(MINIMAL, &overrides, "run.toml")
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.training.momentum, 0.9);
+        assert_eq!(c.training.weight_decay, 1e-4);
+        assert_eq!(c.training.seed, 1337);
+        assert_eq!(
+            c.training.lr_schedule,
+            LrSchedule::Step {
+                every: 2500,
+                gamma: 0.1
+            }
+        );
+        let FrameworkConfig::MeanTeacher(mt) = &c.framework else {
+            panic!("{:?}", c.framework)
+        };
+        assert_eq!(mt.consistency.at(0), 0.1 * (-5.0f64).exp());
+        assert_eq!(mt.ema_decay, 0.99);
+        assert_eq!(c.data.normalization, Normalization::Zscore);
+        assert_eq!(c.inference_stride(), [32, 32, 24]);
+    }
+
+    #[test]
+    fn saved_config_parses_back_identically() {
+        let c = parse(&[
+            "training.lr_schedule.kind=poly",
+            "training.lr_schedule.power=0.9",
+        ])
+        .unwrap();
+        assert_eq!(
+            RunConfig::from_toml_str(&c.to_toml(), &[], "saved").unwrap(),
+            c
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_in_file_and_overrides() {
+        let text = MINIMAL.replace("lr = 0.01", "lr = 0.01\nlearning_rate = 0.1");
+        let err = RunConfig::from_toml_str(&text, &[], "run.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("run.toml: unknown field `learning_rate`"),
+            "{err}"
+        );
+        let err = parse(&["training.lrr=0.1"]).unwrap_err().to_string();
+        assert!(
+            err.contains("with overrides training.lrr=0.1: unknown field `lrr`"),
+            "{err}"
+        );
+        let err = parse(&["sam.weight=1"]).unwrap_err().to_string();
+        assert!(err.contains("unknown field `sam`"), "{err}");
+    }
+
+    #[test]
+    fn overrides_are_typed_and_validated() {
+        let c = parse(&[
+            "training.lr=0.02",
+            "framework.kind=ua_mt",
+            "training.patch=[32, 32, 16]",
+        ])
+        .unwrap();
+        assert_eq!(c.training.lr, 0.02);
+        assert!(
+            matches!(c.framework, FrameworkConfig::UaMt(_)),
+            "{:?}",
+            c.framework
+        );
+        assert_eq!(c.training.patch, [32, 32, 16]);
+        let err = parse(&["training.lr=fast"]).unwrap_err().to_string();
+        assert!(
+            err.contains("invalid type: string \"fast\", expected f64"),
+            "{err}"
+        );
+        let err = parse(&["training.patch=[30, 32, 16]"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("every side must be a positive multiple of 16"),
+            "{err}"
+        );
+        assert!(matches!(
+            parse(&["training"]),
+            Err(ConfigError::OverrideSyntax(_))
+        ));
+        let err = parse(&["training.lr.x=1"]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "override \"training.lr.x\": training.lr is a value, not a section"
+        );
+    }
+
+    #[test]
+    fn semi_supervised_framework_needs_unlabeled_items() {
+        let err = parse(&["training.labeled_bs=4"]).unwrap_err().to_string();
+        assert!(err.contains("must exceed training.labeled_bs"), "{err}");
+        parse(&["training.labeled_bs=4", "framework.kind=supervised"]).unwrap();
+    }
+
+    #[test]
+    fn lr_schedules() {
+        let step = LrSchedule::Step {
+            every: 2500,
+            gamma: 0.1,
+        };
+        assert_eq!(step.lr(0.01, 2499, 6000), 0.01);
+        assert!((step.lr(0.01, 2500, 6000) - 0.001).abs() < 1e-15);
+        assert!((step.lr(0.01, 5999, 6000) - 0.0001).abs() < 1e-15);
+        let poly = LrSchedule::Poly { power: 0.9 };
+        assert_eq!(poly.lr(0.01, 0, 100), 0.01);
+        assert!((poly.lr(0.01, 50, 100) - 0.01 * 0.5f64.powf(0.9)).abs() < 1e-15);
+        assert_eq!(LrSchedule::Constant.lr(0.3, 77, 100), 0.3);
+    }
+}

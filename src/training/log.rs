@@ -1,0 +1,287 @@
+//! Per-iteration logs: `log.jsonl` (every record, including validations) and `log.csv` (one row
+//! per iteration, fixed columns). Lines are appended and flushed as training goes, so a crash
+//! loses at most the current line; on resume both files are cut back to the checkpoint's step so
+//! that a resumed run's logs read like an uninterrupted one's.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct LogError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// One training iteration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IterationRecord {
+    /// Iterations completed after this one (1-based).
+    pub step: usize,
+    pub lr: f64,
+    /// Seconds since the run started (excluding time between interruption and resume).
+    pub elapsed_s: f64,
+    pub iteration_s: f64,
+    /// `loss/<term>`, `weight/<term>` and framework diagnostics, in the framework's order.
+    pub scalars: Vec<(String, f64)>,
+}
+
+/// One validation pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationRecord {
+    pub step: usize,
+    /// Mean over cases of the mean foreground Dice.
+    pub dice: f64,
+    /// Per foreground class (1..C), mean over cases.
+    pub dice_per_class: Vec<f64>,
+    pub cases: usize,
+    pub seconds: f64,
+}
+
+/// Appends records to the two log files.
+pub struct TrainingLog {
+    jsonl: (PathBuf, File),
+    csv: (PathBuf, File),
+    columns: Option<Vec<String>>,
+}
+
+impl TrainingLog {
+    /// Open the logs for a run that continues after `step` completed iterations: records of
+    /// later steps (written after the checkpoint) are dropped first.
+    pub fn open(jsonl: &Path, csv: &Path, step: usize) -> Result<Self, LogError> {
+        truncate_after(jsonl, step, |line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()?
+                .get("step")?
+                .as_u64()
+                .map(|s| s as usize)
+        })?;
+        truncate_after(csv, step, |line| line.split(',').next()?.parse().ok())?;
+        let columns = read_csv_header(csv)?;
+        Ok(TrainingLog {
+            jsonl: (jsonl.to_owned(), append(jsonl)?),
+            csv: (csv.to_owned(), append(csv)?),
+            columns,
+        })
+    }
+
+    pub fn iteration(&mut self, record: &IterationRecord) -> Result<(), LogError> {
+        let mut json = serde_json::Map::new();
+        json.insert("kind".into(), "iteration".into());
+        json.insert("step".into(), record.step.into());
+        json.insert("lr".into(), json_number(record.lr));
+        json.insert("elapsed_s".into(), json_number(record.elapsed_s));
+        json.insert("iteration_s".into(), json_number(record.iteration_s));
+        for (name, value) in &record.scalars {
+            json.insert(name.clone(), json_number(*value));
+        }
+        write_line(
+            &mut self.jsonl,
+            &serde_json::to_string(&json).expect("plain data"),
+        )?;
+
+        let names: Vec<String> = record.scalars.iter().map(|(k, _)| k.clone()).collect();
+        let columns = match &self.columns {
+            Some(columns) => columns.clone(),
+            None => {
+                let mut header = vec![
+                    "step".into(),
+                    "lr".into(),
+                    "elapsed_s".into(),
+                    "iteration_s".into(),
+                ];
+                header.extend(names.iter().cloned());
+                write_line(&mut self.csv, &header.join(","))?;
+                self.columns = Some(header.clone());
+                header
+            }
+        };
+        let mut row = vec![
+            record.step.to_string(),
+            record.lr.to_string(),
+            format!("{:.3}", record.elapsed_s),
+            format!("{:.3}", record.iteration_s),
+        ];
+        for column in &columns[4..] {
+            let value = record
+                .scalars
+                .iter()
+                .find(|(k, _)| k == column)
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default();
+            row.push(value);
+        }
+        write_line(&mut self.csv, &row.join(","))
+    }
+
+    pub fn validation(&mut self, record: &ValidationRecord) -> Result<(), LogError> {
+        let mut json = serde_json::to_value(record).expect("plain data");
+        json.as_object_mut()
+            .expect("a struct")
+            .insert("kind".into(), "validation".into());
+        write_line(&mut self.jsonl, &json.to_string())
+    }
+}
+
+/// NaN and infinities are not JSON numbers: they are written as `null`.
+fn json_number(v: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(v)
+        .map(serde_json::Value::Number)
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Elapsed training seconds recorded at `step` in an existing JSONL log (0 when absent).
+pub fn elapsed_at(jsonl: &Path, step: usize) -> f64 {
+    let Ok(file) = File::open(jsonl) else {
+        return 0.0;
+    };
+    BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .filter(|v| v.get("step").and_then(|s| s.as_u64()) == Some(step as u64))
+        .find_map(|v| v.get("elapsed_s").and_then(|e| e.as_f64()))
+        .unwrap_or(0.0)
+}
+
+fn append(path: &Path) -> Result<File, LogError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| LogError {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+fn write_line(target: &mut (PathBuf, File), line: &str) -> Result<(), LogError> {
+    let (path, file) = target;
+    writeln!(file, "{line}")
+        .and_then(|_| file.flush())
+        .map_err(|e| LogError {
+            path: path.clone(),
+            message: e.to_string(),
+        })
+}
+
+fn read_csv_header(path: &Path) -> Result<Option<Vec<String>>, LogError> {
+    match File::open(path) {
+        Err(_) => Ok(None),
+        Ok(file) => Ok(BufReader::new(file)
+            .lines()
+            .next()
+            .transpose()
+            .map_err(|e| LogError {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split(',').map(str::to_owned).collect())),
+    }
+}
+
+/// Keep the lines whose step is at most `step` (and lines without a step, e.g. the CSV header).
+fn truncate_after(
+    path: &Path,
+    step: usize,
+    step_of: impl Fn(&str) -> Option<usize>,
+) -> Result<(), LogError> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| step_of(line).is_none_or(|s| s <= step))
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    if kept.len() != text.len() {
+        crate::io_util::write_atomic(path, kept.as_bytes()).map_err(|e| LogError {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(step: usize) -> IterationRecord {
+        IterationRecord {
+            step,
+            lr: 0.01,
+            elapsed_s: step as f64,
+            iteration_s: 1.0,
+            scalars: vec![
+                ("loss/total".into(), 0.5 / step as f64),
+                ("weight/consistency".into(), f64::NAN),
+            ],
+        }
+    }
+
+    #[test]
+    fn logs_are_written_and_cut_back_on_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let (jsonl, csv) = (dir.path().join("log.jsonl"), dir.path().join("log.csv"));
+        let mut log = TrainingLog::open(&jsonl, &csv, 0).unwrap();
+        for step in 1..=4 {
+            log.iteration(&record(step)).unwrap();
+        }
+        log.validation(&ValidationRecord {
+            step: 4,
+            dice: 0.7,
+            dice_per_class: vec![0.7],
+            cases: 2,
+            seconds: 3.0,
+        })
+        .unwrap();
+        log.iteration(&record(5)).unwrap();
+        drop(log);
+
+        let csv_text = std::fs::read_to_string(&csv).unwrap();
+        let lines: Vec<&str> = csv_text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "step,lr,elapsed_s,iteration_s,loss/total,weight/consistency"
+        );
+        assert_eq!(lines[2], "2,0.01,2.000,1.000,0.25,NaN");
+        let first: serde_json::Value = serde_json::from_str(
+            std::fs::read_to_string(&jsonl)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(first["kind"], "iteration");
+        assert_eq!(first["loss/total"], 0.5);
+        assert!(first["weight/consistency"].is_null());
+
+        // Resume from a checkpoint written after step 3: steps 4, 5 and the validation go.
+        let mut log = TrainingLog::open(&jsonl, &csv, 3).unwrap();
+        assert_eq!(elapsed_at(&jsonl, 3), 3.0);
+        log.iteration(&record(4)).unwrap();
+        let csv_text = std::fs::read_to_string(&csv).unwrap();
+        assert_eq!(csv_text.lines().count(), 5, "{csv_text}");
+        assert_eq!(
+            csv_text.lines().filter(|l| l.starts_with("step")).count(),
+            1
+        );
+        let kinds: Vec<String> = std::fs::read_to_string(&jsonl)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(kinds, ["iteration"; 4]);
+    }
+}
