@@ -1,1 +1,4 @@
 //! Frozen promptable generalists (LiteMedSAM, SAM-Med3D) behind one trait.
+
+pub mod litemedsam;
+pub mod weights;
