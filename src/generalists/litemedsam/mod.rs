@@ -166,6 +166,16 @@ impl LiteMedSam {
         })
     }
 
+    /// `get_dense_pe()`: the positional encoding of the embedding grid, (256, 64, 64)
+    /// channel-first.
+    pub fn dense_positional_encoding(&self) -> Vec<f32> {
+        let tokens = self.image_pe.clone().transpose();
+        tokens
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32 positional encoding")
+    }
+
     pub fn device(&self) -> &Device {
         &self.device
     }
