@@ -9,7 +9,9 @@
 //!   get that from [`slicewise::SliceWise`], which also owns the embedding cache.
 
 pub mod cache;
+pub mod litemedsam;
 pub mod slicewise;
+pub mod weights;
 
 use ndarray::{Array3, ArrayView3};
 use std::ops::Range;

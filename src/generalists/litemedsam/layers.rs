@@ -1,0 +1,241 @@
+//! Inference-only building blocks shared by the encoder and the decoder. Each loader takes the
+//! checkpoint prefix of the PyTorch module it mirrors, so tensor names map 1:1.
+
+use burn::tensor::module::{conv2d, layer_norm};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Tensor, activation};
+
+use super::LiteMedSamError;
+use super::checkpoint::Checkpoint;
+
+/// `nn.Linear`, with the weight stored transposed (in, out) for a row-major matmul.
+#[derive(Clone, Debug)]
+pub(crate) struct Linear {
+    weight_t: Tensor<2>,
+    bias: Tensor<1>,
+}
+
+impl Linear {
+    pub fn load(
+        ckpt: &mut Checkpoint,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+    ) -> Result<Self, LiteMedSamError> {
+        let weight: Tensor<2> = ckpt.take(&format!("{prefix}.weight"), [d_out, d_in])?;
+        let bias = ckpt.take(&format!("{prefix}.bias"), [d_out])?;
+        // Materialise the transpose once so every forward runs on a contiguous matrix.
+        let weight_t = ckpt.tensor(
+            weight
+                .transpose()
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("f32"),
+            [d_in, d_out],
+        );
+        Ok(Self { weight_t, bias })
+    }
+
+    /// Apply to the last dimension of `x`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let [_, d_out] = self.weight_t.dims();
+        let y = x.reshape([rows, d_in]).matmul(self.weight_t.clone())
+            + self.bias.clone().unsqueeze::<2>();
+        let mut out_dims = dims;
+        out_dims[D - 1] = d_out;
+        y.reshape(out_dims)
+    }
+}
+
+/// `nn.LayerNorm` over the last dimension.
+#[derive(Clone, Debug)]
+pub(crate) struct LayerNorm {
+    weight: Tensor<1>,
+    bias: Tensor<1>,
+    eps: f64,
+}
+
+/// `nn.LayerNorm`'s default epsilon.
+pub(crate) const LAYER_NORM_EPS: f64 = 1e-5;
+/// SAM's `LayerNorm2d` epsilon.
+pub(crate) const LAYER_NORM_2D_EPS: f64 = 1e-6;
+
+impl LayerNorm {
+    pub fn load(
+        ckpt: &mut Checkpoint,
+        prefix: &str,
+        dim: usize,
+        eps: f64,
+    ) -> Result<Self, LiteMedSamError> {
+        Ok(Self {
+            weight: ckpt.take(&format!("{prefix}.weight"), [dim])?,
+            bias: ckpt.take(&format!("{prefix}.bias"), [dim])?,
+            eps,
+        })
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        layer_norm(x, self.weight.clone(), Some(self.bias.clone()), self.eps)
+    }
+
+    /// SAM's `LayerNorm2d`: normalise NCHW over the channel axis at each pixel.
+    pub fn forward_nchw(&self, x: Tensor<4>) -> Tensor<4> {
+        self.forward(x.permute([0, 2, 3, 1])).permute([0, 3, 1, 2])
+    }
+}
+
+/// A 2-D convolution (NCHW) with an optional bias.
+#[derive(Clone, Debug)]
+pub(crate) struct Conv2d {
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+}
+
+impl Conv2d {
+    /// A bias-free `nn.Conv2d` with "same" padding for odd kernels.
+    pub fn load_no_bias(
+        ckpt: &mut Checkpoint,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+    ) -> Result<Self, LiteMedSamError> {
+        let weight = ckpt.take(&format!("{prefix}.weight"), [c_out, c_in, kernel, kernel])?;
+        Ok(Self {
+            weight,
+            bias: None,
+            options: ConvOptions::new([1, 1], [kernel / 2, kernel / 2], [1, 1], 1),
+        })
+    }
+
+    /// TinyViT's `Conv2d_BN` (bias-free conv + eval-mode BatchNorm), folded into one conv:
+    /// `w' = w·γ/√(var+ε)`, `b' = β − mean·γ/√(var+ε)`.
+    pub fn load_conv_bn(
+        ckpt: &mut Checkpoint,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        groups: usize,
+    ) -> Result<Self, LiteMedSamError> {
+        const BATCH_NORM_EPS: f64 = 1e-5;
+        let per_out = c_in / groups * kernel * kernel;
+        let w = ckpt.take_values(
+            &format!("{prefix}.c.weight"),
+            &[c_out, c_in / groups, kernel, kernel],
+        )?;
+        let gamma = ckpt.take_values(&format!("{prefix}.bn.weight"), &[c_out])?;
+        let beta = ckpt.take_values(&format!("{prefix}.bn.bias"), &[c_out])?;
+        let mean = ckpt.take_values(&format!("{prefix}.bn.running_mean"), &[c_out])?;
+        let var = ckpt.take_values(&format!("{prefix}.bn.running_var"), &[c_out])?;
+        ckpt.discard_counter(&format!("{prefix}.bn.num_batches_tracked"))?;
+        let mut folded_w = Vec::with_capacity(w.len());
+        let mut folded_b = Vec::with_capacity(c_out);
+        for o in 0..c_out {
+            let scale = gamma[o] as f64 / (var[o] as f64 + BATCH_NORM_EPS).sqrt();
+            folded_w.extend(
+                w[o * per_out..(o + 1) * per_out]
+                    .iter()
+                    .map(|&v| (v as f64 * scale) as f32),
+            );
+            folded_b.push((beta[o] as f64 - mean[o] as f64 * scale) as f32);
+        }
+        Ok(Self {
+            weight: ckpt.tensor(folded_w, [c_out, c_in / groups, kernel, kernel]),
+            bias: Some(ckpt.tensor(folded_b, [c_out])),
+            options: ConvOptions::new([stride, stride], [kernel / 2, kernel / 2], [1, 1], groups),
+        })
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        conv2d(
+            x,
+            self.weight.clone(),
+            self.bias.clone(),
+            self.options.clone(),
+        )
+    }
+}
+
+/// `nn.ConvTranspose2d` with kernel = stride = 2 on channel-last input. The 2x2 windows do not
+/// overlap, so it is one matmul `(pixels, C_in) @ (C_in, C_out·2·2)` followed by a pixel shuffle.
+#[derive(Clone, Debug)]
+pub(crate) struct ConvTranspose2x2 {
+    /// (C_in, 2·2·C_out), columns ordered (a, b, o) so the shuffle lands channel-last.
+    weight: Tensor<2>,
+    bias: Tensor<1>,
+    c_out: usize,
+}
+
+impl ConvTranspose2x2 {
+    pub fn load(
+        ckpt: &mut Checkpoint,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+    ) -> Result<Self, LiteMedSamError> {
+        // PyTorch stores transposed-conv weights as (in, out, kH, kW).
+        let w = ckpt.take_values(&format!("{prefix}.weight"), &[c_in, c_out, 2, 2])?;
+        let bias = ckpt.take(&format!("{prefix}.bias"), [c_out])?;
+        let mut reordered = vec![0.0f32; w.len()];
+        for c in 0..c_in {
+            for o in 0..c_out {
+                for ab in 0..4 {
+                    reordered[c * 4 * c_out + ab * c_out + o] = w[(c * c_out + o) * 4 + ab];
+                }
+            }
+        }
+        Ok(Self {
+            weight: ckpt.tensor(reordered, [c_in, 4 * c_out]),
+            bias,
+            c_out,
+        })
+    }
+
+    /// (B, H, W, C_in) → (B, 2H, 2W, C_out).
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, h, w, c_in] = x.dims();
+        let y = x.reshape([b * h * w, c_in]).matmul(self.weight.clone());
+        let y = y
+            .reshape([b, h, w, 2, 2, self.c_out])
+            .permute([0, 1, 3, 2, 4, 5]);
+        y.reshape([b, 2 * h, 2 * w, self.c_out]) + self.bias.clone().unsqueeze::<4>()
+    }
+}
+
+/// A multi-layer perceptron with ReLU between layers (SAM's `MLP`, no output activation).
+#[derive(Clone, Debug)]
+pub(crate) struct ReluMlp {
+    layers: Vec<Linear>,
+}
+
+impl ReluMlp {
+    pub fn load(
+        ckpt: &mut Checkpoint,
+        prefix: &str,
+        dims: &[usize],
+    ) -> Result<Self, LiteMedSamError> {
+        let layers = dims
+            .windows(2)
+            .enumerate()
+            .map(|(i, io)| Linear::load(ckpt, &format!("{prefix}.layers.{i}"), io[0], io[1]))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { layers })
+    }
+
+    pub fn forward<const D: usize>(&self, mut x: Tensor<D>) -> Tensor<D> {
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x);
+            if i < last {
+                x = activation::relu(x);
+            }
+        }
+        x
+    }
+}

@@ -1,0 +1,389 @@
+//! LiteMedSAM parity against PyTorch fixtures (real checkpoint, float32, CPU), compacted into
+//! tests/fixtures/litemedsam by its compact.py. Needs the real weights in the weights cache
+//! (`semisam weights fetch`); without them every test fails with that instruction.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use burn::tensor::TensorData;
+use ndarray::{Array2, Array3, ArrayD};
+use ndarray_npy::{ReadableElement, read_npy};
+use semisam::generalists::litemedsam::{
+    Embedding, LiteMedSam, PreparedImage, Prompts, postprocess_mask, prepare_image, resize_area,
+};
+use semisam::generalists::weights::{self, LITEMEDSAM};
+
+const CASES: [&str; 3] = ["case0_synthetic", "case1_ct", "case2_us"];
+const EMBED_STRIDE: usize = 3;
+const INPUT_STRIDE: usize = 3;
+const PE_STRIDE: usize = 7;
+const CROP: usize = 8;
+
+const EMBEDDING_ATOL: f32 = 1e-4;
+const SPARSE_ATOL: f32 = 1e-5;
+const LOGITS_ATOL: f32 = 1e-3;
+const IOU_ATOL: f32 = 1e-4;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/litemedsam")
+}
+
+fn load<T: ReadableElement>(rel: &str) -> ArrayD<T> {
+    let path = fixture_dir().join(rel);
+    read_npy(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn load_f32(rel: &str) -> Vec<f32> {
+    load::<f32>(rel).iter().copied().collect()
+}
+
+fn model() -> &'static LiteMedSam {
+    static MODEL: OnceLock<LiteMedSam> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = weights::locate(&LITEMEDSAM)
+            .unwrap_or_else(|e| panic!("LiteMedSAM parity tests need the real checkpoint: {e}"));
+        LiteMedSam::load(&path, &semisam::backend::default_device())
+            .unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// Max |a − b| after checking the lengths agree.
+fn max_abs_diff(what: &str, actual: &[f32], expected: &[f32]) -> f32 {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    actual
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+fn assert_close(what: &str, actual: &[f32], expected: &[f32], atol: f32) {
+    let diff = max_abs_diff(what, actual, expected);
+    assert!(diff <= atol, "{what}: max abs error {diff:e} > {atol:e}");
+    eprintln!("{what}: max abs error {diff:e} (tolerance {atol:e})");
+}
+
+/// Values of a (C, H, W) row-major tensor at rows/cols 0, s, 2s, ...
+fn subsample(values: &[f32], [c, h, w]: [usize; 3], stride: usize) -> Vec<f32> {
+    let mut out = Vec::new();
+    for ch in 0..c {
+        for i in (0..h).step_by(stride) {
+            for j in (0..w).step_by(stride) {
+                out.push(values[(ch * h + i) * w + j]);
+            }
+        }
+    }
+    out
+}
+
+/// The `[.., r0..r0+n, c0..c0+n]` crop of a (1, C, H, W) tensor.
+fn crop(data: &TensorData, r0: usize, c0: usize, n: usize) -> Vec<f32> {
+    let dims = data.shape().to_vec();
+    let (c, h, w) = (dims[1], dims[2], dims[3]);
+    let values = data.try_to_vec::<f32>().unwrap();
+    let mut out = Vec::with_capacity(c * n * n);
+    for ch in 0..c {
+        for i in r0..r0 + n {
+            out.extend_from_slice(&values[(ch * h + i) * w + c0..(ch * h + i) * w + c0 + n]);
+        }
+    }
+    out
+}
+
+struct CaseRun {
+    prepared: PreparedImage,
+    embedding: Embedding,
+    prompts: Prompts,
+}
+
+fn raw_image(case: &str) -> Array3<u8> {
+    load::<u8>(&format!("{case}/raw_image.npy"))
+        .into_dimensionality()
+        .unwrap()
+}
+
+fn prepare_case(case: &str) -> CaseRun {
+    let prepared = prepare_image(raw_image(case).view()).unwrap();
+    let box_orig = load_f32(&format!("{case}/box_orig.npy"));
+    let bbox = prepared
+        .geometry
+        .scale_box([0, 1, 2, 3].map(|i| box_orig[i] as f64));
+    assert_eq!(
+        bbox.to_vec(),
+        load_f32(&format!("{case}/box_256.npy")),
+        "{case}: box scaled to 256"
+    );
+    let embedding = model().embed(&prepared);
+    CaseRun {
+        prepared,
+        embedding,
+        prompts: Prompts::from_box(bbox),
+    }
+}
+
+fn check_case(case: &str) {
+    let run = prepare_case(case);
+    let expected_input = load_f32(&format!("{case}/input_s{INPUT_STRIDE}.npy"));
+    let input = subsample(&run.prepared.pixels, [3, 256, 256], INPUT_STRIDE);
+    assert_eq!(
+        max_abs_diff(&format!("{case} input"), &input, &expected_input),
+        0.0,
+        "{case}: preprocessed input"
+    );
+
+    let embedding = subsample(&run.embedding.to_vec(), [256, 64, 64], EMBED_STRIDE);
+    let expected = load_f32(&format!("{case}/image_embedding_s{EMBED_STRIDE}.npy"));
+    assert_close(
+        &format!("{case} image embedding"),
+        &embedding,
+        &expected,
+        EMBEDDING_ATOL,
+    );
+
+    let sparse = model().sparse_embeddings(&run.prompts).unwrap();
+    assert_close(
+        &format!("{case} sparse"),
+        &sparse,
+        &load_f32(&format!("{case}/sparse_embeddings.npy")),
+        SPARSE_ATOL,
+    );
+
+    let logits = model().decode(&run.embedding, &run.prompts).unwrap();
+    let expected_logits = load_f32(&format!("{case}/low_res_logits.npy"));
+    assert_close(
+        &format!("{case} low-res logits"),
+        &logits.values,
+        &expected_logits,
+        LOGITS_ATOL,
+    );
+    let expected_iou = load_f32(&format!("{case}/iou_pred.npy"))[0];
+    assert_close(
+        &format!("{case} iou"),
+        &[logits.iou],
+        &[expected_iou],
+        IOU_ATOL,
+    );
+
+    let mask = postprocess_mask(&logits, &run.prepared.geometry);
+    let expected_mask: Array2<u8> = load::<u8>(&format!("{case}/mask_orig.npy"))
+        .into_dimensionality()
+        .unwrap();
+    assert_eq!(mask.dim(), expected_mask.dim(), "{case}: mask size");
+    let differing = mask
+        .iter()
+        .zip(&expected_mask)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(differing, 0, "{case}: {differing} mask pixels differ");
+    assert!(
+        expected_mask.iter().any(|&v| v == 1),
+        "{case}: fixture mask is not empty"
+    );
+}
+
+#[test]
+fn case0_synthetic_matches_pytorch() {
+    check_case(CASES[0]);
+}
+
+#[test]
+fn case1_ct_matches_pytorch() {
+    check_case(CASES[1]);
+}
+
+#[test]
+fn case2_us_matches_pytorch() {
+    check_case(CASES[2]);
+}
+
+#[test]
+fn area_resize_matches_opencv() {
+    for case in &CASES[1..] {
+        let raw = raw_image(case);
+        let expected: Array3<u8> = load::<u8>(&format!("{case}/resized_image.npy"))
+            .into_dimensionality()
+            .unwrap();
+        let (h, w, _) = expected.dim();
+        let resized = resize_area(raw.view(), [h, w]);
+        let differing = resized
+            .iter()
+            .zip(&expected)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(
+            differing, 0,
+            "{case}: {differing} resized pixels differ from cv2.INTER_AREA"
+        );
+    }
+}
+
+/// Encoder stages of case 0: top-left and bottom-right crops (the latter covers the zero-padded
+/// attention windows). Tolerance 1e-4 of the stage's largest magnitude.
+#[test]
+fn case0_encoder_stages_match_pytorch() {
+    let prepared = prepare_image(raw_image(CASES[0]).view()).unwrap();
+    let mut stages: Vec<(String, TensorData)> = Vec::new();
+    let mut observer = |name: &str, data: TensorData| stages.push((name.to_string(), data));
+    model().embed_traced(&prepared, Some(&mut observer));
+    let names = [
+        "patch_embed",
+        "layer0_block1",
+        "layer0",
+        "layer1_block1",
+        "layer1",
+        "layer2_block5",
+        "layer2",
+        "layer3",
+    ];
+    for name in names {
+        let (_, data) = stages
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("stage {name} not reported"));
+        let dims = data.shape().to_vec();
+        let (h, w) = (dims[2], dims[3]);
+        for (corner, r0, c0) in [("tl", 0, 0), ("br", h - CROP, w - CROP)] {
+            let expected = load_f32(&format!("case0_synthetic/stages/{name}_{corner}.npy"));
+            let scale = expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            assert_close(
+                &format!("stage {name} {corner}"),
+                &crop(data, r0, c0, CROP),
+                &expected,
+                1e-4 * scale,
+            );
+        }
+    }
+}
+
+/// Decoder intermediates of case 0, fed with the Rust embedding.
+#[test]
+fn case0_decoder_intermediates_match_pytorch() {
+    let run = prepare_case(CASES[0]);
+    let mut seen: Vec<(String, TensorData)> = Vec::new();
+    let mut observer = |name: &str, data: TensorData| seen.push((name.to_string(), data));
+    model()
+        .decode_traced(&run.embedding, &run.prompts, Some(&mut observer))
+        .unwrap();
+    let get = |name: &str| {
+        let (_, data) = seen
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{name} not reported"));
+        data.try_to_vec::<f32>().unwrap()
+    };
+    let dec = "case0_synthetic/decoder";
+    assert_close(
+        "tokens_in",
+        &get("tokens_in"),
+        &load_f32(&format!("{dec}/tokens_in.npy")),
+        SPARSE_ATOL,
+    );
+    assert_close(
+        "transformer_hs",
+        &get("transformer_hs"),
+        &load_f32(&format!("{dec}/transformer_hs.npy")),
+        1e-3,
+    );
+    let keys = get("transformer_keys");
+    let row = 64 * 256;
+    assert_close(
+        "keys grid row 0",
+        &keys[..row],
+        &load_f32(&format!("{dec}/transformer_keys_first64.npy")),
+        1e-3,
+    );
+    assert_close(
+        "keys grid row 63",
+        &keys[keys.len() - row..],
+        &load_f32(&format!("{dec}/transformer_keys_last64.npy")),
+        1e-3,
+    );
+    let (_, upscaled) = seen
+        .iter()
+        .find(|(n, _)| n == "upscaled")
+        .expect("upscaled reported");
+    assert_close(
+        "upscaled tl",
+        &crop(upscaled, 0, 0, 16),
+        &load_f32(&format!("{dec}/upscaled_tl.npy")),
+        1e-3,
+    );
+    assert_close(
+        "upscaled br",
+        &crop(upscaled, 240, 240, 16),
+        &load_f32(&format!("{dec}/upscaled_br.npy")),
+        1e-3,
+    );
+}
+
+/// A batched decode gives the same logits as one-by-one decoding, in input order, also when
+/// box-only and point prompts are mixed (different token counts).
+#[test]
+fn batched_decode_equals_single_decodes() {
+    let run = prepare_case(CASES[0]);
+    let mut prompts = vec![
+        run.prompts.clone(),
+        Prompts::from_box([20.0, 30.0, 120.0, 200.0]),
+    ];
+    prompts.insert(
+        1,
+        Prompts {
+            bbox: None,
+            points: vec![semisam::generalists::litemedsam::PointPrompt {
+                x: 150.0,
+                y: 110.0,
+                positive: true,
+            }],
+        },
+    );
+    let batched = model().decode_batch(&run.embedding, &prompts).unwrap();
+    assert_eq!(batched.len(), 3);
+    for (i, p) in prompts.iter().enumerate() {
+        let single = model().decode(&run.embedding, p).unwrap();
+        assert_close(
+            &format!("batched prompt {i}"),
+            &batched[i].values,
+            &single.values,
+            1e-4,
+        );
+        assert!(
+            (batched[i].iou - single.iou).abs() <= 1e-5,
+            "prompt {i} iou"
+        );
+    }
+    let expected_logits = load_f32("case0_synthetic/low_res_logits.npy");
+    assert_close(
+        "batched case0",
+        &batched[0].values,
+        &expected_logits,
+        LOGITS_ATOL,
+    );
+}
+
+/// The dense positional encoding (`get_dense_pe`) at a 7-strided subsample of the grid.
+#[test]
+fn dense_positional_encoding_matches_pytorch() {
+    let pe = subsample(
+        &model().dense_positional_encoding(),
+        [256, 64, 64],
+        PE_STRIDE,
+    );
+    assert_close(
+        "image_pe",
+        &pe,
+        &load_f32(&format!("shared/image_pe_s{PE_STRIDE}.npy")),
+        1e-5,
+    );
+}
+
+#[test]
+fn empty_prompt_is_rejected() {
+    let run = prepare_case(CASES[1]);
+    let err = model()
+        .decode(&run.embedding, &Prompts::default())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("box or at least one point"),
+        "{err}"
+    );
+}
