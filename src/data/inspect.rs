@@ -62,7 +62,17 @@ pub fn inspect_case(dataset: &Dataset, case: &Case) -> CaseReport {
         .map_err(|e| report.problems.push(e))
         .ok();
     let label = match &case.label {
-        Some(path) => read_label(path).map_err(|e| report.problems.push(e)).ok(),
+        Some(path) => match read_label(path) {
+            Ok(label) => Some(label),
+            Err(e) => {
+                // UA-MT keeps image and label in one file: report a file-level failure once.
+                let text = e.to_string();
+                if !report.problems.iter().any(|p| p.to_string() == text) {
+                    report.problems.push(e);
+                }
+                None
+            }
+        },
         None => {
             report.notes.push("no label".into());
             None
@@ -127,16 +137,18 @@ impl fmt::Display for CaseReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.id)?;
         match self.shape {
-            Some(s) => write!(f, "  shape {}", join(&s, "x"))?,
-            None => write!(f, "  shape ?")?,
-        }
-        match self.spacing {
-            Some(s) => write!(
-                f,
-                "  spacing {} mm",
-                join(&s.map(|v| format!("{v:.4}")), "x")
-            )?,
-            None => write!(f, "  spacing none stored")?,
+            Some(shape) => {
+                write!(f, "  shape {}", join(&shape, "x"))?;
+                match self.spacing {
+                    Some(s) => write!(
+                        f,
+                        "  spacing {} mm",
+                        join(&s.map(|v| format!("{v:.4}")), "x")
+                    )?,
+                    None => write!(f, "  spacing none stored")?,
+                }
+            }
+            None => write!(f, "  (unreadable)")?,
         }
         if let Some(values) = &self.label_values {
             write!(f, "  labels {{{}}}", join(values, ", "))?;
