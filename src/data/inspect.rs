@@ -58,21 +58,14 @@ pub fn inspect_case(dataset: &Dataset, case: &Case) -> CaseReport {
         problems: Vec::new(),
         notes: Vec::new(),
     };
-    let image = read_image(&case.image)
-        .map_err(|e| report.problems.push(e))
-        .ok();
+    let image = read_image(&case.image);
+    // UA-MT keeps image and label in one file: a failure of the file itself is reported once.
+    let same_file_failed = case.label.as_ref() == Some(&case.image)
+        && matches!(&image, Err(e) if !matches!(e, DataError::MissingKey { .. }));
+    let image = image.map_err(|e| report.problems.push(e)).ok();
     let label = match &case.label {
-        Some(path) => match read_label(path) {
-            Ok(label) => Some(label),
-            Err(e) => {
-                // UA-MT keeps image and label in one file: report a file-level failure once.
-                let text = e.to_string();
-                if !report.problems.iter().any(|p| p.to_string() == text) {
-                    report.problems.push(e);
-                }
-                None
-            }
-        },
+        Some(_) if same_file_failed => None,
+        Some(path) => read_label(path).map_err(|e| report.problems.push(e)).ok(),
         None => {
             report.notes.push("no label".into());
             None
