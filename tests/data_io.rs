@@ -114,3 +114,47 @@ fn h5_image_written_as_nifti_has_unknown_geometry_codes() {
     assert_eq!((header.qform_code, header.sform_code), (0, 0));
     assert_eq!(&header.pixdim[1..4], &[1.0, 1.0, 1.0]);
 }
+
+/// Write a 2x3x4 float32 NIfTI and rewrite its `dim` field (bytes 40..56) to `dims`.
+fn nifti_with_dims(dir: &Path, name: &str, dims: &[u16]) -> PathBuf {
+    let path = dir.join(name);
+    let data = Array3::from_shape_fn([2, 3, 4], |(i, j, k)| (i * 12 + j * 4 + k) as f32);
+    let volume = semisam::data::Volume {
+        data,
+        geometry: semisam::data::Geometry::unknown(),
+        source: SourceFormat::Npy,
+        path: PathBuf::from("memory"),
+    };
+    write_image(&volume, &path).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut dim = [1u16; 8];
+    dim[0] = dims.len() as u16;
+    dim[1..=dims.len()].copy_from_slice(dims);
+    for (n, d) in dim.iter().enumerate() {
+        bytes[40 + 2 * n..42 + 2 * n].copy_from_slice(&d.to_le_bytes());
+    }
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn nifti_with_a_singleton_fourth_axis_reads_as_3d() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = nifti_with_dims(dir.path(), "t1.nii", &[2, 3, 4, 1]);
+    let image = read_image(&path).unwrap();
+    assert_eq!(image.shape(), [2, 3, 4]);
+    assert_eq!(image.data[[1, 2, 3]], 23.0);
+}
+
+#[test]
+fn multi_channel_nifti_is_refused_with_its_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = nifti_with_dims(dir.path(), "two_channels.nii", &[2, 3, 2, 2]);
+    let err = read_image(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("two_channels.nii")
+            && err
+                .contains("volume has shape [2, 3, 2, 2]; semisam reads single-channel 3D volumes"),
+        "{err}"
+    );
+}
