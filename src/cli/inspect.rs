@@ -39,7 +39,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     let problems: usize = reports.iter().map(|r| r.problems.len()).sum();
     let bad_cases = reports.iter().filter(|r| !r.problems.is_empty()).count();
     println!(
-        "summary: {} cases, {} with problems, {} problems",
+        "summary: {} cases, {} with problems, {} problem(s)",
         reports.len(),
         bad_cases,
         problems

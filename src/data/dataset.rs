@@ -196,6 +196,8 @@ fn find_cases_dir(root: &Path, ids: &[&String]) -> Result<PathBuf, DataError> {
     let best = candidates
         .into_iter()
         .map(|d| (hits(&d), d))
+        // `max_by_key` keeps the last maximum; reversed, the root wins ties.
+        .rev()
         .max_by_key(|(n, _)| *n);
     match best {
         Some((n, dir)) if n > 0 => Ok(dir),

@@ -141,7 +141,11 @@ impl DataError {
     pub(crate) fn from_output(err: crate::error::Error) -> Self {
         match err {
             crate::error::Error::Io { path, source } => DataError::Io { path, source },
-            other => DataError::invalid(PathBuf::new(), other.to_string()),
+            crate::error::Error::Data(e) => e,
+            other => DataError::Invalid {
+                path: Default::default(),
+                message: other.to_string(),
+            },
         }
     }
 }

@@ -58,10 +58,13 @@ pub fn inspect_case(dataset: &Dataset, case: &Case) -> CaseReport {
         problems: Vec::new(),
         notes: Vec::new(),
     };
-    let image = read_image(&case.image)
-        .map_err(|e| report.problems.push(e))
-        .ok();
+    let image = read_image(&case.image);
+    // UA-MT keeps image and label in one file: a failure of the file itself is reported once.
+    let same_file_failed = case.label.as_ref() == Some(&case.image)
+        && matches!(&image, Err(e) if !matches!(e, DataError::MissingKey { .. }));
+    let image = image.map_err(|e| report.problems.push(e)).ok();
     let label = match &case.label {
+        Some(_) if same_file_failed => None,
         Some(path) => read_label(path).map_err(|e| report.problems.push(e)).ok(),
         None => {
             report.notes.push("no label".into());
@@ -127,16 +130,18 @@ impl fmt::Display for CaseReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.id)?;
         match self.shape {
-            Some(s) => write!(f, "  shape {}", join(&s, "x"))?,
-            None => write!(f, "  shape ?")?,
-        }
-        match self.spacing {
-            Some(s) => write!(
-                f,
-                "  spacing {} mm",
-                join(&s.map(|v| format!("{v:.4}")), "x")
-            )?,
-            None => write!(f, "  spacing none stored")?,
+            Some(shape) => {
+                write!(f, "  shape {}", join(&shape, "x"))?;
+                match self.spacing {
+                    Some(s) => write!(
+                        f,
+                        "  spacing {} mm",
+                        join(&s.map(|v| format!("{v:.4}")), "x")
+                    )?,
+                    None => write!(f, "  spacing none stored")?,
+                }
+            }
+            None => write!(f, "  (unreadable)")?,
         }
         if let Some(values) = &self.label_values {
             write!(f, "  labels {{{}}}", join(values, ", "))?;

@@ -12,7 +12,8 @@ use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use ndarray::{Array3, Ix3};
 use nifti::{
-    InMemNiftiObject, IntoNdArray, NiftiError, NiftiHeader, NiftiObject, NiftiType, NiftiVolume,
+    InMemNiftiObject, InMemNiftiVolume, IntoNdArray, NiftiError, NiftiHeader, NiftiObject,
+    NiftiType, NiftiVolume,
 };
 
 use super::error::DataError;
@@ -232,14 +233,28 @@ fn geometry(header: NiftiHeader) -> Geometry {
     }
 }
 
+/// Split the object into its header and voxel data. Non-finite scaling fields mean "no scaling"
+/// (nibabel reads them so); the nifti crate would multiply by them.
+fn header_and_volume(
+    path: &Path,
+    object: InMemNiftiObject,
+) -> Result<(NiftiHeader, InMemNiftiVolume), DataError> {
+    let mut header = object.header().clone();
+    if !header.scl_slope.is_finite() {
+        header.scl_slope = 0.0;
+    }
+    if !header.scl_inter.is_finite() {
+        header.scl_inter = 0.0;
+    }
+    let raw = object.into_volume().into_raw_data();
+    let volume = InMemNiftiVolume::from_raw_data(&header, raw).map_err(|e| error(path, e))?;
+    Ok((header, volume))
+}
+
 pub fn read_image(path: &Path) -> Result<Volume<f32>, DataError> {
-    let object = read_object(path)?;
-    let header = object.header().clone();
+    let (header, volume) = header_and_volume(path, read_object(path)?)?;
     let shape = spatial_shape(path, &header)?;
-    let array = object
-        .into_volume()
-        .into_ndarray::<f32>()
-        .map_err(|e| error(path, e))?;
+    let array = volume.into_ndarray::<f32>().map_err(|e| error(path, e))?;
     let data = to_array3(path, array, shape)?;
     Ok(Volume {
         data,
@@ -250,10 +265,8 @@ pub fn read_image(path: &Path) -> Result<Volume<f32>, DataError> {
 }
 
 pub fn read_label(path: &Path) -> Result<Volume<u8>, DataError> {
-    let object = read_object(path)?;
-    let header = object.header().clone();
+    let (header, volume) = header_and_volume(path, read_object(path)?)?;
     let shape = spatial_shape(path, &header)?;
-    let volume = object.into_volume();
     let stored = volume.data_type();
     let unscaled = header.scl_slope == 0.0 || (header.scl_slope == 1.0 && header.scl_inter == 0.0);
     let data = if stored == NiftiType::Uint8 && unscaled {
