@@ -191,7 +191,7 @@ impl ItemTransform {
     }
 
     /// Index ranges of the window (`.0`) and of the source (`.1`) where the two overlap.
-    fn overlap(&self) -> ([std::ops::Range<usize>; 3], [std::ops::Range<usize>; 3]) {
+    pub fn overlap(&self) -> ([std::ops::Range<usize>; 3], [std::ops::Range<usize>; 3]) {
         let window = self.window_shape();
         let mut src: [std::ops::Range<usize>; 3] = [0..0, 0..0, 0..0];
         let mut dst = src.clone();

@@ -31,6 +31,7 @@
 pub mod ema;
 pub mod mean_teacher;
 pub mod noise;
+pub mod sam_assist;
 pub mod schedule;
 pub mod supervised;
 pub mod ua_mt;

@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod litemedsam;
+pub mod litemedsam_slicewise;
 pub mod slicewise;
 pub mod weights;
 

@@ -1,0 +1,559 @@
+//! SAM assistance (SemiSAM, SPEC §5) as an [`AuxiliaryLoss`] that plugs into any framework.
+//!
+//! For every unlabeled item of a batch the student's class probabilities on the patch are mapped
+//! back onto the un-augmented volume (the augmentation is invertible), each foreground class gets
+//! prompts from its own confident component, the frozen generalist answers with a mask, and the
+//! masks are mapped forward onto the patch again as a one-hot pseudo-label. The term is
+//! `0.5 · λ_s(t) · mean over pseudo-labelled voxels and classes of (s_u - onehot(m))²`, with the
+//! ramp-down `λ_s(t) = w · r(⌊(T_max - t)/e⌋, E)`.
+//!
+//! Prompts come from the student's prediction only: this module never sees a label of an
+//! unlabeled case (the batch sampler does not even load them).
+//!
+//! A pseudo-label is recomputed for a case at most every `refresh_interval` iterations; in between
+//! the cached one (on the source grid) is reused where it covers the new patch, and voxels it does
+//! not cover are left out of the term.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::time::Instant;
+
+use burn::tensor::{Tensor, TensorData};
+use ndarray::{Array3, Array5, Axis, s};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use super::{AuxiliaryLoss, FrameworkError, LossTerms, RampUp, StepContext};
+use crate::data::augment::ItemTransform;
+use crate::data::batches::ItemProvenance;
+use crate::generalists::{Generalist, PseudoLabelRequest};
+use crate::losses::masked_squared_error;
+
+/// The `[sam]` weight schedule: `weight · r(⌊(T_max - t)/iterations_per_epoch⌋, rampdown_epochs)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamTermConfig {
+    /// λ_s at the start of training (SemiSAM: 0.1).
+    pub weight: f64,
+    /// Length of the ramp-down in "epochs" (SemiSAM: 40).
+    pub rampdown_epochs: f64,
+    /// Iterations per ramp "epoch" (SemiSAM: 150; scale it with the run length).
+    pub iterations_per_epoch: usize,
+    /// Recompute a case's pseudo-label at most every this many iterations (1 = every time).
+    pub refresh_interval: usize,
+}
+
+impl Default for SamTermConfig {
+    fn default() -> Self {
+        SamTermConfig {
+            weight: 0.1,
+            rampdown_epochs: 40.0,
+            iterations_per_epoch: 150,
+            refresh_interval: 1,
+        }
+    }
+}
+
+impl SamTermConfig {
+    /// λ_s(step): SAM dominates early and fades as the consistency term ramps up.
+    pub fn weight_at(&self, step: usize, max_steps: usize) -> f64 {
+        let schedule = RampUp {
+            weight: self.weight,
+            rampup_epochs: self.rampdown_epochs,
+            iterations_per_epoch: self.iterations_per_epoch,
+        };
+        schedule.at(max_steps.saturating_sub(step))
+    }
+}
+
+/// A pseudo-label kept on the source grid of a case.
+struct CachedLabel {
+    step: usize,
+    /// Source region the label covers.
+    region: [Range<usize>; 3],
+    /// Class index per voxel of `region`.
+    classes: Array3<u8>,
+}
+
+/// Per-step usage, for the log.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SamStepStats {
+    pub items_with_term: usize,
+    pub items_without: usize,
+    pub refreshed: usize,
+    pub mean_area: f64,
+    pub agreement_dice: f64,
+    pub seconds: f64,
+}
+
+/// The SAM pseudo-label term.
+pub struct SamAssist {
+    config: SamTermConfig,
+    generalist: Box<dyn Generalist>,
+    /// Normalised, un-augmented images of the unlabeled cases.
+    images: HashMap<String, Array3<f32>>,
+    /// Provenance of the batch about to be trained on (set by [`SamAssist::prepare`]).
+    items: Vec<ItemProvenance>,
+    labels: HashMap<String, CachedLabel>,
+    last: SamStepStats,
+}
+
+impl SamAssist {
+    pub fn new(
+        config: SamTermConfig,
+        generalist: Box<dyn Generalist>,
+        unlabeled: impl IntoIterator<Item = (String, Array3<f32>)>,
+    ) -> Self {
+        SamAssist {
+            config,
+            generalist,
+            images: unlabeled.into_iter().collect(),
+            items: Vec::new(),
+            labels: HashMap::new(),
+            last: SamStepStats::default(),
+        }
+    }
+
+    /// Tell the term where the next batch's items come from.
+    pub fn prepare(&mut self, items: &[ItemProvenance]) {
+        self.items = items.to_vec();
+    }
+
+    pub fn last_stats(&self) -> SamStepStats {
+        self.last
+    }
+
+    pub fn generalist(&self) -> &dyn Generalist {
+        &*self.generalist
+    }
+
+    /// Class map of one item on the source grid region its patch covers, recomputed or reused.
+    /// `None` when the student had no confident foreground for any class.
+    fn source_label(
+        &mut self,
+        item: &ItemProvenance,
+        probabilities: &Array5<f32>,
+        u: usize,
+        step: usize,
+    ) -> Result<Option<(bool, [Range<usize>; 3])>, FrameworkError> {
+        let transform = &item.transform;
+        let (window_part, region) = transform.overlap();
+        if region.iter().any(|r| r.is_empty()) {
+            return Ok(None);
+        }
+        if let Some(cached) = self.labels.get(&item.case_id)
+            && step.saturating_sub(cached.step) < self.config.refresh_interval.max(1)
+        {
+            return Ok(Some((false, cached.region.clone())));
+        }
+        let image = self
+            .images
+            .get(&item.case_id)
+            .ok_or_else(|| FrameworkError::Auxiliary {
+                name: "sam".into(),
+                message: format!("case {} is not one of the unlabeled cases", item.case_id),
+            })?;
+        let shape: Vec<usize> = region.iter().map(|r| r.len()).collect();
+        let mut classes = Array3::<u8>::zeros((shape[0], shape[1], shape[2]));
+        let mut any = false;
+        for class in 1..probabilities.shape()[1] {
+            let patch = probabilities.slice(s![u, class, .., .., ..]);
+            let window = transform.invert(patch);
+            let probability = window.slice(s![
+                window_part[0].clone(),
+                window_part[1].clone(),
+                window_part[2].clone()
+            ]);
+            let request = PseudoLabelRequest {
+                case_id: &item.case_id,
+                image: image.view(),
+                region: region.clone(),
+                probability,
+            };
+            let label =
+                self.generalist
+                    .pseudo_label(&request)
+                    .map_err(|e| FrameworkError::Auxiliary {
+                        name: "sam".into(),
+                        message: e.to_string(),
+                    })?;
+            if let Some(label) = label {
+                any = true;
+                ndarray::Zip::from(&mut classes)
+                    .and(&label.mask)
+                    .for_each(|c, &m| {
+                        if m {
+                            *c = class as u8;
+                        }
+                    });
+            }
+        }
+        if !any {
+            self.labels.remove(&item.case_id);
+            return Ok(None);
+        }
+        self.labels.insert(
+            item.case_id.clone(),
+            CachedLabel {
+                step,
+                region: region.clone(),
+                classes,
+            },
+        );
+        Ok(Some((true, region)))
+    }
+
+    /// The cached class map and its coverage, transformed onto the patch.
+    fn patch_label(&self, item: &ItemProvenance) -> (Array3<u8>, Array3<bool>) {
+        let cached = &self.labels[&item.case_id];
+        let transform: &ItemTransform = &item.transform;
+        let mut classes = Array3::<u8>::zeros(transform.source_shape);
+        let mut known = Array3::from_elem(transform.source_shape, false);
+        let region = s![
+            cached.region[0].clone(),
+            cached.region[1].clone(),
+            cached.region[2].clone()
+        ];
+        classes.slice_mut(region).assign(&cached.classes);
+        known.slice_mut(region).fill(true);
+        (
+            transform.apply(classes.view()),
+            transform.apply(known.view()),
+        )
+    }
+}
+
+fn to_array5(tensor: Tensor<5>) -> Array5<f32> {
+    let dims = tensor.dims();
+    let values = tensor
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 probabilities");
+    Array5::from_shape_vec(dims, values).expect("tensor data matches its shape")
+}
+
+impl AuxiliaryLoss for SamAssist {
+    fn name(&self) -> &str {
+        "sam"
+    }
+
+    fn loss_terms(
+        &mut self,
+        ctx: &StepContext,
+        _rng: &mut dyn RngCore,
+    ) -> Result<LossTerms, FrameworkError> {
+        let started = Instant::now();
+        let mut terms = LossTerms::default();
+        let weight = self.config.weight_at(ctx.index.step, ctx.index.max_steps);
+        let batch = ctx.batch;
+        let unlabeled_items = self
+            .items
+            .get(batch.labeled_bs..)
+            .unwrap_or_default()
+            .to_vec();
+        if unlabeled_items.len() != batch.unlabeled_count() {
+            return Err(FrameworkError::Auxiliary {
+                name: "sam".into(),
+                message: format!(
+                    "prepare() was given {} unlabeled items for a batch with {}",
+                    unlabeled_items.len(),
+                    batch.unlabeled_count()
+                ),
+            });
+        }
+        let student = ctx.unlabeled_probabilities();
+        let probabilities = to_array5(student.clone().detach());
+        let [_, channels, x, y, z] = student.dims();
+
+        let mut stats = SamStepStats::default();
+        let mut kept = Vec::new();
+        let mut targets = Vec::new();
+        let mut masks = Vec::new();
+        let (mut area, mut agreement) = (0.0, 0.0);
+        for (u, item) in unlabeled_items.iter().enumerate() {
+            let Some((refreshed, _)) =
+                self.source_label(item, &probabilities, u, ctx.index.step)?
+            else {
+                stats.items_without += 1;
+                continue;
+            };
+            stats.refreshed += usize::from(refreshed);
+            let (classes, known) = self.patch_label(item);
+            if !known.iter().any(|&k| k) {
+                stats.items_without += 1;
+                continue;
+            }
+            let predicted = probabilities.index_axis(Axis(0), u).map_axis(Axis(0), |p| {
+                p.iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::MIN),
+                        |best, (c, &v)| if v > best.1 { (c, v) } else { best },
+                    )
+                    .0
+            });
+            let (mut both, mut sam_fg, mut student_fg) = (0usize, 0usize, 0usize);
+            ndarray::Zip::from(&classes)
+                .and(&predicted)
+                .and(&known)
+                .for_each(|&m, &p, &k| {
+                    if k {
+                        both += usize::from(m > 0 && p > 0);
+                        sam_fg += usize::from(m > 0);
+                        student_fg += usize::from(p > 0);
+                    }
+                });
+            area += sam_fg as f64;
+            agreement += if sam_fg + student_fg == 0 {
+                1.0
+            } else {
+                2.0 * both as f64 / (sam_fg + student_fg) as f64
+            };
+            let mut one_hot = vec![0f32; channels * x * y * z];
+            for (v, &c) in classes.iter().enumerate() {
+                one_hot[usize::from(c) * x * y * z + v] = 1.0;
+            }
+            targets.extend(one_hot);
+            masks.extend(known.iter().map(|&k| f32::from(u8::from(k))));
+            kept.push(u as i64);
+            stats.items_with_term += 1;
+        }
+        if !kept.is_empty() {
+            let n = kept.len();
+            stats.mean_area = area / n as f64;
+            stats.agreement_dice = agreement / n as f64;
+            let device = student.device();
+            let index =
+                Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(kept, [n]), &device);
+            let selected = student.select(0, index);
+            let target =
+                Tensor::<5>::from_data(TensorData::new(targets, [n, channels, x, y, z]), &device);
+            let mask = Tensor::<5>::from_data(TensorData::new(masks, [n, 1, x, y, z]), &device);
+            let value = masked_squared_error(selected, target, mask)?.mul_scalar(0.5);
+            terms.push("sam", weight, value);
+        }
+        stats.seconds = started.elapsed().as_secs_f64();
+        terms.diagnostic("sam/items_with_term", stats.items_with_term as f64);
+        terms.diagnostic("sam/items_without", stats.items_without as f64);
+        terms.diagnostic("sam/refreshed", stats.refreshed as f64);
+        terms.diagnostic("sam/mean_area", stats.mean_area);
+        terms.diagnostic("sam/agreement_dice", stats.agreement_dice);
+        terms.diagnostic("sam/seconds", stats.seconds);
+        self.last = stats;
+        Ok(terms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frameworks::{Batch, StepIndex};
+    use crate::generalists::{GeneralistError, PseudoLabel};
+    use burn::tensor::{Device, Int};
+    use rand::SeedableRng;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Answers with the student's own confident voxels (or a fixed mask), counting its calls.
+    struct Echo {
+        calls: Arc<AtomicUsize>,
+        fixed: Option<Array3<bool>>,
+    }
+
+    impl Generalist for Echo {
+        fn identity(&self) -> String {
+            "echo".into()
+        }
+        fn pseudo_label(
+            &mut self,
+            request: &PseudoLabelRequest<'_>,
+        ) -> Result<Option<PseudoLabel>, GeneralistError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            let mask = match &self.fixed {
+                Some(fixed) => fixed.clone(),
+                None => request.probability.mapv(|p| p > 0.5),
+            };
+            Ok(mask
+                .iter()
+                .any(|&m| m)
+                .then_some(PseudoLabel { mask, prompts: 1 }))
+        }
+    }
+
+    const SHAPE: [usize; 3] = [4, 6, 2];
+
+    /// One labeled + one unlabeled item; the unlabeled item's foreground probability is `fg`.
+    fn context_parts(fg: &Array3<f32>) -> (Batch, Tensor<5>) {
+        let device = Device::default();
+        let [x, y, z] = SHAPE;
+        let n = x * y * z;
+        let images = Tensor::<5>::zeros([2, 1, x, y, z], &device);
+        let labels = Tensor::<4, Int>::zeros([1, x, y, z], &device);
+        let batch = Batch::new(images, labels, 1).unwrap();
+        let mut values = vec![0.5f32; 2 * n]; // labeled item: uniform
+        values.extend(fg.iter().map(|p| 1.0 - p));
+        values.extend(fg.iter().copied());
+        let probabilities =
+            Tensor::<5>::from_data(TensorData::new(values, [2, 2, x, y, z]), &device);
+        (batch, probabilities)
+    }
+
+    fn provenance(transform: ItemTransform, labeled: bool) -> ItemProvenance {
+        ItemProvenance {
+            case_id: if labeled { "lab".into() } else { "unl".into() },
+            labeled,
+            transform,
+        }
+    }
+
+    fn run(
+        assist: &mut SamAssist,
+        fg: &Array3<f32>,
+        transform: ItemTransform,
+        step: usize,
+    ) -> LossTerms {
+        let (batch, probabilities) = context_parts(fg);
+        assist.prepare(&[
+            provenance(ItemTransform::crop_only(SHAPE, [0; 3], SHAPE), true),
+            provenance(transform, false),
+        ]);
+        let ctx = StepContext {
+            index: StepIndex {
+                step,
+                max_steps: 6000,
+            },
+            batch: &batch,
+            student_logits: probabilities.clone(),
+            student_probabilities: probabilities,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        assist.loss_terms(&ctx, &mut rng).unwrap()
+    }
+
+    fn diagnostic(terms: &LossTerms, name: &str) -> f64 {
+        terms.diagnostics.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    fn assist(
+        fixed: Option<Array3<bool>>,
+        refresh_interval: usize,
+    ) -> (SamAssist, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let generalist = Box::new(Echo {
+            calls: Arc::clone(&calls),
+            fixed,
+        });
+        let config = SamTermConfig {
+            refresh_interval,
+            ..Default::default()
+        };
+        let image = Array3::from_shape_fn(SHAPE, |(i, j, k)| (i * 100 + j * 10 + k) as f32);
+        (
+            SamAssist::new(config, generalist, [("unl".to_string(), image)]),
+            calls,
+        )
+    }
+
+    #[test]
+    fn ramp_down_matches_the_semisam_schedule() {
+        let config = SamTermConfig::default();
+        assert!((config.weight_at(0, 6000) - 0.1).abs() < 1e-12);
+        assert!((config.weight_at(3000, 6000) - 0.1 * (-1.25f64).exp()).abs() < 1e-12);
+        assert!((config.weight_at(6000, 6000) - 0.1 * (-5f64).exp()).abs() < 1e-12);
+        // ⌊(6000 - 750)/150⌋ = 35 → 0.5 λ = 0.0462 (SemiSAM's table)
+        assert!((0.5 * config.weight_at(750, 6000) - 0.0462).abs() < 5e-5);
+    }
+
+    #[test]
+    fn term_is_half_the_mean_squared_error_to_the_one_hot_pseudo_label() {
+        let fg = Array3::from_shape_fn(SHAPE, |(i, j, k)| ((i + 2 * j + 3 * k) % 7) as f32 / 7.0);
+        let fixed = Array3::from_shape_fn(SHAPE, |(i, _, _)| i < 2);
+        let (mut assist, _) = assist(Some(fixed.clone()), 1);
+        let terms = run(
+            &mut assist,
+            &fg,
+            ItemTransform::crop_only(SHAPE, [0; 3], SHAPE),
+            0,
+        );
+        let term = &terms.terms[0];
+        assert_eq!(term.name, "sam");
+        assert!((term.weight - 0.1).abs() < 1e-12);
+        let mut sum = 0.0f64;
+        for ((index, &p), &m) in fg.indexed_iter().zip(fixed.iter()) {
+            let _ = index;
+            let target = f64::from(u8::from(m));
+            sum += (f64::from(1.0 - p) - (1.0 - target)).powi(2) + (f64::from(p) - target).powi(2);
+        }
+        let expected = 0.5 * sum / (2.0 * fg.len() as f64);
+        let value = f64::from(term.value.clone().into_scalar::<f32>());
+        assert!((value - expected).abs() < 1e-6, "{value} vs {expected}");
+        assert_eq!(diagnostic(&terms, "sam/items_with_term"), 1.0);
+        assert_eq!(diagnostic(&terms, "sam/mean_area"), 2.0 * 6.0 * 2.0);
+    }
+
+    #[test]
+    fn augmented_patches_map_back_and_forth_exactly() {
+        // source 6x4x3, patch 4x6x2 after one quarter turn and a flip, window partly in padding
+        let source = [6, 4, 3];
+        let transform = ItemTransform {
+            source_shape: source,
+            origin: [0, -1, 1],
+            rot90: 1,
+            flip: [true, false],
+            patch_shape: SHAPE,
+        };
+        let fg = Array3::from_shape_fn(
+            SHAPE,
+            |(i, j, k)| if (i + j + k) % 3 == 0 { 0.9 } else { 0.2 },
+        );
+        let calls = Arc::new(AtomicUsize::new(0));
+        let image = Array3::<f32>::zeros(source);
+        let mut assist = SamAssist::new(
+            SamTermConfig::default(),
+            Box::new(Echo {
+                calls: Arc::clone(&calls),
+                fixed: None,
+            }),
+            [("unl".to_string(), image)],
+        );
+        let terms = run(&mut assist, &fg, transform, 0);
+        // SAM echoes the student's confident voxels: wherever the window lies inside the volume,
+        // the pseudo-label must equal the student's prediction on the patch.
+        assert_eq!(diagnostic(&terms, "sam/agreement_dice"), 1.0);
+        let (classes, known) = assist.patch_label(&provenance(transform, false));
+        let inside = transform.apply(Array3::from_elem(source, true).view());
+        assert_eq!(known, inside);
+        for ((&c, &k), &p) in classes.iter().zip(known.iter()).zip(fg.iter()) {
+            if k {
+                assert_eq!(c, u8::from(p > 0.5));
+            }
+        }
+    }
+
+    #[test]
+    fn refresh_interval_reuses_cached_pseudo_labels() {
+        let fg = Array3::from_shape_fn(SHAPE, |(i, _, _)| if i < 2 { 0.9 } else { 0.1 });
+        let (mut assist, calls) = assist(None, 3);
+        let identity = ItemTransform::crop_only(SHAPE, [0; 3], SHAPE);
+        let refreshed: Vec<f64> = (0..7)
+            .map(|step| diagnostic(&run(&mut assist, &fg, identity, step), "sam/refreshed"))
+            .collect();
+        assert_eq!(refreshed, vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]);
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn no_confident_foreground_means_no_term() {
+        let fg = Array3::from_elem(SHAPE, 0.3f32);
+        let (mut assist, _) = assist(None, 1);
+        let terms = run(
+            &mut assist,
+            &fg,
+            ItemTransform::crop_only(SHAPE, [0; 3], SHAPE),
+            5,
+        );
+        assert!(terms.terms.is_empty());
+        assert_eq!(diagnostic(&terms, "sam/items_without"), 1.0);
+    }
+}
