@@ -1,5 +1,6 @@
 //! Sliding-window inference and post-processing.
 
+pub mod predictor;
 pub mod sliding_window;
 
 pub use sliding_window::{SlidingWindow, WindowPrediction};

@@ -4,3 +4,10 @@ pub mod checkpoint;
 pub mod config;
 pub mod log;
 pub mod run_dir;
+pub mod trainer;
+pub mod validation;
+
+pub use config::RunConfig;
+pub use trainer::{
+    TrainOptions, TrainOutcome, TrainingData, TrainingError, load_checkpoint_model, train,
+};

@@ -1,0 +1,449 @@
+//! The training loop: batches → framework step → SGD → EMA teacher → logs → validation →
+//! checkpoints.
+//!
+//! Determinism: the batch sampler and the model's random draws (dropout, teacher noise) use two
+//! ChaCha8 streams of the run's seed whose states are saved in every checkpoint; the network is
+//! initialised after seeding the backend with the same seed. Validation uses no randomness and
+//! does not touch the training copies. So a run interrupted after any checkpoint and resumed ends
+//! with bit-identical weights on the CPU backend (tests/training_resume.rs).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::store::ModuleRecord;
+use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::checkpoint::{BestScore, Checkpoint, CheckpointError, CheckpointHeader};
+use super::config::RunConfig;
+use super::log::{IterationRecord, LogError, TrainingLog, ValidationRecord, elapsed_at};
+use super::run_dir::RunDir;
+use super::validation::{EvalCase, summarize, validate};
+use crate::data::batches::{Batch, BatchError, BatchOptions, BatchSampler, RngState, TrainingPool};
+use crate::frameworks::{
+    self, Framework, FrameworkError, StepIndex, new_teacher, train_step, update_teacher,
+};
+use crate::inference::SlidingWindow;
+use crate::inference::predictor::array_to_tensor;
+use crate::networks::{NetworkError, Specialist};
+
+/// Stream of the seed used for dropout and teacher noise (the sampler uses stream 0).
+const MODEL_RNG_STREAM: u64 = 1;
+
+/// The prepared (normalised, resampled) cases of a run.
+#[derive(Debug, Clone, Default)]
+pub struct TrainingData {
+    pub pool: TrainingPool,
+    pub validation: Vec<EvalCase>,
+}
+
+/// How to run, beyond the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from `checkpoints/last.ckpt` of the run folder.
+    pub resume: bool,
+    /// Draw a progress bar on the terminal.
+    pub progress: bool,
+    /// Set (by Ctrl-C) to stop after the current iteration with a checkpoint.
+    pub stop: Arc<AtomicBool>,
+    /// Stop as if interrupted once this many iterations are complete.
+    pub stop_at_step: Option<usize>,
+}
+
+/// How a call to [`train`] ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainOutcome {
+    Completed {
+        steps: usize,
+        best: Option<BestScore>,
+    },
+    /// Stopped early; `checkpoints/last.ckpt` holds the state after `steps` iterations.
+    Interrupted { steps: usize },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainingError {
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
+    Framework(#[from] FrameworkError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("{path}: cannot resume: {message}")]
+    Resume {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("{what}: {message}")]
+    Record { what: &'static str, message: String },
+    #[error(
+        "iteration {step}: the loss is not finite ({value}); lower training.lr or check the data"
+    )]
+    Diverged { step: usize, value: f64 },
+}
+
+/// Everything that changes during training.
+struct State {
+    step: usize,
+    student: Specialist,
+    teacher: Option<Specialist>,
+    optimizer: ModuleOptimizer,
+    sampler: BatchSampler,
+    rng: ChaCha8Rng,
+    best: Option<BestScore>,
+}
+
+/// Train (or continue training) the run in `run` on `data`.
+pub fn train(
+    config: &RunConfig,
+    data: &TrainingData,
+    run: &RunDir,
+    options: &TrainOptions,
+) -> Result<TrainOutcome, TrainingError> {
+    let device = crate::backend::default_device().autodiff();
+    let framework = config.framework.build()?;
+    let batch_options = BatchOptions {
+        batch_size: config.training.batch_size,
+        labeled_bs: config.training.labeled_bs,
+        patch: config.training.patch,
+        augment: config.training.augment,
+    };
+    let mut state = if options.resume {
+        resume_state(config, &*framework, batch_options, &data.pool, run, &device)?
+    } else {
+        fresh_state(config, &*framework, batch_options, &data.pool, &device)?
+    };
+    let mut log = TrainingLog::open(&run.log_jsonl_path(), &run.log_csv_path(), state.step)?;
+    let iterations = config.training.iterations;
+    let window = SlidingWindow {
+        window: config.training.patch,
+        stride: config.validation_stride(),
+        batch: 1,
+    };
+    let progress = progress_bar(options.progress, iterations, state.step);
+    let started = Instant::now();
+    let elapsed_before = if options.resume {
+        elapsed_at(&run.log_jsonl_path(), state.step)
+    } else {
+        0.0
+    };
+
+    while state.step < iterations {
+        let step = state.step;
+        let tick = Instant::now();
+        let lr = config
+            .training
+            .lr_schedule
+            .lr(config.training.lr, step, iterations);
+        let batch = to_framework_batch(state.sampler.next_batch(&data.pool), &device)?;
+        let index = StepIndex {
+            step,
+            max_steps: iterations,
+        };
+        let output = train_step(
+            &*framework,
+            &state.student,
+            state.teacher.as_ref(),
+            &batch,
+            index,
+            &mut state.rng,
+            &mut [],
+        )?;
+        let total = output.scalars.first().map_or(f64::NAN, |(_, v)| *v);
+        if !total.is_finite() {
+            return Err(TrainingError::Diverged { step, value: total });
+        }
+        let grads = GradientsParams::from_grads(output.loss.backward(), &state.student);
+        state.student = state.optimizer.step(lr, state.student, grads);
+        state.teacher = state
+            .teacher
+            .map(|t| update_teacher(&*framework, t, &state.student, step))
+            .transpose()?;
+        state.step += 1;
+
+        log.iteration(&IterationRecord {
+            step: state.step,
+            lr,
+            elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
+            iteration_s: tick.elapsed().as_secs_f64(),
+            scalars: output.scalars,
+        })?;
+        progress.set_position(state.step as u64);
+        progress.set_message(format!("loss {total:.4} lr {lr:.1e}"));
+
+        let done = state.step == iterations;
+        let every = config.validation.every;
+        if !data.validation.is_empty() && (every > 0 && state.step % every == 0 || done) {
+            progress.set_message(format!("loss {total:.4} validating"));
+            let record =
+                run_validation(config, &state.student, &data.validation, window, state.step)?;
+            log.validation(&record)?;
+            if state.best.is_none_or(|b| record.dice > b.dice) {
+                state.best = Some(BestScore {
+                    dice: record.dice,
+                    step: state.step,
+                });
+                save(config, &state, &run.checkpoint_path("best"))?;
+            }
+        }
+        let interrupted =
+            options.stop.load(Ordering::SeqCst) || options.stop_at_step == Some(state.step);
+        let periodic = config.training.checkpoint_every > 0
+            && state.step % config.training.checkpoint_every == 0;
+        if periodic || done || interrupted {
+            save(config, &state, &run.checkpoint_path("last"))?;
+        }
+        if interrupted && !done {
+            progress.abandon_with_message(format!(
+                "interrupted after iteration {}; resume with --resume",
+                state.step
+            ));
+            return Ok(TrainOutcome::Interrupted { steps: state.step });
+        }
+    }
+    save(config, &state, &run.checkpoint_path("final"))?;
+    progress.finish_with_message("done");
+    Ok(TrainOutcome::Completed {
+        steps: state.step,
+        best: state.best,
+    })
+}
+
+fn fresh_state(
+    config: &RunConfig,
+    framework: &dyn Framework,
+    batch_options: BatchOptions,
+    pool: &TrainingPool,
+    device: &Device,
+) -> Result<State, TrainingError> {
+    let seed = config.training.seed;
+    device.seed(seed);
+    let student = config.network.init(device)?;
+    let teacher = framework.uses_teacher().then(|| new_teacher(&student));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(MODEL_RNG_STREAM);
+    Ok(State {
+        step: 0,
+        student,
+        teacher,
+        optimizer: sgd(config),
+        sampler: BatchSampler::new(batch_options, pool, seed)?,
+        rng,
+        best: None,
+    })
+}
+
+fn resume_state(
+    config: &RunConfig,
+    framework: &dyn Framework,
+    batch_options: BatchOptions,
+    pool: &TrainingPool,
+    run: &RunDir,
+    device: &Device,
+) -> Result<State, TrainingError> {
+    let path = run.checkpoint_path("last");
+    let resume_error = |message: String| TrainingError::Resume {
+        path: path.clone(),
+        message,
+    };
+    if !path.is_file() {
+        return Err(resume_error("no checkpoint to resume from".into()));
+    }
+    let checkpoint = Checkpoint::load(&path)?;
+    let saved =
+        RunConfig::from_toml_str(&checkpoint.header.config, &[], &path.display().to_string())
+            .map_err(|e| resume_error(format!("its configuration no longer parses: {e}")))?;
+    if &saved != config {
+        return Err(resume_error(
+            "the configuration differs from the one the run was started with (resume without changing the config or --set)".into(),
+        ));
+    }
+    let section = |name: &str| {
+        checkpoint
+            .section(name)
+            .ok_or_else(|| resume_error(format!("the checkpoint has no {name} section")))
+    };
+    let student = load_module(config.network.init(device)?, section("student")?, "student")?;
+    let teacher = if framework.uses_teacher() {
+        let template = new_teacher(&config.network.init(device)?);
+        Some(load_module(template, section("teacher")?, "teacher")?)
+    } else {
+        None
+    };
+    let optimizer = sgd(config)
+        .from_bytes(Bytes::from_bytes_vec(section("optimizer")?.to_vec()))
+        .map_err(|e| TrainingError::Record {
+            what: "optimizer",
+            message: e.to_string(),
+        })?;
+    let sampler = BatchSampler::restore(batch_options, pool, &checkpoint.header.sampler)
+        .map_err(resume_error)?;
+    let rng = checkpoint
+        .header
+        .model_rng
+        .restore()
+        .map_err(resume_error)?;
+    Ok(State {
+        step: checkpoint.header.step,
+        student,
+        teacher,
+        optimizer,
+        sampler,
+        rng,
+        best: checkpoint.header.best,
+    })
+}
+
+/// SGD with PyTorch's semantics: momentum without dampening, L2 weight decay added to the
+/// gradient.
+fn sgd(config: &RunConfig) -> ModuleOptimizer {
+    let t = &config.training;
+    SgdConfig::new()
+        .with_momentum(Some(MomentumConfig {
+            momentum: t.momentum,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .with_weight_decay((t.weight_decay > 0.0).then_some(WeightDecayConfig {
+            penalty: t.weight_decay as f32,
+        }))
+        .init()
+}
+
+fn load_module(
+    template: Specialist,
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<Specialist, TrainingError> {
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| {
+        TrainingError::Record {
+            what,
+            message: e.to_string(),
+        }
+    })?;
+    template
+        .try_load_record(record)
+        .map_err(|e| TrainingError::Record {
+            what,
+            message: e.to_string(),
+        })
+}
+
+fn module_bytes(module: &Specialist, what: &'static str) -> Result<Vec<u8>, TrainingError> {
+    module
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map(|b| b.to_vec())
+        .map_err(|e| TrainingError::Record {
+            what,
+            message: e.to_string(),
+        })
+}
+
+fn save(config: &RunConfig, state: &State, path: &std::path::Path) -> Result<(), TrainingError> {
+    let mut sections = vec![(
+        "student".to_string(),
+        module_bytes(&state.student, "student")?,
+    )];
+    if let Some(teacher) = &state.teacher {
+        sections.push(("teacher".to_string(), module_bytes(teacher, "teacher")?));
+    }
+    let optimizer = state
+        .optimizer
+        .into_bytes()
+        .map_err(|e| TrainingError::Record {
+            what: "optimizer",
+            message: e.to_string(),
+        })?;
+    sections.push(("optimizer".to_string(), optimizer.to_vec()));
+    let checkpoint = Checkpoint {
+        header: CheckpointHeader {
+            semisam_version: env!("CARGO_PKG_VERSION").to_owned(),
+            step: state.step,
+            config: config.to_toml(),
+            sampler: state.sampler.state(),
+            model_rng: RngState::capture(&state.rng),
+            best: state.best,
+            sections: vec![],
+        },
+        sections,
+    };
+    checkpoint.save(path)?;
+    Ok(())
+}
+
+/// The student of a checkpoint, ready for inference, with the run's configuration.
+pub fn load_checkpoint_model(
+    path: &std::path::Path,
+) -> Result<(RunConfig, Specialist), TrainingError> {
+    let checkpoint = Checkpoint::load(path)?;
+    let config =
+        RunConfig::from_toml_str(&checkpoint.header.config, &[], &path.display().to_string())
+            .map_err(|e| TrainingError::Resume {
+                path: path.to_owned(),
+                message: format!("its configuration does not parse: {e}"),
+            })?;
+    let device = crate::backend::default_device();
+    let bytes = checkpoint
+        .section("student")
+        .ok_or_else(|| TrainingError::Record {
+            what: "student",
+            message: format!("{}: the checkpoint has no student section", path.display()),
+        })?;
+    let model = load_module(config.network.init(&device)?, bytes, "student")?.valid();
+    Ok((config, model))
+}
+
+fn run_validation(
+    config: &RunConfig,
+    student: &Specialist,
+    cases: &[EvalCase],
+    window: SlidingWindow,
+    step: usize,
+) -> Result<ValidationRecord, TrainingError> {
+    let tick = Instant::now();
+    let dice = validate(student, cases, config.network.num_classes, window)?;
+    let (dice_per_class, mean) = summarize(&dice);
+    Ok(ValidationRecord {
+        step,
+        dice: mean,
+        dice_per_class,
+        cases: cases.len(),
+        seconds: tick.elapsed().as_secs_f64(),
+    })
+}
+
+fn to_framework_batch(batch: Batch, device: &Device) -> Result<frameworks::Batch, FrameworkError> {
+    let images = array_to_tensor(batch.images.view(), device);
+    let shape: [usize; 4] = std::array::from_fn(|d| batch.labels.shape()[d]);
+    let labels: Vec<i64> = batch.labels.iter().map(|&v| i64::from(v)).collect();
+    let labels = Tensor::<4, Int>::from_data(TensorData::new(labels, shape), device);
+    frameworks::Batch::new(images, labels, batch.labeled_bs)
+}
+
+fn progress_bar(visible: bool, iterations: usize, start: usize) -> indicatif::ProgressBar {
+    if !visible {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(iterations as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} train {pos}/{len} [{elapsed_precise} < {eta_precise}] {wide_bar} {msg}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_position(start as u64);
+    bar.reset_eta();
+    bar
+}

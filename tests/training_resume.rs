@@ -1,0 +1,241 @@
+//! An interrupted-and-resumed run must end with exactly the weights of an uninterrupted one.
+
+use std::sync::Mutex;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use ndarray::Array3;
+use semisam::data::batches::{LabeledCase, TrainingPool, UnlabeledCase};
+use semisam::training::checkpoint::Checkpoint;
+use semisam::training::run_dir::RunDir;
+use semisam::training::validation::EvalCase;
+use semisam::training::{
+    RunConfig, TrainOptions, TrainOutcome, TrainingData, load_checkpoint_model, train,
+};
+
+/// The backend's seed is global: runs in this file must not interleave.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn config(framework: &str) -> RunConfig {
+    let text = format!(
+        r#"
+[data]
+root = "unused"
+labeled = 2
+
+[network]
+architecture = "v_net"
+in_channels = 1
+num_classes = 2
+base_filters = 2
+dropout = true
+
+[framework]
+kind = "{framework}"
+
+[training]
+iterations = 6
+batch_size = 3
+labeled_bs = 1
+patch = [16, 16, 16]
+lr = 0.05
+checkpoint_every = 2
+seed = 11
+
+[validation]
+every = 3
+stride = [8, 8, 8]
+"#
+    );
+    RunConfig::from_toml_str(&text, &[], "test.toml").unwrap()
+}
+
+/// A bright sphere (label 1) on a noisy background, different per case.
+fn case(n: usize) -> (Array3<f32>, Array3<u8>) {
+    let shape = [20, 18, 17];
+    let center = [8.0 + n as f32, 9.0, 8.0 - 0.5 * n as f32];
+    let label = Array3::from_shape_fn(shape, |(i, j, k)| {
+        let d2 = (i as f32 - center[0]).powi(2)
+            + (j as f32 - center[1]).powi(2)
+            + (k as f32 - center[2]).powi(2);
+        u8::from(d2 < 25.0)
+    });
+    let image = Array3::from_shape_fn(shape, |(i, j, k)| {
+        let noise = (((i * 31 + j * 17 + k * 7 + n * 13) % 23) as f32 / 23.0 - 0.5) * 0.6;
+        f32::from(label[[i, j, k]]) * 2.0 - 1.0 + noise
+    });
+    (image, label)
+}
+
+fn data() -> TrainingData {
+    let labeled = (0..2).map(|n| {
+        let (image, label) = case(n);
+        LabeledCase {
+            id: format!("L{n}"),
+            image,
+            label,
+        }
+    });
+    let unlabeled = (2..5).map(|n| UnlabeledCase {
+        id: format!("U{n}"),
+        image: case(n).0,
+    });
+    let (image, label) = case(5);
+    TrainingData {
+        pool: TrainingPool {
+            labeled: labeled.collect(),
+            unlabeled: unlabeled.collect(),
+        },
+        validation: vec![EvalCase {
+            id: "V5".into(),
+            image,
+            label,
+        }],
+    }
+}
+
+#[derive(Default)]
+struct Values(Vec<Vec<f32>>);
+
+impl ModuleVisitor for Values {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push(
+            param
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap(),
+        );
+    }
+}
+
+fn weights(module: &impl Module) -> Vec<Vec<f32>> {
+    let mut values = Values::default();
+    module.visit(&mut values);
+    values.0
+}
+
+fn csv_without_times(run: &RunDir) -> Vec<String> {
+    std::fs::read_to_string(run.log_csv_path())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            [&cells[..2], &cells[4..]].concat().join(",")
+        })
+        .collect()
+}
+
+fn check_resume_is_bit_identical(framework: &str) {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(framework);
+    let data = data();
+
+    let straight = RunDir::create(dir.path(), "straight", false).unwrap();
+    let outcome = train(&config, &data, &straight, &TrainOptions::default()).unwrap();
+    assert!(
+        matches!(outcome, TrainOutcome::Completed { steps: 6, .. }),
+        "{outcome:?}"
+    );
+
+    // Interrupted after iteration 3 (between the periodic checkpoints at 2 and 4).
+    let resumed = RunDir::create(dir.path(), "resumed", false).unwrap();
+    let stop = TrainOptions {
+        stop_at_step: Some(3),
+        ..TrainOptions::default()
+    };
+    assert_eq!(
+        train(&config, &data, &resumed, &stop).unwrap(),
+        TrainOutcome::Interrupted { steps: 3 }
+    );
+    assert_eq!(
+        Checkpoint::load(&resumed.checkpoint_path("last"))
+            .unwrap()
+            .header
+            .step,
+        3
+    );
+    assert!(!resumed.checkpoint_path("final").exists());
+    let resume = TrainOptions {
+        resume: true,
+        ..TrainOptions::default()
+    };
+    assert_eq!(train(&config, &data, &resumed, &resume).unwrap(), outcome);
+
+    for name in ["final", "last"] {
+        let a = Checkpoint::load(&straight.checkpoint_path(name)).unwrap();
+        let b = Checkpoint::load(&resumed.checkpoint_path(name)).unwrap();
+        assert_eq!(a.header.step, 6);
+        assert_eq!(a.header.sampler, b.header.sampler);
+        assert_eq!(a.header.model_rng, b.header.model_rng);
+    }
+    let (_, student_a) = load_checkpoint_model(&straight.checkpoint_path("final")).unwrap();
+    let (_, student_b) = load_checkpoint_model(&resumed.checkpoint_path("final")).unwrap();
+    let (wa, wb) = (weights(&student_a), weights(&student_b));
+    assert_eq!(wa.len(), wb.len());
+    assert!(wa == wb, "student weights differ after resume");
+    // The weights did move: the final student differs from a freshly initialised network.
+    let init = config
+        .network
+        .init(&semisam::backend::default_device())
+        .unwrap();
+    assert!(weights(&init) != wa);
+
+    // The teacher (if any) and the logs match too (apart from timings).
+    let teacher = |run: &RunDir| {
+        Checkpoint::load(&run.checkpoint_path("final"))
+            .unwrap()
+            .section("teacher")
+            .map(<[u8]>::len)
+    };
+    assert_eq!(teacher(&straight), teacher(&resumed));
+    assert_eq!(csv_without_times(&straight), csv_without_times(&resumed));
+    assert_eq!(
+        csv_without_times(&straight).len(),
+        7,
+        "header + 6 iterations"
+    );
+    let validations = std::fs::read_to_string(straight.log_jsonl_path())
+        .unwrap()
+        .matches("\"validation\"")
+        .count();
+    assert_eq!(validations, 2, "validation at steps 3 and 6");
+}
+
+#[test]
+fn mean_teacher_resume_is_bit_identical() {
+    check_resume_is_bit_identical("mean_teacher");
+}
+
+#[test]
+fn ua_mt_resume_is_bit_identical() {
+    check_resume_is_bit_identical("ua_mt");
+}
+
+#[test]
+fn resume_with_another_configuration_is_refused() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let config = config("supervised");
+    let run = RunDir::create(dir.path(), "r", false).unwrap();
+    let stop = TrainOptions {
+        stop_at_step: Some(1),
+        ..TrainOptions::default()
+    };
+    train(&config, &data(), &run, &stop).unwrap();
+    let mut changed = config.clone();
+    changed.training.lr = 0.1;
+    let resume = TrainOptions {
+        resume: true,
+        ..TrainOptions::default()
+    };
+    let err = train(&changed, &data(), &run, &resume)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("last.ckpt: cannot resume: the configuration differs"),
+        "{err}"
+    );
+}
