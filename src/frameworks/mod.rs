@@ -221,6 +221,10 @@ pub trait Framework: Send + Sync {
 pub trait AuxiliaryLoss {
     fn name(&self) -> &str;
 
+    /// Called with the provenance of every item (labeled first) before the batch's step, for
+    /// terms that need to know where the patches came from. Nothing by default.
+    fn prepare(&mut self, _items: &[crate::data::batches::ItemProvenance]) {}
+
     fn loss_terms(
         &mut self,
         ctx: &StepContext,

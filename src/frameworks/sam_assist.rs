@@ -26,13 +26,33 @@ use serde::{Deserialize, Serialize};
 use super::{AuxiliaryLoss, FrameworkError, LossTerms, RampUp, StepContext};
 use crate::data::augment::ItemTransform;
 use crate::data::batches::ItemProvenance;
-use crate::generalists::{Generalist, PseudoLabelRequest};
+use crate::generalists::litemedsam::LiteMedSam;
+use crate::generalists::litemedsam_slicewise::LiteMedSamSlices;
+use crate::generalists::slicewise::SliceWise;
+use crate::generalists::{Generalist, GeneralistError, PseudoLabelRequest};
 use crate::losses::masked_squared_error;
+use crate::prompts::PromptConfig;
 
-/// The `[sam]` weight schedule: `weight · r(⌊(T_max - t)/iterations_per_epoch⌋, rampdown_epochs)`.
+/// Which frozen generalist produces the pseudo-labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GeneralistKind {
+    /// LiteMedSAM (2D, box prompts) applied slice by slice; weights from `semisam weights fetch`.
+    LiteMedSam,
+}
+
+/// The `[sam]` section: the generalist, its prompts and the term's schedule
+/// `weight · r(⌊(T_max - t)/iterations_per_epoch⌋, rampdown_epochs)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SamTermConfig {
+pub struct SamConfig {
+    pub generalist: GeneralistKind,
+    /// Checkpoint file; the weights cache when absent.
+    pub weights: Option<std::path::PathBuf>,
+    /// Slicing axis of a 2D generalist (2 = the third array axis, z for UA-MT h5).
+    pub axis: usize,
+    /// Slice embeddings kept in memory.
+    pub cache_capacity: usize,
     /// λ_s at the start of training (SemiSAM: 0.1).
     pub weight: f64,
     /// Length of the ramp-down in "epochs" (SemiSAM: 40).
@@ -41,20 +61,26 @@ pub struct SamTermConfig {
     pub iterations_per_epoch: usize,
     /// Recompute a case's pseudo-label at most every this many iterations (1 = every time).
     pub refresh_interval: usize,
+    pub prompts: PromptConfig,
 }
 
-impl Default for SamTermConfig {
+impl Default for SamConfig {
     fn default() -> Self {
-        SamTermConfig {
+        SamConfig {
+            generalist: GeneralistKind::LiteMedSam,
+            weights: None,
+            axis: 2,
+            cache_capacity: 4096,
             weight: 0.1,
             rampdown_epochs: 40.0,
             iterations_per_epoch: 150,
             refresh_interval: 1,
+            prompts: PromptConfig::default(),
         }
     }
 }
 
-impl SamTermConfig {
+impl SamConfig {
     /// λ_s(step): SAM dominates early and fades as the consistency term ramps up.
     pub fn weight_at(&self, step: usize, max_steps: usize) -> f64 {
         let schedule = RampUp {
@@ -63,6 +89,40 @@ impl SamTermConfig {
             iterations_per_epoch: self.iterations_per_epoch,
         };
         schedule.at(max_steps.saturating_sub(step))
+    }
+
+    /// Load the configured generalist (frozen, inference only) on `device`.
+    pub fn build_generalist(
+        &self,
+        device: &burn::tensor::Device,
+    ) -> Result<Box<dyn Generalist>, GeneralistError> {
+        if self.axis > 2 {
+            return Err(GeneralistError::Model(format!(
+                "[sam] axis must be 0, 1 or 2, got {}",
+                self.axis
+            )));
+        }
+        match self.generalist {
+            GeneralistKind::LiteMedSam => {
+                let spec = &crate::generalists::weights::LITEMEDSAM;
+                let (path, identity) = match &self.weights {
+                    Some(path) => (path.clone(), format!("file:{}", path.display())),
+                    None => (
+                        crate::generalists::weights::locate(spec)
+                            .map_err(|e| GeneralistError::Model(e.to_string()))?,
+                        spec.sha256[..12].to_string(),
+                    ),
+                };
+                let model = LiteMedSam::load(&path, device)?;
+                let slices = LiteMedSamSlices::new(model, identity);
+                Ok(Box::new(SliceWise::new(
+                    slices,
+                    self.axis,
+                    self.prompts.clone(),
+                    self.cache_capacity,
+                )))
+            }
+        }
     }
 }
 
@@ -88,7 +148,7 @@ pub struct SamStepStats {
 
 /// The SAM pseudo-label term.
 pub struct SamAssist {
-    config: SamTermConfig,
+    config: SamConfig,
     generalist: Box<dyn Generalist>,
     /// Normalised, un-augmented images of the unlabeled cases.
     images: HashMap<String, Array3<f32>>,
@@ -100,7 +160,7 @@ pub struct SamAssist {
 
 impl SamAssist {
     pub fn new(
-        config: SamTermConfig,
+        config: SamConfig,
         generalist: Box<dyn Generalist>,
         unlabeled: impl IntoIterator<Item = (String, Array3<f32>)>,
     ) -> Self {
@@ -112,11 +172,6 @@ impl SamAssist {
             labels: HashMap::new(),
             last: SamStepStats::default(),
         }
-    }
-
-    /// Tell the term where the next batch's items come from.
-    pub fn prepare(&mut self, items: &[ItemProvenance]) {
-        self.items = items.to_vec();
     }
 
     pub fn last_stats(&self) -> SamStepStats {
@@ -238,6 +293,10 @@ impl AuxiliaryLoss for SamAssist {
         "sam"
     }
 
+    fn prepare(&mut self, items: &[ItemProvenance]) {
+        self.items = items.to_vec();
+    }
+
     fn loss_terms(
         &mut self,
         ctx: &StepContext,
@@ -349,7 +408,7 @@ impl AuxiliaryLoss for SamAssist {
 mod tests {
     use super::*;
     use crate::frameworks::{Batch, StepIndex};
-    use crate::generalists::{GeneralistError, PseudoLabel};
+    use crate::generalists::PseudoLabel;
     use burn::tensor::{Device, Int};
     use rand::SeedableRng;
     use std::sync::Arc;
@@ -444,7 +503,7 @@ mod tests {
             calls: Arc::clone(&calls),
             fixed,
         });
-        let config = SamTermConfig {
+        let config = SamConfig {
             refresh_interval,
             ..Default::default()
         };
@@ -457,7 +516,7 @@ mod tests {
 
     #[test]
     fn ramp_down_matches_the_semisam_schedule() {
-        let config = SamTermConfig::default();
+        let config = SamConfig::default();
         assert!((config.weight_at(0, 6000) - 0.1).abs() < 1e-12);
         assert!((config.weight_at(3000, 6000) - 0.1 * (-1.25f64).exp()).abs() < 1e-12);
         assert!((config.weight_at(6000, 6000) - 0.1 * (-5f64).exp()).abs() < 1e-12);
@@ -510,7 +569,7 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let image = Array3::<f32>::zeros(source);
         let mut assist = SamAssist::new(
-            SamTermConfig::default(),
+            SamConfig::default(),
             Box::new(Echo {
                 calls: Arc::clone(&calls),
                 fixed: None,

@@ -44,6 +44,9 @@ pub struct RunConfig {
     pub validation: ValidationConfig,
     #[serde(default)]
     pub inference: InferenceConfig,
+    /// SAM assistance (SemiSAM); absent = the framework alone.
+    #[serde(default)]
+    pub sam: Option<crate::frameworks::sam_assist::SamConfig>,
 }
 
 /// Which cases are used and how they are prepared.

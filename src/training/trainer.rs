@@ -26,8 +26,10 @@ use super::log::{IterationRecord, LogError, TrainingLog, ValidationRecord, elaps
 use super::run_dir::RunDir;
 use super::validation::{EvalCase, summarize, validate};
 use crate::data::batches::{Batch, BatchError, BatchOptions, BatchSampler, RngState, TrainingPool};
+use crate::frameworks::sam_assist::SamAssist;
 use crate::frameworks::{
-    self, Framework, FrameworkError, StepIndex, new_teacher, train_step, update_teacher,
+    self, AuxiliaryLoss, Framework, FrameworkError, StepIndex, new_teacher, train_step,
+    update_teacher,
 };
 use crate::inference::SlidingWindow;
 use crate::inference::predictor::array_to_tensor;
@@ -75,6 +77,8 @@ pub enum TrainingError {
     Framework(#[from] FrameworkError),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    #[error("SAM generalist: {0}")]
+    Generalist(#[from] crate::generalists::GeneralistError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
@@ -123,6 +127,18 @@ pub fn train(
     } else {
         fresh_state(config, &*framework, batch_options, &data.pool, &device)?
     };
+    let mut sam = match &config.sam {
+        Some(sam_config) => {
+            let generalist = sam_config.build_generalist(&crate::backend::default_device())?;
+            let unlabeled = data
+                .pool
+                .unlabeled
+                .iter()
+                .map(|c| (c.id.clone(), c.image.clone()));
+            Some(SamAssist::new(sam_config.clone(), generalist, unlabeled))
+        }
+        None => None,
+    };
     let mut log = TrainingLog::open(&run.log_jsonl_path(), &run.log_csv_path(), state.step)?;
     let iterations = config.training.iterations;
     let window = SlidingWindow {
@@ -145,7 +161,13 @@ pub fn train(
             .training
             .lr_schedule
             .lr(config.training.lr, step, iterations);
-        let batch = to_framework_batch(state.sampler.next_batch(&data.pool), &device)?;
+        let batch = state.sampler.next_batch(&data.pool);
+        let mut auxiliary: Vec<&mut dyn AuxiliaryLoss> = Vec::new();
+        if let Some(sam) = sam.as_mut() {
+            sam.prepare(&batch.items);
+            auxiliary.push(sam);
+        }
+        let batch = to_framework_batch(batch, &device)?;
         let index = StepIndex {
             step,
             max_steps: iterations,
@@ -157,7 +179,7 @@ pub fn train(
             &batch,
             index,
             &mut state.rng,
-            &mut [],
+            &mut auxiliary,
         )?;
         let total = output.scalars.first().map_or(f64::NAN, |(_, v)| *v);
         if !total.is_finite() {
