@@ -1,6 +1,9 @@
 //! Command-line interface: one file per subcommand.
 
 mod inspect;
+mod oracle;
+mod sam2d;
+mod weights;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,12 +23,21 @@ struct Cli {
 enum Command {
     /// List the cases of a dataset with shapes, spacing, labels, intensities and every problem found.
     Inspect(inspect::InspectArgs),
+    /// Fetch or locate pretrained generalist weights.
+    Weights(weights::WeightsArgs),
+    /// Segment one 2D image (or a volume slice) with LiteMedSAM from a box prompt.
+    Sam2d(sam2d::Sam2dArgs),
+    /// Upper bound of the pseudo-labels: LiteMedSAM prompted from the ground truth (analysis only).
+    SamOracle(oracle::OracleArgs),
 }
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Weights(args) => weights::run(args),
+        Command::Sam2d(args) => sam2d::run(args),
+        Command::SamOracle(args) => oracle::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
