@@ -2,28 +2,26 @@
 
 use std::ops::Range;
 
-use ndarray::{ArrayView3, Axis};
+use ndarray::ArrayView3;
 
 /// The smallest box holding every `true` voxel of `mask`, as one index range per axis; `None`
-/// for an empty mask.
+/// for an empty mask. One pass in memory order.
 pub fn bounding_box(mask: ArrayView3<bool>) -> Option<[Range<usize>; 3]> {
-    let mut ranges: [Option<Range<usize>>; 3] = [None, None, None];
-    for (axis, range) in ranges.iter_mut().enumerate() {
-        let occupied = mask
-            .axis_iter(Axis(axis))
-            .map(|slice| slice.iter().any(|&v| v));
-        let mut first = None;
-        let mut last = 0;
-        for (index, any) in occupied.enumerate() {
-            if any {
-                first.get_or_insert(index);
-                last = index;
+    let mut lower = [usize::MAX; 3];
+    let mut upper = [0usize; 3];
+    for (i, plane) in mask.outer_iter().enumerate() {
+        for (j, line) in plane.outer_iter().enumerate() {
+            let Some(first) = line.iter().position(|&v| v) else {
+                continue;
+            };
+            let last = line.iter().rposition(|&v| v).unwrap_or(first);
+            for (d, (start, end)) in [(i, i), (j, j), (first, last)].into_iter().enumerate() {
+                lower[d] = lower[d].min(start);
+                upper[d] = upper[d].max(end + 1);
             }
         }
-        *range = Some(first?..last + 1);
     }
-    let [a, b, c] = ranges;
-    Some([a?, b?, c?])
+    (lower[0] != usize::MAX).then(|| std::array::from_fn(|d| lower[d]..upper[d]))
 }
 
 /// The union of two optional boxes (the smallest box holding both).
