@@ -26,21 +26,36 @@ fn rippled_ellipsoid(centre: [f64; 3], radii: [f64; 3], ripple: f64) -> Array3<b
     })
 }
 
+/// CPU time of the whole process (all threads) in seconds, from /proc (Linux; USER_HZ = 100).
+/// Unlike wall time it does not grow when other processes compete for the cores.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn time<T>(label: &str, mut run: impl FnMut() -> T) -> T {
     let mut result = run(); // warm-up (page faults, thread pool start)
     let mut times: Vec<Duration> = Vec::with_capacity(RUNS);
+    let cpu_start = process_cpu_seconds();
     for _ in 0..RUNS {
         let start = Instant::now();
         result = run();
         times.push(start.elapsed());
     }
+    let cpu_per_run = cpu_start
+        .zip(process_cpu_seconds())
+        .map(|(a, b)| (b - a) / RUNS as f64);
     times.sort();
     println!(
-        "{label}: median {:.3} s, min {:.3} s, max {:.3} s over {RUNS} runs ({} rayon threads)",
+        "{label}: wall median {:.3} s, min {:.3} s, max {:.3} s over {RUNS} runs ({} rayon threads); \
+         CPU {} s per run",
         times[RUNS / 2].as_secs_f64(),
         times[0].as_secs_f64(),
         times[RUNS - 1].as_secs_f64(),
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        cpu_per_run.map_or("n/a".to_string(), |c| format!("{c:.3}")),
     );
     result
 }
