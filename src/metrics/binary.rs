@@ -54,13 +54,11 @@ pub struct MaskMetrics {
     pub reference_empty: bool,
 }
 
-/// Surface distances between two non-empty masks, one per surface voxel.
+/// Surface distances between two non-empty masks, one per surface voxel (both lists non-empty).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SurfaceDistances {
-    /// For each prediction surface voxel, the distance to the nearest reference surface voxel.
-    pub prediction_to_reference: Vec<f64>,
-    /// For each reference surface voxel, the distance to the nearest prediction surface voxel.
-    pub reference_to_prediction: Vec<f64>,
+    prediction_to_reference: Vec<f64>,
+    reference_to_prediction: Vec<f64>,
 }
 
 impl SurfaceDistances {
@@ -90,6 +88,18 @@ impl SurfaceDistances {
             prediction_to_reference: sample_at(prediction_surface.view(), &to_reference),
             reference_to_prediction: sample_at(reference_surface.view(), &to_prediction),
         })
+    }
+
+    /// For each prediction surface voxel (in memory order), the distance to the nearest reference
+    /// surface voxel.
+    pub fn prediction_to_reference(&self) -> &[f64] {
+        &self.prediction_to_reference
+    }
+
+    /// For each reference surface voxel (in memory order), the distance to the nearest prediction
+    /// surface voxel.
+    pub fn reference_to_prediction(&self) -> &[f64] {
+        &self.reference_to_prediction
     }
 
     /// HD95 under `convention`.
