@@ -4,8 +4,9 @@
 //! Functions", 2012): one linear-time pass per axis, each pass computing the lower envelope of
 //! parabolas along every line of the volume. The first pass (along the contiguous last axis)
 //! only needs the distance to the nearest feature on the line, so it is a two-sweep scan; the two
-//! remaining passes run the lower-envelope algorithm. Lines are independent and processed in
-//! parallel with rayon.
+//! remaining passes run the lower-envelope algorithm. Lines are independent: planes of lines run
+//! in parallel with rayon, and strided lines are gathered in blocks so that each cache line
+//! fetched is used whole.
 
 use ndarray::{Array3, ArrayView3, ArrayViewMut1, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
