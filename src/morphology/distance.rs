@@ -83,8 +83,19 @@ struct Scratch {
     /// Gathered lines, line-major: `lines[l * n + q]`.
     lines: Vec<f64>,
     transformed: Vec<f64>,
-    vertices: Vec<usize>,
-    boundaries: Vec<f64>,
+    envelope: Envelope,
+}
+
+/// The lower envelope of one line's parabolas (buffers reused across lines).
+#[derive(Default)]
+struct Envelope {
+    apexes: Vec<usize>,
+    lifted: Vec<f64>,
+    starts: Vec<f64>,
+    /// `1 / (2·spacing²·d)` for apex distances `d`, valid for `reciprocals_spacing`: a table
+    /// lookup instead of a division on the critical path of every step.
+    reciprocals: Vec<f64>,
+    reciprocals_spacing: f64,
 }
 
 /// Transforms every line along `axis` (0 or 1): planes across the other strided axis run in
@@ -117,8 +128,7 @@ fn transform_columns(mut plane: ArrayViewMut2<f64>, spacing: f64, scratch: &mut 
             lower_envelope_1d(
                 &scratch.lines[range.clone()],
                 spacing,
-                &mut scratch.vertices,
-                &mut scratch.boundaries,
+                &mut scratch.envelope,
                 &mut scratch.transformed[range],
             );
         }
@@ -133,55 +143,64 @@ fn transform_columns(mut plane: ArrayViewMut2<f64>, spacing: f64, scratch: &mut 
 /// One-dimensional squared distance transform of the sampled function `values` on a grid of
 /// step `spacing`: `out[q] = min_p (spacing·(q − p))² + values[p]`. Infinite samples carry no
 /// parabola; if all samples are infinite, every output is infinite.
-fn lower_envelope_1d(
-    values: &[f64],
-    spacing: f64,
-    vertices: &mut Vec<usize>,
-    boundaries: &mut Vec<f64>,
-    out: &mut [f64],
-) {
-    let step2 = spacing * spacing;
-    vertices.clear();
-    boundaries.clear();
-    // `vertices[k]` is the apex index of the k-th envelope parabola; it is lowest on
-    // [boundaries[k], boundaries[k + 1]) (in index units).
-    for (q, &fq) in values.iter().enumerate() {
-        if fq.is_infinite() {
-            continue;
-        }
-        let qf = q as f64;
-        loop {
-            let Some(&p) = vertices.last() else {
-                vertices.push(q);
-                boundaries.push(f64::NEG_INFINITY);
-                break;
-            };
-            let pf = p as f64;
-            let crossing = ((fq + step2 * qf * qf) - (values[p] + step2 * pf * pf))
-                / (2.0 * step2 * (qf - pf));
-            if crossing <= *boundaries.last().expect("one boundary per vertex") {
-                vertices.pop();
-                boundaries.pop();
-            } else {
-                vertices.push(q);
-                boundaries.push(crossing);
-                break;
-            }
-        }
-    }
-    if vertices.is_empty() {
+fn lower_envelope_1d(values: &[f64], spacing: f64, envelope: &mut Envelope, out: &mut [f64]) {
+    let n = values.len();
+    let Some(first) = values.iter().position(|v| v.is_finite()) else {
         out.fill(f64::INFINITY);
         return;
+    };
+    let step2 = spacing * spacing;
+    let lift = |q: usize, value: f64| value + step2 * (q as f64) * (q as f64);
+    let Envelope {
+        apexes,
+        lifted,
+        starts,
+        reciprocals,
+        reciprocals_spacing,
+    } = envelope;
+    if reciprocals.len() < n || *reciprocals_spacing != spacing {
+        *reciprocals_spacing = spacing;
+        reciprocals.clear();
+        reciprocals.extend((0..n).map(|d| 1.0 / (2.0 * step2 * d as f64)));
+    }
+    apexes.resize(n, 0);
+    lifted.resize(n, 0.0);
+    starts.resize(n + 1, 0.0);
+    // Parabola `k` has its apex at `apexes[k]` and is the lowest on [starts[k], starts[k + 1]).
+    // The sentinel starts[0] = −∞ is never exceeded, so `top` never underflows.
+    let mut top = 0;
+    apexes[0] = first;
+    lifted[0] = lift(first, values[first]);
+    starts[0] = f64::NEG_INFINITY;
+    starts[1] = f64::INFINITY;
+    for (q, &value) in values.iter().enumerate().skip(first + 1) {
+        if value.is_infinite() {
+            continue;
+        }
+        let lifted_q = lift(q, value);
+        // Parabolas q and p < q cross at (lifted_q − lifted_p) / (2·spacing²·(q − p)).
+        let mut crossing;
+        loop {
+            crossing = (lifted_q - lifted[top]) * reciprocals[q - apexes[top]];
+            if crossing > starts[top] {
+                break;
+            }
+            top -= 1;
+        }
+        top += 1;
+        apexes[top] = q;
+        lifted[top] = lifted_q;
+        starts[top] = crossing;
+        starts[top + 1] = f64::INFINITY;
     }
     let mut k = 0;
     for (q, out) in out.iter_mut().enumerate() {
         let qf = q as f64;
-        while k + 1 < vertices.len() && boundaries[k + 1] < qf {
+        while starts[k + 1] < qf {
             k += 1;
         }
-        let p = vertices[k];
-        let offset = spacing * (qf - p as f64);
-        *out = offset * offset + values[p];
+        let offset = spacing * (qf - apexes[k] as f64);
+        *out = offset * offset + values[apexes[k]];
     }
 }
 
@@ -218,7 +237,7 @@ mod tests {
         let inf = f64::INFINITY;
         let values = [9.0, inf, inf, inf, inf, 0.0];
         let mut out = [0.0; 6];
-        lower_envelope_1d(&values, 1.0, &mut Vec::new(), &mut Vec::new(), &mut out);
+        lower_envelope_1d(&values, 1.0, &mut Envelope::default(), &mut out);
         assert_eq!(out, [9.0, 10.0, 9.0, 4.0, 1.0, 0.0]);
     }
 
