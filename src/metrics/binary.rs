@@ -231,3 +231,49 @@ pub(super) fn validate_spacing(spacing: [f64; 3]) -> Result<(), MetricsError> {
         Err(MetricsError::InvalidSpacing { spacing })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array3;
+
+    #[test]
+    fn two_single_voxels_are_one_distance_apart_in_every_metric() {
+        let mut prediction = Array3::from_elem((6, 5, 2), false);
+        let mut reference = prediction.clone();
+        prediction[[0, 0, 1]] = true;
+        reference[[3, 4, 1]] = true;
+        // Offsets (3, 4, 0) voxels with spacing (1, 1.5, 9) mm: sqrt(3² + 6²) = sqrt(45).
+        let m = evaluate_masks(
+            prediction.view(),
+            reference.view(),
+            [1.0, 1.5, 9.0],
+            Hd95Convention::Medpy,
+        )
+        .unwrap();
+        let expected = 45f64.sqrt();
+        assert_eq!((m.dice, m.jaccard), (0.0, 0.0));
+        for value in [m.hd95, m.asd, m.assd] {
+            assert!((value - expected).abs() < 1e-12, "{value} vs {expected}");
+        }
+    }
+
+    #[test]
+    fn shape_mismatch_and_bad_spacing_are_errors() {
+        let a = Array3::from_elem((2, 2, 2), true);
+        let b = Array3::from_elem((2, 2, 3), true);
+        let error =
+            evaluate_masks(a.view(), b.view(), [1.0; 3], Hd95Convention::Medpy).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "prediction mask has shape [2, 2, 2] but reference mask has shape [2, 2, 3]"
+        );
+        let error = evaluate_masks(
+            a.view(),
+            a.view(),
+            [1.0, f64::NAN, 1.0],
+            Hd95Convention::Medpy,
+        );
+        assert!(matches!(error, Err(MetricsError::InvalidSpacing { .. })));
+    }
+}
