@@ -36,6 +36,10 @@ impl ImageEncoder {
         let dim = config.encoder_embed_dim;
         let grid = config.grid_size();
         let out = config.prompt_embed_dim;
+        // Requested in the reference's state-dict order.
+        let pos_embed = config
+            .use_abs_pos
+            .then(|| params.tensor(&format!("{p}.pos_embed"), [1, grid, grid, grid, dim]));
         let patch_embed = Conv3d::load(
             params,
             &format!("{p}.patch_embed.proj"),
@@ -48,9 +52,6 @@ impl ImageEncoder {
                 bias: true,
             },
         );
-        let pos_embed = config
-            .use_abs_pos
-            .then(|| params.tensor(&format!("{p}.pos_embed"), [1, grid, grid, grid, dim]));
         let blocks = (0..config.encoder_depth)
             .map(|i| Block::load(params, &format!("{p}.blocks.{i}"), config, i))
             .collect();
@@ -226,6 +227,9 @@ pub struct Attention {
 impl Attention {
     fn load(params: &mut ParamLoader, prefix: &str, config: &ModelConfig, size: usize) -> Self {
         let dim = config.encoder_embed_dim;
+        let rel_pos = config
+            .use_rel_pos
+            .then(|| RelPosTables::load(params, prefix, size, config.encoder_head_dim()));
         let qkv = Linear::load_with_bias(
             params,
             &format!("{prefix}.qkv"),
@@ -233,9 +237,6 @@ impl Attention {
             3 * dim,
             config.qkv_bias,
         );
-        let rel_pos = config
-            .use_rel_pos
-            .then(|| RelPosTables::load(params, prefix, size, config.encoder_head_dim()));
         let proj = Linear::load(params, &format!("{prefix}.proj"), dim, dim);
         Self {
             qkv,
