@@ -253,3 +253,23 @@ fn multi_window_variant_matches() {
     let embedding = model.embed(volume).unwrap().image_embedding;
     assert_close(rel, embedding, rel, tolerance(rel, "atol"));
 }
+
+#[test]
+fn padded_window_shortcut_equals_attending_over_the_padding() {
+    // Window blocks 0 and 2 pad the 8^3 grid to one 14^3 window. The shortcut must give what
+    // attending over all 2744 tokens gives, within the fixtures' atol for a block's attention.
+    let encoder = tiny_model().image_encoder();
+    for (i, input) in [(0, "pos_added"), (2, "block1_out")] {
+        let block = &encoder.blocks()[i];
+        assert!(!block.is_global());
+        let x = tensor::<5>(&format!("{INPUT1}/encoder/{input}.npy"));
+        let fast = values(block.attention_branch(x.clone()));
+        let full = values(block.attention_branch_full_padding(x));
+        let diff = fast
+            .iter()
+            .zip(&full)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff <= 1e-5, "block {i}: shortcut differs by {diff:e}");
+    }
+}

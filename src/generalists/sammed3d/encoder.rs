@@ -6,6 +6,7 @@
 
 use super::config::{LAYERNORM3D_EPS, ModelConfig};
 use super::layers::{Conv3d, ConvShape, LayerNorm, Linear};
+use super::padded_window::{QkvBias, padded_window_attention};
 use super::params::ParamLoader;
 use super::rel_pos::RelPosTables;
 use burn::tensor::Tensor;
@@ -156,8 +157,21 @@ impl Block {
         self.norm1.forward(x)
     }
 
-    /// The attention branch (after proj and the window crop, before the residual).
+    /// The attention branch (after proj and the window crop, before the residual). A grid
+    /// that pads to a single window takes the exact shortcut of `padded_window`.
     pub fn attention_branch(&self, x: Tensor<5>) -> Tensor<5> {
+        let [_, d, h, w, _] = x.dims();
+        match self.window_size {
+            Some(window) if d == h && h == w && d < window && self.attn.rel_pos.is_some() => {
+                self.attn.forward_padded_grid(self.norm1.forward(x), window)
+            }
+            _ => self.attention_branch_full_padding(x),
+        }
+    }
+
+    /// The attention branch computed as the reference does, attending over every token of
+    /// the zero-padded windows.
+    pub fn attention_branch_full_padding(&self, x: Tensor<5>) -> Tensor<5> {
         let x = self.norm1.forward(x);
         match self.window_size {
             None => self.attn.forward(x),
@@ -246,6 +260,54 @@ impl Attention {
         }
     }
 
+    /// q, k, v `[3, B·heads, N, hd]` of tokens `[B, N, C]`.
+    fn qkv(&self, x: Tensor<3>) -> Tensor<4> {
+        let [b, n, c] = x.dims();
+        let hd = c / self.heads;
+        self.qkv
+            .forward(x)
+            .reshape([b, n, 3, self.heads, hd])
+            .permute([2, 0, 3, 1, 4])
+            .reshape([3, b * self.heads, n, hd])
+    }
+
+    /// Attention of the real tokens `[B, G, G, G, C]` of a grid zero-padded to one window of
+    /// side `window`, without materialising the padding (exact; see `padded_window`).
+    fn forward_padded_grid(&self, x: Tensor<5>, window: usize) -> Tensor<5> {
+        let [b, g, _, _, c] = x.dims();
+        let n = g * g * g;
+        let hd = c / self.heads;
+        let qkv = self.qkv(x.reshape([b, n, c]));
+        let part = |i: usize| {
+            qkv.clone()
+                .slice_dim(0, i..i + 1)
+                .reshape([b * self.heads, n, hd])
+        };
+        let bias = match self.qkv.bias() {
+            Some(bias) => bias.clone().reshape([3, self.heads, hd]),
+            None => Tensor::zeros([3, self.heads, hd], &qkv.device()),
+        };
+        let head_bias = |i: usize| {
+            bias.clone()
+                .slice_dim(0, i..i + 1)
+                .reshape([self.heads, hd])
+        };
+        let qkv_bias = QkvBias {
+            q: head_bias(0),
+            k: head_bias(1),
+            v: head_bias(2),
+        };
+        let tables = self
+            .rel_pos
+            .as_ref()
+            .expect("the shortcut needs the rel-pos tables");
+        let out = padded_window_attention(part(0), part(1), part(2), &qkv_bias, tables, g, window)
+            .reshape([b, self.heads, n, hd])
+            .permute([0, 2, 1, 3])
+            .reshape([b, g, g, g, c]);
+        self.proj.forward(out)
+    }
+
     pub fn forward(&self, x: Tensor<5>) -> Tensor<5> {
         let [b, s, s1, s2, c] = x.dims();
         assert!(
@@ -254,13 +316,8 @@ impl Attention {
         );
         let n = s * s * s;
         let hd = c / self.heads;
-        // (3, B * heads, N, hd): part j, head h, dim i is qkv channel j*C + h*hd + i.
-        let qkv = self
-            .qkv
-            .forward(x.reshape([b, n, c]))
-            .reshape([b, n, 3, self.heads, hd])
-            .permute([2, 0, 3, 1, 4])
-            .reshape([3, b * self.heads, n, hd]);
+        // Part j, head h, dim i is qkv channel j*C + h*hd + i.
+        let qkv = self.qkv(x.reshape([b, n, c]));
         let q = qkv
             .clone()
             .slice_dim(0, 0..1)

@@ -37,6 +37,10 @@ impl Linear {
         self.weight_t.dims()[1]
     }
 
+    pub fn bias(&self) -> Option<&Tensor<1>> {
+        self.bias.as_ref()
+    }
+
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let mut dims = x.dims();
         let d_in = dims[D - 1];

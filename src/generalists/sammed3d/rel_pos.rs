@@ -61,6 +61,46 @@ impl RelPosTables {
     }
 }
 
+impl RelPosTables {
+    /// The three bias terms for the real queries `[BH, G, G, G, hd]` of a G³ grid padded to
+    /// one window of side S, given the queries at every (a, b, x < S) position `q_ext`
+    /// `[BH, G, G, S, hd]` (padded ones being b_q):
+    /// A `[BH, G, G, G, S]` over (a, b, c; f), B and C `[BH, G, G, S, S]` over (a, b, x; f).
+    pub fn terms_for_padded_grid(
+        &self,
+        q: Tensor<5>,
+        q_ext: Tensor<5>,
+        g: usize,
+        s: usize,
+    ) -> (Tensor<5>, Tensor<5>, Tensor<5>) {
+        let [bh, _, _, _, hd] = q.dims();
+        let rows = |t: &Tensor<3>, n: usize| {
+            t.clone()
+                .slice_dim(0, 0..n)
+                .unsqueeze::<4>()
+                .expand([bh, n, hd, s])
+        };
+        let by_d = q
+            .reshape([bh, g, g * g, hd])
+            .matmul(rows(&self.d, g))
+            .reshape([bh, g, g, g, s]);
+        let by_h = q_ext
+            .clone()
+            .permute([0, 2, 1, 3, 4])
+            .reshape([bh, g, g * s, hd])
+            .matmul(rows(&self.h, g))
+            .reshape([bh, g, g, s, s])
+            .permute([0, 2, 1, 3, 4]);
+        let by_w = q_ext
+            .permute([0, 3, 1, 2, 4])
+            .reshape([bh, s, g * g, hd])
+            .matmul(rows(&self.w, s))
+            .reshape([bh, s, g, g, s])
+            .permute([0, 2, 3, 1, 4]);
+        (by_d, by_h, by_w)
+    }
+}
+
 /// `[2S−1, hd]` → `[S, hd, S]` with `out[i, :, j] = table[i − j + S − 1]`.
 fn expand_table(table: Tensor<2>, size: usize) -> Tensor<3> {
     let hd = table.dims()[1];
