@@ -1,14 +1,102 @@
-//! Data: medical volumes (UA-MT h5, NIfTI, npy), dataset layouts, case lists and splits.
+//! Data: medical volumes (UA-MT h5, NIfTI, npy), dataset layouts, case lists and splits,
+//! intensity normalisation and input validation.
+//!
+//! Entry points others code against: [`read_image`], [`read_label`], [`write_image`],
+//! [`write_label`] (format chosen from the file extension), [`Dataset`] and [`Splits`].
 
+pub mod case_list;
+pub mod dataset;
+pub mod error;
+pub mod h5;
+pub mod inspect;
+pub mod labels;
+pub mod nifti_file;
+pub mod normalize;
+pub mod npy;
+pub mod splits;
+pub mod validate;
 pub mod volume;
 
+pub use case_list::{read_case_list, write_case_list};
+pub use dataset::{Case, Dataset, Layout, LoadedCase};
+pub use error::DataError;
+pub use normalize::{Normalization, normalize};
+pub use splits::Splits;
 pub use volume::{Geometry, SourceFormat, Volume};
 
-use std::path::PathBuf;
+use std::path::Path;
 
-/// Everything that can be wrong with input data. Every variant names the file or case.
-#[derive(Debug, thiserror::Error)]
-pub enum DataError {
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+/// The file format implied by a path's extension.
+pub fn format_of(path: &Path) -> Result<SourceFormat, DataError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    if name.ends_with(".h5") || name.ends_with(".hdf5") {
+        Ok(SourceFormat::H5)
+    } else if name.ends_with(".nii") || name.ends_with(".nii.gz") {
+        Ok(SourceFormat::Nifti)
+    } else if name.ends_with(".npy") {
+        Ok(SourceFormat::Npy)
+    } else {
+        Err(DataError::UnknownExtension {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+fn reject_empty<T>(volume: Volume<T>) -> Result<Volume<T>, DataError> {
+    if volume.data.is_empty() {
+        return Err(DataError::EmptyVolume {
+            shape: volume.shape().to_vec(),
+            path: volume.path,
+        });
+    }
+    Ok(volume)
+}
+
+/// Read an image as f32 (for h5, the `image` dataset). Zero-size volumes are an error.
+pub fn read_image(path: impl AsRef<Path>) -> Result<Volume<f32>, DataError> {
+    let path = path.as_ref();
+    let volume = match format_of(path)? {
+        SourceFormat::H5 => h5::read_image(path)?,
+        SourceFormat::Nifti => nifti_file::read_image(path)?,
+        SourceFormat::Npy => npy::read_image(path)?,
+    };
+    reject_empty(volume)
+}
+
+/// Read a label map as u8 (for h5, the `label` dataset). Labels stored in other types must hold
+/// integers in 0..=255. Zero-size volumes are an error.
+pub fn read_label(path: impl AsRef<Path>) -> Result<Volume<u8>, DataError> {
+    let path = path.as_ref();
+    let volume = match format_of(path)? {
+        SourceFormat::H5 => h5::read_label(path)?,
+        SourceFormat::Nifti => nifti_file::read_label(path)?,
+        SourceFormat::Npy => npy::read_label(path)?,
+    };
+    reject_empty(volume)
+}
+
+/// Write a label map atomically in the format of `path`'s extension, with the volume's
+/// geometry (for NIfTI, its header with the data type set to uint8). An h5 output holds the
+/// dataset `label` only; use [`h5::write_case`] to store the image alongside.
+pub fn write_label(volume: &Volume<u8>, path: impl AsRef<Path>) -> Result<(), DataError> {
+    let path = path.as_ref();
+    match format_of(path)? {
+        SourceFormat::H5 => h5::write_case(path, None, Some(&volume.data)),
+        SourceFormat::Nifti => nifti_file::write(volume, path),
+        SourceFormat::Npy => npy::write(&volume.data, path),
+    }
+}
+
+/// Write an image atomically in the format of `path`'s extension (for NIfTI, float32 with the
+/// volume's header). An h5 output holds the dataset `image` only.
+pub fn write_image(volume: &Volume<f32>, path: impl AsRef<Path>) -> Result<(), DataError> {
+    let path = path.as_ref();
+    match format_of(path)? {
+        SourceFormat::H5 => h5::write_case(path, Some(&volume.data), None),
+        SourceFormat::Nifti => nifti_file::write(volume, path),
+        SourceFormat::Npy => npy::write(&volume.data, path),
+    }
 }

@@ -37,7 +37,11 @@ impl Geometry {
         for (d, row) in affine.iter_mut().enumerate() {
             row[d] = 1.0;
         }
-        Geometry { spacing: None, affine, nifti_header: None }
+        Geometry {
+            spacing: None,
+            affine,
+            nifti_header: None,
+        }
     }
 }
 

@@ -1,0 +1,160 @@
+//! Volume I/O through the public API: the UA-MT h5 fixture (written by h5py, gzip-chunked like
+//! LA), h5 and npy round trips, and npy arrays written by numpy.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::Array3;
+use semisam::data::{SourceFormat, h5, read_image, read_label, write_image, write_label};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/data")
+}
+
+fn uamt_case(id: &str) -> PathBuf {
+    fixtures()
+        .join("uamt/Training Set")
+        .join(id)
+        .join("mri_norm2.h5")
+}
+
+/// The formulas scripts/make_data_fixtures.py used.
+fn uamt_image(shape: [usize; 3]) -> Array3<f32> {
+    Array3::from_shape_fn(shape, |(x, y, z)| {
+        100.0 * x as f32 + 10.0 * y as f32 + z as f32 + 0.5
+    })
+}
+
+fn uamt_label(shape: [usize; 3], modulus: usize) -> Array3<u8> {
+    Array3::from_shape_fn(shape, |(x, y, z)| ((x + y + z) % modulus == 0) as u8)
+}
+
+#[test]
+fn h5py_gzip_fixture_reads_in_xyz_order() {
+    let path = uamt_case("CASE_B");
+    let image = read_image(&path).unwrap();
+    assert_eq!(image.shape(), [7, 6, 5]);
+    assert_eq!(image.data, uamt_image([7, 6, 5]));
+    assert_eq!(image.source, SourceFormat::H5);
+    assert_eq!(image.geometry.spacing, None, "UA-MT h5 stores no spacing");
+    assert!(image.geometry.nifti_header.is_none());
+    let label = read_label(&path).unwrap();
+    assert_eq!(label.data, uamt_label([7, 6, 5], 3));
+    assert_eq!(label.path, path);
+}
+
+#[test]
+fn h5_round_trip_keeps_both_datasets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pred/mri_norm2.h5");
+    let image = uamt_image([9, 4, 70]);
+    let label = uamt_label([9, 4, 70], 4);
+    h5::write_case(&path, Some(&image), Some(&label)).unwrap();
+    assert_eq!(read_image(&path).unwrap().data, image);
+    assert_eq!(read_label(&path).unwrap().data, label);
+}
+
+#[test]
+fn write_label_to_h5_writes_the_label_dataset_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = read_label(uamt_case("CASE_A")).unwrap();
+    let out = dir.path().join("CASE_A.h5");
+    write_label(&source, &out).unwrap();
+    assert_eq!(read_label(&out).unwrap().data, source.data);
+    let err = read_image(&out).unwrap_err().to_string();
+    assert!(
+        err.contains("missing dataset `image`") && err.contains("found: label"),
+        "{err}"
+    );
+}
+
+#[test]
+fn numpy_fortran_float64_and_int64_arrays_are_read() {
+    let image = read_image(fixtures().join("npy/image_f64_fortran.npy")).unwrap();
+    let expected = Array3::from_shape_fn([3, 4, 2], |(x, y, z)| {
+        x as f32 - 0.5 * y as f32 + 10.0 * z as f32
+    });
+    assert_eq!(image.data, expected);
+    assert!(image.data.is_standard_layout());
+    assert_eq!(image.source, SourceFormat::Npy);
+    let label = read_label(fixtures().join("npy/label_i64.npy")).unwrap();
+    assert_eq!(
+        label.data,
+        Array3::from_shape_fn([3, 4, 2], |(x, y, z)| ((x * y + z) % 3) as u8)
+    );
+}
+
+#[test]
+fn npy_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut image = read_image(uamt_case("CASE_T")).unwrap();
+    image.data[[1, 2, 0]] = -3.25;
+    write_image(&image, dir.path().join("img.npy")).unwrap();
+    assert_eq!(
+        read_image(dir.path().join("img.npy")).unwrap().data,
+        image.data
+    );
+    let label = read_label(uamt_case("CASE_T")).unwrap();
+    write_label(&label, dir.path().join("lbl.npy")).unwrap();
+    assert_eq!(
+        read_label(dir.path().join("lbl.npy")).unwrap().data,
+        label.data
+    );
+}
+
+#[test]
+fn h5_image_written_as_nifti_has_unknown_geometry_codes() {
+    // No spacing is stored in h5, so the NIfTI output must not claim one (codes 0, pixdim 1).
+    let dir = tempfile::tempdir().unwrap();
+    let image = read_image(uamt_case("CASE_T")).unwrap();
+    let out = dir.path().join("case.nii.gz");
+    write_image(&image, &out).unwrap();
+    let back = read_image(&out).unwrap();
+    assert_eq!(back.data, image.data);
+    let header = back.geometry.nifti_header.unwrap();
+    assert_eq!((header.qform_code, header.sform_code), (0, 0));
+    assert_eq!(&header.pixdim[1..4], &[1.0, 1.0, 1.0]);
+}
+
+/// Write a 2x3x4 float32 NIfTI and rewrite its `dim` field (bytes 40..56) to `dims`.
+fn nifti_with_dims(dir: &Path, name: &str, dims: &[u16]) -> PathBuf {
+    let path = dir.join(name);
+    let data = Array3::from_shape_fn([2, 3, 4], |(i, j, k)| (i * 12 + j * 4 + k) as f32);
+    let volume = semisam::data::Volume {
+        data,
+        geometry: semisam::data::Geometry::unknown(),
+        source: SourceFormat::Npy,
+        path: PathBuf::from("memory"),
+    };
+    write_image(&volume, &path).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut dim = [1u16; 8];
+    dim[0] = dims.len() as u16;
+    dim[1..=dims.len()].copy_from_slice(dims);
+    for (n, d) in dim.iter().enumerate() {
+        bytes[40 + 2 * n..42 + 2 * n].copy_from_slice(&d.to_le_bytes());
+    }
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn nifti_with_a_singleton_fourth_axis_reads_as_3d() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = nifti_with_dims(dir.path(), "t1.nii", &[2, 3, 4, 1]);
+    let image = read_image(&path).unwrap();
+    assert_eq!(image.shape(), [2, 3, 4]);
+    assert_eq!(image.data[[1, 2, 3]], 23.0);
+}
+
+#[test]
+fn multi_channel_nifti_is_refused_with_its_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = nifti_with_dims(dir.path(), "two_channels.nii", &[2, 3, 2, 2]);
+    let err = read_image(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("two_channels.nii")
+            && err
+                .contains("volume has shape [2, 3, 2, 2]; semisam reads single-channel 3D volumes"),
+        "{err}"
+    );
+}
