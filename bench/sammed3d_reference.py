@@ -133,10 +133,11 @@ def main():
         encoder(vol, p, cfg)
         print(f"warm-up {time.perf_counter() - start:.2f} s", flush=True)
         for run in range(args.runs):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             encoder(vol, p, cfg)
-            print(f"torch encoder vit_b_ori {s}^3 run {run}: {time.perf_counter() - start:.3f} s "
-                  f"({torch.get_num_threads()} threads)", flush=True)
+            print(f"torch encoder vit_b_ori {s}^3 run {run}: {time.perf_counter() - start:.3f} s wall, "
+                  f"{time.process_time() - cpu_start:.2f} s CPU ({torch.get_num_threads()} threads)",
+                  flush=True)
 
 
 if __name__ == "__main__":

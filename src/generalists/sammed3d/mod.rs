@@ -9,6 +9,7 @@ pub mod decoder;
 pub mod encoder;
 pub mod error;
 mod layers;
+pub mod mask_prompt;
 mod padded_window;
 pub mod params;
 pub mod prompt;
