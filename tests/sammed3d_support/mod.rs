@@ -68,6 +68,7 @@ pub fn assert_close<const D: usize>(what: &str, actual: Tensor<D>, rel: &str, at
         diff <= atol,
         "{what}: max abs diff {diff:e} > atol {atol:e} ({rel})"
     );
+    eprintln!("{rel}: max abs diff {diff:e} (atol {atol:e})");
     diff
 }
 
