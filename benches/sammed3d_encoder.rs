@@ -4,7 +4,7 @@
 //!   cargo bench --bench sammed3d_encoder -- [RUNS]
 
 use burn::tensor::{Device, Distribution, Tensor};
-use semisam::generalists::sammed3d::{ModelConfig, SamMed3d};
+use semisam::generalists::sammed3d::{ModelConfig, PointLabel, PointPrompt, SamMed3d};
 use std::time::Instant;
 
 /// CPU seconds (user + system, all threads) of this process so far, from /proc/self/stat
@@ -31,8 +31,27 @@ fn main() {
     // One untimed run: first-touch allocations and lazy initialisation.
     let warm = Instant::now();
     let embedding = model.embed(volume.clone()).expect("volume fits");
-    let _ = embedding.image_embedding.into_data();
+    let _ = embedding.image_embedding.clone().into_data();
     eprintln!("warm-up {:.2} s", warm.elapsed().as_secs_f64());
+    // One decoding step as SemiSAM's click 0 (a click and an all-zero mask prompt), which
+    // also exercises the full-size decoder and the 32^3 -> 128^3 upsampling.
+    let m = config.mask_size();
+    let click = PointPrompt {
+        coord: [64.0, 60.0, 70.0],
+        label: PointLabel::Positive,
+    };
+    for step in 0..2 {
+        let start = Instant::now();
+        let zeros = Tensor::<5>::zeros([1, 1, m, m, m], &device);
+        let decoded = model
+            .decode(&embedding, &[click], Some(zeros))
+            .expect("prompts fit");
+        let _ = decoded.logits.into_data();
+        println!(
+            "burn decode step {step}: {:.3} s wall",
+            start.elapsed().as_secs_f64()
+        );
+    }
     for run in 0..runs {
         let start = Instant::now();
         let cpu_start = cpu_seconds();
