@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod litemedsam;
 pub mod litemedsam_slicewise;
+pub mod sammed3d;
 pub mod slicewise;
 pub mod weights;
 
