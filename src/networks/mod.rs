@@ -69,6 +69,27 @@ impl NetworkConfig {
     }
 }
 
+impl NetworkConfig {
+    /// Like [`NetworkConfig::init`], with the weights drawn from burn's generator seeded with
+    /// `seed` and materialised at once (burn initialises parameters lazily, so a later first
+    /// access would otherwise draw from whatever state the generator has by then). The seed is
+    /// global to the backend: do not create other random tensors concurrently.
+    pub fn init_seeded(&self, device: &Device, seed: u64) -> Result<Specialist, NetworkError> {
+        device.seed(seed);
+        let network = self.init(device)?;
+        network.visit(&mut Materialise);
+        Ok(network)
+    }
+}
+
+struct Materialise;
+
+impl ModuleVisitor for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
 /// A specialist network of any supported architecture (one concrete type for the training
 /// loop, checkpoints and the frameworks).
 #[derive(Module, Debug)]
@@ -120,14 +141,19 @@ impl ModuleVisitor for LearnableCounter {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let is_buffer = matches!(
-            self.path.last().map(String::as_str),
-            Some("running_mean" | "running_var")
-        );
-        if !is_buffer {
+        if !is_buffer_path(&self.path) {
             self.count += param.lazy_shape().num_elements();
         }
     }
+}
+
+/// Whether a tensor at this module path is a buffer (batch-norm running statistics), not a
+/// learnable parameter.
+pub fn is_buffer_path(path: &[String]) -> bool {
+    matches!(
+        path.last().map(String::as_str),
+        Some("running_mean" | "running_var")
+    )
 }
 
 fn check_input(x: &Tensor<5>, multiple: usize) -> Result<(), NetworkError> {
