@@ -1,1 +1,2 @@
 //! Frozen promptable generalists (LiteMedSAM, SAM-Med3D) behind one trait.
+pub mod sammed3d;

@@ -2,6 +2,7 @@
 
 pub mod dropout;
 pub mod pool;
+pub mod trilinear;
 
 pub use dropout::{Dropout3d, DropoutError, DropoutMode};
 pub use pool::{PoolError, max_pool3d};
