@@ -6,6 +6,7 @@
 //! (batch statistics on an autodiff device with training enabled, running statistics after
 //! `Module::valid()`).
 
+pub mod unet3d;
 pub mod vnet;
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -13,6 +14,7 @@ use burn::tensor::{Device, Tensor};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+pub use unet3d::UNet3d;
 pub use vnet::VNet;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,6 +37,9 @@ pub enum NetworkError {
 pub enum Architecture {
     /// UA-MT / SemiSAM V-Net (BatchNorm, additive skips, Dropout3d 0.5).
     VNet,
+    /// SSL4MIS `unet_3D` (InstanceNorm, max-pool, trilinear up + concatenation, dropout 0.3).
+    #[serde(rename = "unet3d")]
+    UNet3d,
 }
 
 /// Everything needed to build a specialist.
@@ -59,6 +64,13 @@ impl NetworkConfig {
         }
         Ok(match self.architecture {
             Architecture::VNet => Specialist::VNet(VNet::new(
+                self.in_channels,
+                self.num_classes,
+                self.base_filters,
+                self.dropout,
+                device,
+            )),
+            Architecture::UNet3d => Specialist::UNet3d(UNet3d::new(
                 self.in_channels,
                 self.num_classes,
                 self.base_filters,
@@ -95,6 +107,7 @@ impl ModuleVisitor for Materialise {
 #[derive(Module, Debug)]
 pub enum Specialist {
     VNet(VNet),
+    UNet3d(UNet3d),
 }
 
 impl Specialist {
@@ -106,6 +119,7 @@ impl Specialist {
     ) -> Result<Tensor<5>, NetworkError> {
         match self {
             Specialist::VNet(net) => net.forward(images, rng),
+            Specialist::UNet3d(net) => net.forward(images, rng),
         }
     }
 
@@ -113,6 +127,7 @@ impl Specialist {
     pub fn side_multiple(&self) -> usize {
         match self {
             Specialist::VNet(_) => vnet::VNET_SIDE_MULTIPLE,
+            Specialist::UNet3d(_) => unet3d::UNET3D_SIDE_MULTIPLE,
         }
     }
 }
