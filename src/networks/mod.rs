@@ -104,6 +104,9 @@ impl ModuleVisitor for Materialise {
 
 /// A specialist network of any supported architecture (one concrete type for the training
 /// loop, checkpoints and the frameworks).
+// Boxing the variants would need burn's Module derive to see through Box; a model exists once
+// or twice per run, so the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Specialist {
     VNet(VNet),
