@@ -38,32 +38,43 @@ def up(cin, cout):
 
 
 class VNet(nn.Module):
-    """The UA-MT V-Net layout (SPEC §3), written from the description."""
+    """The UA-MT V-Net layout (SPEC §3), written from the description; modules are registered
+    in the same order as the Rust port's fields, so the state dicts line up."""
 
-    def __init__(self, width=16, classes=2):
+    def __init__(self, width=16, classes=2, in_channels=1):
         super().__init__()
         f = width
-        self.enc = nn.ModuleList([conv_stage(1, 1, f), conv_stage(2, 2 * f, 2 * f),
-                                  conv_stage(3, 4 * f, 4 * f), conv_stage(3, 8 * f, 8 * f),
-                                  conv_stage(3, 16 * f, 16 * f)])
-        self.downs = nn.ModuleList([down(f, 2 * f), down(2 * f, 4 * f), down(4 * f, 8 * f),
-                                    down(8 * f, 16 * f)])
-        self.ups = nn.ModuleList([up(16 * f, 8 * f), up(8 * f, 4 * f), up(4 * f, 2 * f), up(2 * f, f)])
-        self.dec = nn.ModuleList([conv_stage(3, 8 * f, 8 * f), conv_stage(3, 4 * f, 4 * f),
-                                  conv_stage(2, 2 * f, 2 * f), conv_stage(1, f, f)])
-        self.out = nn.Conv3d(f, classes, 1)
+        self.block_one = conv_stage(1, in_channels, f)
+        self.block_one_dw = down(f, 2 * f)
+        self.block_two = conv_stage(2, 2 * f, 2 * f)
+        self.block_two_dw = down(2 * f, 4 * f)
+        self.block_three = conv_stage(3, 4 * f, 4 * f)
+        self.block_three_dw = down(4 * f, 8 * f)
+        self.block_four = conv_stage(3, 8 * f, 8 * f)
+        self.block_four_dw = down(8 * f, 16 * f)
+        self.block_five = conv_stage(3, 16 * f, 16 * f)
+        self.block_five_up = up(16 * f, 8 * f)
+        self.block_six = conv_stage(3, 8 * f, 8 * f)
+        self.block_six_up = up(8 * f, 4 * f)
+        self.block_seven = conv_stage(3, 4 * f, 4 * f)
+        self.block_seven_up = up(4 * f, 2 * f)
+        self.block_eight = conv_stage(2, 2 * f, 2 * f)
+        self.block_eight_up = up(2 * f, f)
+        self.block_nine = conv_stage(1, f, f)
+        self.out_conv = nn.Conv3d(f, classes, 1)
         self.dropout = nn.Dropout3d(0.5)
 
     def forward(self, x):
-        skips = []
-        for i in range(4):
-            x = self.enc[i](x)
-            skips.append(x)
-            x = self.downs[i](x)
-        x = self.dropout(self.enc[4](x))
-        for i in range(4):
-            x = self.dec[i](self.ups[i](x) + skips[3 - i])
-        return self.out(self.dropout(x))
+        x1 = self.block_one(x)
+        x2 = self.block_two(self.block_one_dw(x1))
+        x3 = self.block_three(self.block_two_dw(x2))
+        x4 = self.block_four(self.block_three_dw(x3))
+        x5 = self.dropout(self.block_five(self.block_four_dw(x4)))
+        x6 = self.block_six(self.block_five_up(x5) + x4)
+        x7 = self.block_seven(self.block_six_up(x6) + x3)
+        x8 = self.block_eight(self.block_seven_up(x7) + x2)
+        x9 = self.dropout(self.block_nine(self.block_eight_up(x8) + x1))
+        return self.out_conv(x9)
 
 
 def dice_loss(p, g):
