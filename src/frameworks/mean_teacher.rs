@@ -11,10 +11,10 @@ use super::{Framework, FrameworkError, LossTerms, StepContext};
 use crate::losses::squared_error_mean;
 use crate::networks::Specialist;
 
+/// The EMA teacher and its consistency term, shared by Mean Teacher and UA-MT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct MeanTeacherConfig {
-    pub supervised_weight: f64,
+pub struct TeacherConfig {
     pub consistency: RampUp,
     /// Upper bound of the EMA decay (0.99).
     pub ema_decay: f64,
@@ -22,10 +22,9 @@ pub struct MeanTeacherConfig {
     pub noise_clamp: f64,
 }
 
-impl Default for MeanTeacherConfig {
+impl Default for TeacherConfig {
     fn default() -> Self {
         Self {
-            supervised_weight: 1.0,
             consistency: RampUp::CONSISTENCY,
             ema_decay: 0.99,
             noise_std: TEACHER_NOISE_STD,
@@ -34,25 +33,44 @@ impl Default for MeanTeacherConfig {
     }
 }
 
-impl MeanTeacherConfig {
+impl TeacherConfig {
     pub(crate) fn validate(&self) -> Result<(), FrameworkError> {
-        check_weight("supervised_weight", self.supervised_weight)?;
-        check_weight("consistency.weight", self.consistency.weight)?;
-        check_weight("consistency.rampup_epochs", self.consistency.rampup_epochs)?;
-        check_weight("noise_std", self.noise_std)?;
-        check_weight("noise_clamp", self.noise_clamp)?;
+        check_weight("teacher.consistency.weight", self.consistency.weight)?;
+        check_weight(
+            "teacher.consistency.rampup_epochs",
+            self.consistency.rampup_epochs,
+        )?;
+        check_weight("teacher.noise_std", self.noise_std)?;
+        check_weight("teacher.noise_clamp", self.noise_clamp)?;
         if self.consistency.iterations_per_epoch == 0 {
             return Err(FrameworkError::Config(
-                "consistency.iterations_per_epoch must be positive".into(),
+                "teacher.consistency.iterations_per_epoch must be positive".into(),
             ));
         }
         if !(0.0..=1.0).contains(&self.ema_decay) {
             return Err(FrameworkError::Config(format!(
-                "ema_decay must be in [0, 1], got {}",
+                "teacher.ema_decay must be in [0, 1], got {}",
                 self.ema_decay
             )));
         }
         Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeanTeacherConfig {
+    /// Scale of CE + Dice (1, as in SemiSAM's MT).
+    pub supervised_weight: f64,
+    pub teacher: TeacherConfig,
+}
+
+impl Default for MeanTeacherConfig {
+    fn default() -> Self {
+        Self {
+            supervised_weight: 1.0,
+            teacher: TeacherConfig::default(),
+        }
     }
 }
 
@@ -65,7 +83,8 @@ pub struct MeanTeacher {
 
 impl MeanTeacher {
     pub fn new(config: MeanTeacherConfig) -> Result<Self, FrameworkError> {
-        config.validate()?;
+        check_weight("supervised_weight", config.supervised_weight)?;
+        config.teacher.validate()?;
         Ok(Self { config })
     }
 }
@@ -117,20 +136,20 @@ impl Framework for MeanTeacher {
         let target = teacher_probabilities(
             teacher,
             ctx,
-            self.config.noise_std,
-            self.config.noise_clamp,
+            self.config.teacher.noise_std,
+            self.config.teacher.noise_clamp,
             rng,
         )?;
         let consistency = squared_error_mean(ctx.unlabeled_probabilities(), target)?;
         terms.push(
             "consistency",
-            self.config.consistency.at(ctx.index.step),
+            self.config.teacher.consistency.at(ctx.index.step),
             consistency,
         );
         Ok(terms)
     }
 
     fn teacher_decay(&self, step: usize) -> Option<f64> {
-        Some(ema_decay(step, self.config.ema_decay))
+        Some(ema_decay(step, self.config.teacher.ema_decay))
     }
 }

@@ -28,6 +28,7 @@
 //!   SAM pseudo-label loss) is added by implementing [`AuxiliaryLoss`]; no framework changes.
 //! * [`update_teacher`] is called after the optimizer step with the same `step`.
 
+pub mod benchmark;
 pub mod ema;
 pub mod mean_teacher;
 pub mod noise;
@@ -45,7 +46,7 @@ use crate::losses::LossError;
 use crate::networks::{NetworkError, Specialist};
 
 pub use ema::{ema_update, new_teacher};
-pub use mean_teacher::{MeanTeacher, MeanTeacherConfig};
+pub use mean_teacher::{MeanTeacher, MeanTeacherConfig, TeacherConfig};
 pub use schedule::{RampUp, ema_decay, sigmoid_rampup, uncertainty_threshold};
 pub use supervised::{SupervisedOnly, supervised_terms};
 pub use ua_mt::{UncertaintyAwareMeanTeacher, UncertaintyAwareMeanTeacherConfig};
@@ -336,3 +337,6 @@ impl FrameworkConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -45,3 +45,73 @@ pub fn ema_decay(step: usize, max_decay: f64) -> f64 {
 pub fn uncertainty_threshold(step: usize, max_steps: usize, num_classes: usize) -> f64 {
     (0.75 + 0.25 * sigmoid_rampup(step as f64, max_steps as f64)) * (num_classes as f64).ln()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+
+    #[test]
+    fn sigmoid_rampup_hand_values() {
+        assert_relative_eq!(sigmoid_rampup(0.0, 40.0), (-5.0f64).exp());
+        // Half-way: exp(-5 · 0.5²) = exp(-1.25).
+        assert_relative_eq!(
+            sigmoid_rampup(20.0, 40.0),
+            0.286_504_796_860_190_1,
+            epsilon = 1e-12
+        );
+        assert_eq!(sigmoid_rampup(40.0, 40.0), 1.0);
+        assert_eq!(sigmoid_rampup(90.0, 40.0), 1.0);
+        assert_relative_eq!(sigmoid_rampup(-3.0, 40.0), (-5.0f64).exp());
+        assert_eq!(sigmoid_rampup(5.0, 0.0), 1.0);
+    }
+
+    #[test]
+    fn consistency_weight_steps_every_150_iterations() {
+        let ramp = RampUp::CONSISTENCY;
+        let first = 0.1 * (-5.0f64).exp(); // 0.000673795
+        assert_relative_eq!(ramp.at(0), first, epsilon = 1e-15);
+        assert_relative_eq!(ramp.at(149), first, epsilon = 1e-15);
+        // ⌊150/150⌋ = 1: 0.1 · exp(-5 · (39/40)²).
+        assert_relative_eq!(
+            ramp.at(150),
+            0.1 * (-5.0f64 * 0.975 * 0.975).exp(),
+            epsilon = 1e-15
+        );
+        assert_relative_eq!(ramp.at(3000), 0.028_650_479_686_019_01, epsilon = 1e-12);
+        assert_relative_eq!(ramp.at(6000), 0.1);
+        assert_relative_eq!(ramp.at(9999), 0.1);
+    }
+
+    #[test]
+    fn ema_decay_warms_up_then_caps() {
+        assert_eq!(ema_decay(0, 0.99), 0.0);
+        assert_eq!(ema_decay(1, 0.99), 0.5);
+        assert_relative_eq!(ema_decay(9, 0.99), 0.9);
+        assert_relative_eq!(ema_decay(98, 0.99), 1.0 - 1.0 / 99.0);
+        assert_relative_eq!(ema_decay(99, 0.99), 0.99, epsilon = 1e-12);
+        assert_eq!(ema_decay(5000, 0.99), 0.99);
+    }
+
+    #[test]
+    fn uncertainty_threshold_rises_from_0_521_to_ln2() {
+        let ln2 = std::f64::consts::LN_2;
+        assert_relative_eq!(
+            uncertainty_threshold(0, 6000, 2),
+            (0.75 + 0.25 * (-5.0f64).exp()) * ln2,
+            epsilon = 1e-15
+        );
+        assert_relative_eq!(
+            uncertainty_threshold(0, 6000, 2),
+            0.521_028_0,
+            epsilon = 1e-7
+        );
+        assert_relative_eq!(
+            uncertainty_threshold(3000, 6000, 2),
+            (0.75 + 0.25 * (-1.25f64).exp()) * ln2,
+            epsilon = 1e-15
+        );
+        assert_relative_eq!(uncertainty_threshold(6000, 6000, 2), ln2);
+        assert_relative_eq!(uncertainty_threshold(6000, 6000, 3), 3.0f64.ln());
+    }
+}

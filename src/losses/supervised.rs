@@ -78,3 +78,98 @@ pub fn dice_loss_foreground(
     let total = total.expect("classes >= 2 gives at least one foreground class");
     Ok(total.div_scalar((classes - 1) as f64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_relative_eq;
+    use burn::tensor::{Device, TensorData};
+
+    fn value(t: Tensor<1>) -> f64 {
+        t.into_scalar::<f32>() as f64
+    }
+
+    /// `[1, 2, 1, 1, 2]`: voxel 0 has logits (2, 0), voxel 1 has (0.5, 1.5).
+    fn two_voxel_logits(device: &Device) -> Tensor<5> {
+        Tensor::from_data(
+            TensorData::new(vec![2.0f32, 0.5, 0.0, 1.5], [1, 2, 1, 1, 2]),
+            device,
+        )
+    }
+
+    #[test]
+    fn cross_entropy_hand_value() {
+        let device = Device::default();
+        let labels =
+            Tensor::<4, Int>::from_data(TensorData::new(vec![0i64, 1], [1, 1, 1, 2]), &device);
+        // ((ln(e²+1) - 2) + (ln(e^0.5+e^1.5) - 1.5)) / 2
+        let expected =
+            ((2f64.exp() + 1.0).ln() - 2.0 + (0.5f64.exp() + 1.5f64.exp()).ln() - 1.5) / 2.0;
+        assert_relative_eq!(expected, 0.220_094_849_280_597_75, epsilon = 1e-12);
+        let ce = value(cross_entropy(two_voxel_logits(&device), labels).unwrap());
+        assert_relative_eq!(ce, expected, epsilon = 1e-6);
+    }
+
+    #[test]
+    fn cross_entropy_rejects_mismatched_labels() {
+        let device = Device::default();
+        let labels = Tensor::<4, Int>::zeros([1, 1, 1, 3], &device);
+        let err = cross_entropy(two_voxel_logits(&device), labels).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cross_entropy: shape mismatch, logits [N, _, X, Y, Z] is [1, 1, 1, 2] but labels is [1, 1, 1, 3]"
+        );
+    }
+
+    #[test]
+    fn soft_dice_hand_value() {
+        let device = Device::default();
+        let p = Tensor::<1>::from_floats([0.8, 0.2, 0.6], &device);
+        let g = Tensor::<1>::from_floats([1.0, 0.0, 1.0], &device);
+        // 1 - (2·1.4 + 1e-5) / (1.04 + 2 + 1e-5)
+        let dice = value(soft_dice_loss(p, g).unwrap());
+        assert_relative_eq!(dice, 0.078_947_108_726_616_14, epsilon = 1e-6);
+        let perfect = soft_dice_loss(
+            Tensor::<1>::from_floats([1.0, 0.0], &device),
+            Tensor::<1>::from_floats([1.0, 0.0], &device),
+        )
+        .unwrap();
+        assert_relative_eq!(value(perfect), 0.0, epsilon = 1e-7);
+        // Both empty: the smoothing gives 1 - 1e-5/1e-5 = 0, not NaN.
+        let empty = soft_dice_loss(
+            Tensor::<1>::zeros([3], &device),
+            Tensor::<1>::zeros([3], &device),
+        );
+        assert_relative_eq!(value(empty.unwrap()), 0.0, epsilon = 1e-7);
+    }
+
+    #[test]
+    fn foreground_dice_uses_channel_one_against_label_one() {
+        let device = Device::default();
+        // Channel 1 holds the foreground probabilities 0.8, 0.2, 0.6 of three voxels.
+        let probabilities = Tensor::<5>::from_data(
+            TensorData::new(vec![0.2f32, 0.8, 0.4, 0.8, 0.2, 0.6], [1, 2, 1, 1, 3]),
+            &device,
+        );
+        let labels =
+            Tensor::<4, Int>::from_data(TensorData::new(vec![1i64, 0, 1], [1, 1, 1, 3]), &device);
+        let dice = value(dice_loss_foreground(probabilities, labels).unwrap());
+        assert_relative_eq!(dice, 0.078_947_108_726_616_14, epsilon = 1e-6);
+    }
+
+    #[test]
+    fn foreground_dice_averages_the_foreground_classes() {
+        let device = Device::default();
+        // 3 classes, 2 voxels: class 1 probabilities (1, 0), class 2 (0, 0.5); labels (1, 2).
+        let probabilities = Tensor::<5>::from_data(
+            TensorData::new(vec![0.0f32, 0.5, 1.0, 0.0, 0.0, 0.5], [1, 3, 1, 1, 2]),
+            &device,
+        );
+        let labels =
+            Tensor::<4, Int>::from_data(TensorData::new(vec![1i64, 2], [1, 1, 1, 2]), &device);
+        // class 1: 1 - (2 + s)/(1 + 1 + s) = 0; class 2: 1 - (1 + s)/(0.25 + 1 + s) = 0.2 (s ≈ 0).
+        let expected = (0.0 + (1.0 - (1.0 + 1e-5) / (1.25 + 1e-5))) / 2.0;
+        let dice = value(dice_loss_foreground(probabilities, labels).unwrap());
+        assert_relative_eq!(dice, expected, epsilon = 1e-6);
+    }
+}

@@ -6,6 +6,7 @@
 //! (batch statistics on an autodiff device with training enabled, running statistics after
 //! `Module::valid()`).
 
+pub mod unet3d;
 pub mod vnet;
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -13,6 +14,7 @@ use burn::tensor::{Device, Tensor};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+pub use unet3d::UNet3d;
 pub use vnet::VNet;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -35,6 +37,9 @@ pub enum NetworkError {
 pub enum Architecture {
     /// UA-MT / SemiSAM V-Net (BatchNorm, additive skips, Dropout3d 0.5).
     VNet,
+    /// SSL4MIS `unet_3D` (InstanceNorm, max-pool, trilinear up + concatenation, dropout 0.3).
+    #[serde(rename = "unet3d")]
+    UNet3d,
 }
 
 /// Everything needed to build a specialist.
@@ -65,15 +70,47 @@ impl NetworkConfig {
                 self.dropout,
                 device,
             )),
+            Architecture::UNet3d => Specialist::UNet3d(UNet3d::new(
+                self.in_channels,
+                self.num_classes,
+                self.base_filters,
+                self.dropout,
+                device,
+            )),
         })
+    }
+}
+
+impl NetworkConfig {
+    /// Like [`NetworkConfig::init`], with the weights drawn from burn's generator seeded with
+    /// `seed` and materialised at once (burn initialises parameters lazily, so a later first
+    /// access would otherwise draw from whatever state the generator has by then). The seed is
+    /// global to the backend: do not create other random tensors concurrently.
+    pub fn init_seeded(&self, device: &Device, seed: u64) -> Result<Specialist, NetworkError> {
+        device.seed(seed);
+        let network = self.init(device)?;
+        network.visit(&mut Materialise);
+        Ok(network)
+    }
+}
+
+struct Materialise;
+
+impl ModuleVisitor for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
     }
 }
 
 /// A specialist network of any supported architecture (one concrete type for the training
 /// loop, checkpoints and the frameworks).
+// Boxing the variants would need burn's Module derive to see through Box; a model exists once
+// or twice per run, so the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Specialist {
     VNet(VNet),
+    UNet3d(UNet3d),
 }
 
 impl Specialist {
@@ -85,6 +122,7 @@ impl Specialist {
     ) -> Result<Tensor<5>, NetworkError> {
         match self {
             Specialist::VNet(net) => net.forward(images, rng),
+            Specialist::UNet3d(net) => net.forward(images, rng),
         }
     }
 
@@ -92,6 +130,7 @@ impl Specialist {
     pub fn side_multiple(&self) -> usize {
         match self {
             Specialist::VNet(_) => vnet::VNET_SIDE_MULTIPLE,
+            Specialist::UNet3d(_) => unet3d::UNET3D_SIDE_MULTIPLE,
         }
     }
 }
@@ -120,14 +159,19 @@ impl ModuleVisitor for LearnableCounter {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let is_buffer = matches!(
-            self.path.last().map(String::as_str),
-            Some("running_mean" | "running_var")
-        );
-        if !is_buffer {
+        if !is_buffer_path(&self.path) {
             self.count += param.lazy_shape().num_elements();
         }
     }
+}
+
+/// Whether a tensor at this module path is a buffer (batch-norm running statistics), not a
+/// learnable parameter.
+pub fn is_buffer_path(path: &[String]) -> bool {
+    matches!(
+        path.last().map(String::as_str),
+        Some("running_mean" | "running_var")
+    )
 }
 
 fn check_input(x: &Tensor<5>, multiple: usize) -> Result<(), NetworkError> {

@@ -251,6 +251,30 @@ mod tests {
     }
 
     #[test]
+    fn seeded_init_is_reproducible() {
+        use crate::networks::{Architecture, NetworkConfig};
+        let config = NetworkConfig {
+            architecture: Architecture::VNet,
+            in_channels: 1,
+            num_classes: 2,
+            base_filters: 2,
+            dropout: false,
+        };
+        let device = Device::default();
+        let x = Tensor::<5>::random([1, 1, 16, 16, 16], Distribution::Default, &device);
+        let outputs: Vec<Vec<f32>> = [5u64, 5, 6]
+            .iter()
+            .map(|&seed| {
+                let net = config.init_seeded(&device, seed).unwrap();
+                let y = net.forward(x.clone(), None).unwrap();
+                y.into_data().try_to_vec::<f32>().unwrap()
+            })
+            .collect();
+        assert_eq!(outputs[0], outputs[1]);
+        assert_ne!(outputs[0], outputs[2]);
+    }
+
+    #[test]
     fn forward_keeps_the_spatial_shape_and_rejects_bad_sides() {
         let device = Device::default().autodiff();
         let net = VNet::new(1, 2, 2, true, &device);

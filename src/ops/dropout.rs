@@ -72,3 +72,65 @@ impl Dropout3d {
         input * mask
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn channel_dropout_zeroes_whole_channels_and_scales_the_rest() {
+        let device = Device::default();
+        let dropout = Dropout3d::new(0.5, DropoutMode::Channel).unwrap();
+        let input = Tensor::<5>::ones([4, 8, 2, 3, 2], &device);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let out = dropout.forward(input, Some(&mut rng));
+        let values = out.into_data().try_to_vec::<f32>().unwrap();
+        let per_channel = 2 * 3 * 2;
+        let mut dropped = 0;
+        for channel in values.chunks(per_channel) {
+            // Every voxel of a channel shares the decision: all 0 or all 1/(1-0.5) = 2.
+            assert!(channel.iter().all(|&v| v == channel[0]), "{channel:?}");
+            assert!(channel[0] == 0.0 || channel[0] == 2.0);
+            dropped += usize::from(channel[0] == 0.0);
+        }
+        assert!(
+            (6..=26).contains(&dropped),
+            "{dropped} of 32 channels dropped"
+        );
+    }
+
+    #[test]
+    fn element_dropout_rate_and_scale() {
+        let device = Device::default();
+        let dropout = Dropout3d::new(0.3, DropoutMode::Element).unwrap();
+        let input = Tensor::<5>::ones([1, 2, 20, 20, 25], &device);
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let values = dropout
+            .forward(input, Some(&mut rng))
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let scale = 1.0 / 0.7f32;
+        assert!(values.iter().all(|&v| v == 0.0 || (v - scale).abs() < 1e-6));
+        let rate = values.iter().filter(|&&v| v == 0.0).count() as f64 / values.len() as f64;
+        assert!((rate - 0.3).abs() < 0.02, "drop rate {rate}");
+    }
+
+    #[test]
+    fn evaluation_is_identity_and_bad_probability_is_an_error() {
+        let device = Device::default();
+        let dropout = Dropout3d::new(0.5, DropoutMode::Channel).unwrap();
+        let input = Tensor::<5>::ones([1, 2, 1, 1, 1], &device);
+        let out = dropout.forward::<ChaCha8Rng>(input, None);
+        assert_eq!(out.into_data().try_to_vec::<f32>().unwrap(), vec![1.0, 1.0]);
+        assert_eq!(
+            Dropout3d::new(1.0, DropoutMode::Element)
+                .unwrap_err()
+                .to_string(),
+            "dropout probability must be in [0, 1), got 1"
+        );
+    }
+}

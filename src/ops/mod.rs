@@ -3,6 +3,7 @@ pub mod trilinear;
 
 pub mod dropout;
 pub mod pool;
+pub mod trilinear;
 
 pub use dropout::{Dropout3d, DropoutError, DropoutMode};
 pub use pool::{PoolError, max_pool3d};

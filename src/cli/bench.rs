@@ -1,0 +1,61 @@
+//! `semisam bench train-step`: time one Mean Teacher training step (V-Net) on the default
+//! backend; compare with `bench/mt_step_reference.py` run with the same settings.
+
+use semisam::frameworks::benchmark::{StepBenchSettings, time_mean_teacher_step};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub target: BenchTarget,
+}
+
+#[derive(clap::Subcommand)]
+pub enum BenchTarget {
+    /// One Mean Teacher step: student and teacher forward, CE + Dice + consistency, backward,
+    /// SGD, EMA. Prints one JSON line with the per-step times.
+    TrainStep(TrainStepArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TrainStepArgs {
+    /// Patch size X Y Z (each a multiple of 16).
+    #[arg(long, num_args = 3, default_values_t = [64, 64, 48])]
+    pub patch: Vec<usize>,
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Labeled items in the batch (the rest are unlabeled).
+    #[arg(long, default_value_t = 2)]
+    pub labeled: usize,
+    /// Base filters of the V-Net.
+    #[arg(long, default_value_t = 16)]
+    pub width: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    #[arg(long, default_value_t = 1337)]
+    pub seed: u64,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.target {
+        BenchTarget::TrainStep(step) => {
+            let patch: [usize; 3] =
+                step.patch.as_slice().try_into().map_err(|_| {
+                    anyhow::anyhow!("--patch takes three sizes, got {:?}", step.patch)
+                })?;
+            let settings = StepBenchSettings {
+                patch,
+                batch: step.batch,
+                labeled: step.labeled,
+                width: step.width,
+                warmup: step.warmup,
+                iterations: step.iters,
+                seed: step.seed,
+            };
+            let report = time_mean_teacher_step(&settings, &semisam::backend::default_device())?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+    }
+}
