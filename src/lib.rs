@@ -14,6 +14,7 @@ pub mod inference;
 pub mod io_util;
 pub mod losses;
 pub mod metrics;
+pub mod morphology;
 pub mod networks;
 pub mod ops;
 pub mod prompts;
