@@ -1,5 +1,4 @@
 //! Tensor operations burn lacks (MaxPool3d, trilinear interpolation, Dropout3d).
-pub mod trilinear;
 
 pub mod dropout;
 pub mod pool;

@@ -274,6 +274,7 @@ impl RunConfig {
         }
         let divisor = match self.network.architecture {
             Architecture::VNet => crate::networks::vnet::VNET_SIDE_MULTIPLE,
+            Architecture::UNet3d => crate::networks::unet3d::UNET3D_SIDE_MULTIPLE,
         };
         if t.patch.iter().any(|&p| p == 0 || p % divisor != 0) {
             return Err(format!(
