@@ -14,6 +14,8 @@ pub enum BenchTarget {
     /// One Mean Teacher step: student and teacher forward, CE + Dice + consistency, backward,
     /// SGD, EMA. Prints one JSON line with the per-step times.
     TrainStep(TrainStepArgs),
+    /// LiteMedSAM encoder and decoder latency and peak memory.
+    Sam2d(super::sam2d::Sam2dBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -39,6 +41,7 @@ pub struct TrainStepArgs {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.target {
+        BenchTarget::Sam2d(sam) => super::sam2d::run_bench(sam),
         BenchTarget::TrainStep(step) => {
             let patch: [usize; 3] =
                 step.patch.as_slice().try_into().map_err(|_| {

@@ -1,8 +1,11 @@
 //! Command-line interface: one file per subcommand.
 
+mod bench;
+mod evaluate;
 mod inspect;
 mod oracle;
 mod sam2d;
+mod sam3d;
 mod weights;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +30,12 @@ enum Command {
     Weights(weights::WeightsArgs),
     /// Segment one 2D image (or a volume slice) with LiteMedSAM from a box prompt.
     Sam2d(sam2d::Sam2dArgs),
+    /// Run SAM-Med3D on one 3D volume with point prompts; writes the upsampled mask logits.
+    Sam3d(sam3d::Sam3dArgs),
+    /// Dice, Jaccard, HD95, ASD and ASSD of a folder of predictions against references.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Benchmarks: one training step, LiteMedSAM encoder/decoder.
+    Bench(bench::BenchArgs),
     /// Upper bound of the pseudo-labels: LiteMedSAM prompted from the ground truth (analysis only).
     SamOracle(oracle::OracleArgs),
 }
@@ -38,6 +47,9 @@ pub fn run() -> ExitCode {
         Command::Weights(args) => weights::run(args),
         Command::Sam2d(args) => sam2d::run(args),
         Command::SamOracle(args) => oracle::run(args),
+        Command::Sam3d(args) => sam3d::run(args),
+        Command::Evaluate(args) => evaluate::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

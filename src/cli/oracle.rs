@@ -37,12 +37,19 @@ fn dice(a: &Array3<bool>, b: &Array3<bool>) -> f64 {
         both += usize::from(x && y);
         total += usize::from(x) + usize::from(y);
     }
-    if total == 0 { 1.0 } else { 2.0 * both as f64 / total as f64 }
+    if total == 0 {
+        1.0
+    } else {
+        2.0 * both as f64 / total as f64
+    }
 }
 
 pub fn run(args: OracleArgs) -> anyhow::Result<()> {
     let dataset = Dataset::open(&args.dataset)?;
-    let mut config = SamConfig { axis: args.axis, ..SamConfig::default() };
+    let mut config = SamConfig {
+        axis: args.axis,
+        ..SamConfig::default()
+    };
     config.prompts.box_margin = args.margin;
     let mut generalist = config.build_generalist(&semisam::backend::default_device())?;
     let chosen: Vec<_> = dataset
@@ -56,7 +63,8 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
     for case in chosen {
         let loaded = dataset.load_case(case)?;
         let mut image = loaded.image.data;
-        normalize(&mut image, Normalization::ZScore).with_context(|| format!("normalising {}", case.id))?;
+        normalize(&mut image, Normalization::ZScore)
+            .with_context(|| format!("normalising {}", case.id))?;
         let label = loaded.label.context("labeled case without label")?.data;
         let classes = label.iter().copied().max().unwrap_or(0);
         for class in 1..=classes {
@@ -76,10 +84,17 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
                 None => (0.0, 0),
             };
             all.push(score);
-            println!("{}\t{class}\t{score:.4}\t{prompts}\t{:.1}", case.id, started.elapsed().as_secs_f64());
+            println!(
+                "{}\t{class}\t{score:.4}\t{prompts}\t{:.1}",
+                case.id,
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     let mean = all.iter().sum::<f64>() / all.len().max(1) as f64;
-    println!("mean Dice of ground-truth-prompted pseudo-labels: {mean:.4} over {} (case, class) pairs", all.len());
+    println!(
+        "mean Dice of ground-truth-prompted pseudo-labels: {mean:.4} over {} (case, class) pairs",
+        all.len()
+    );
     Ok(())
 }

@@ -18,11 +18,20 @@ pub enum WeightsCommand {
     Fetch,
     /// Print where the LiteMedSAM checkpoint is (or would be) cached.
     Path,
+    /// Check a SAM-Med3D checkpoint (official `model_state_dict` nesting or a bare state dict)
+    /// against the `vit_b_ori` architecture, or the one of `--model-config`.
+    Check {
+        file: std::path::PathBuf,
+        /// Flat JSON of architecture hyper-parameters (default: vit_b_ori).
+        #[arg(long)]
+        model_config: Option<std::path::PathBuf>,
+    },
 }
 
 pub fn run(args: WeightsArgs) -> anyhow::Result<()> {
     match args.command {
         WeightsCommand::Fetch => fetch(),
+        WeightsCommand::Check { file, model_config } => check(&file, model_config.as_deref()),
         WeightsCommand::Path => {
             println!("{}", weights::cached_path(&LITEMEDSAM)?.display());
             Ok(())
@@ -49,5 +58,24 @@ fn fetch() -> anyhow::Result<()> {
         ),
     }
     println!("{}", outcome.path().display());
+    Ok(())
+}
+
+fn check(file: &std::path::Path, model_config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use semisam::generalists::sammed3d;
+    let report = match model_config {
+        Some(config) => {
+            let config = sammed3d::ModelConfig::from_json_file(config)?;
+            sammed3d::check_checkpoint_with_config(file, &config)?
+        }
+        None => sammed3d::check_checkpoint(file)?,
+    };
+    print!("{report}");
+    if !report.fits() {
+        anyhow::bail!(
+            "{}: does not fit the architecture (see above)",
+            file.display()
+        );
+    }
     Ok(())
 }
