@@ -409,8 +409,8 @@ lr = 0.01
         let FrameworkConfig::MeanTeacher(mt) = &c.framework else {
             panic!("{:?}", c.framework)
         };
-        assert_eq!(mt.consistency.at(0), 0.1 * (-5.0f64).exp());
-        assert_eq!(mt.ema_decay, 0.99);
+        assert_eq!(mt.teacher.consistency.at(0), 0.1 * (-5.0f64).exp());
+        assert_eq!(mt.teacher.ema_decay, 0.99);
         assert_eq!(c.data.normalization, Normalization::Zscore);
         assert_eq!(c.inference_stride(), [32, 32, 24]);
     }
@@ -443,8 +443,10 @@ lr = 0.01
             err.contains("with overrides training.lrr=0.1: unknown field `lrr`"),
             "{err}"
         );
-        let err = parse(&["sam.weight=1"]).unwrap_err().to_string();
-        assert!(err.contains("unknown field `sam`"), "{err}");
+        let err = parse(&["augmentation.rot90=true"]).unwrap_err().to_string();
+        assert!(err.contains("unknown field `augmentation`"), "{err}");
+        let err = parse(&["sam.weigth=1"]).unwrap_err().to_string();
+        assert!(err.contains("unknown field `weigth`"), "{err}");
     }
 
     #[test]
