@@ -19,7 +19,8 @@ fn exp_non_positive(x: f32) -> f32 {
     // Round to nearest with the 1.5·2^23 shift: unlike `f32::round` (a libm call on baseline
     // x86-64) it vectorises. |x·log2 e| < 2^22 here.
     const SHIFT: f32 = 12_582_912.0;
-    let k = (x * LOG2_E + SHIFT) - SHIFT;
+    let shifted = x * LOG2_E + SHIFT;
+    let k = shifted - SHIFT;
     let r = x - k * LN2_HI - k * LN2_LO;
     // Taylor series of e^r on |r| ≤ ln2/2: the degree-7 remainder is below 1e-9 relative.
     let p = 1.0
@@ -28,8 +29,10 @@ fn exp_non_positive(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    // 2^k through the exponent bits; k ≥ −126 here, so the result stays normal.
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    // 2^k through the exponent bits. k sits in the low mantissa bits of `shifted` (whose bit
+    // pattern is 0x4B40_0000 + k); integer ops on them vectorise, a float→int cast does not.
+    const SHIFT_BITS: u32 = 0x4B40_0000;
+    let scale = f32::from_bits(shifted.to_bits().wrapping_sub(SHIFT_BITS).wrapping_add(127) << 23);
     p * scale
 }
 
