@@ -2,9 +2,12 @@
 //! the 64x64 image embedding, then upscaling to 256x256 and hypernetwork mask heads.
 //! Everything is channel-last: tokens (B, N, 256), image (B, 4096, 256).
 
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, TensorData, activation};
 
 use super::checkpoint::Checkpoint;
+use super::gelu::gelu;
 use super::layers::{
     ConvTranspose2x2, LAYER_NORM_2D_EPS, LAYER_NORM_EPS, LayerNorm, Linear, ReluMlp,
 };
@@ -49,8 +52,8 @@ impl Attention {
         let k = Self::separate_heads(self.k_proj.forward(k));
         let v = Self::separate_heads(self.v_proj.forward(v));
         let [b, _, n, head_dim] = q.dims();
-        let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
-        let out = activation::softmax(scores, 3).matmul(v);
+        // Fused softmax(q·kᵀ/√head_dim)·v (the default scale).
+        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
         self.out_proj
             .forward(out.swap_dims(1, 2).reshape([b, n, HEADS * head_dim]))
     }
@@ -262,8 +265,8 @@ impl MaskDecoder {
         observe(&mut observer, "transformer_keys", || keys.to_data());
 
         let grid = keys.reshape([b, EMBED_GRID, EMBED_GRID, EMBED_DIM]);
-        let up = activation::gelu(self.upscale_norm.forward(self.upscale1.forward(grid)));
-        let up = activation::gelu(self.upscale2.forward(up));
+        let up = gelu(self.upscale_norm.forward(self.upscale1.forward(grid)));
+        let up = gelu(self.upscale2.forward(up));
         let [_, h, w, _] = up.dims();
         observe(&mut observer, "upscaled", || {
             up.clone().permute([0, 3, 1, 2]).into_data()

@@ -6,6 +6,7 @@
 //! ([`LiteMedSam::decode`], [`LiteMedSam::decode_batch`]).
 
 mod checkpoint;
+mod gelu;
 mod layers;
 mod mask_decoder;
 mod preprocess;

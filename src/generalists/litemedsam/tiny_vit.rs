@@ -4,10 +4,13 @@
 //! first (convolutional) stage runs at the full 256x256 resolution. Attention stages work on
 //! channel-last maps (B, H, W, C); the convolutions on NCHW.
 
-use burn::tensor::{Tensor, TensorData, activation};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Tensor, TensorData};
 
 use super::LiteMedSamError;
 use super::checkpoint::Checkpoint;
+use super::gelu::gelu;
 use super::layers::{Conv2d, LAYER_NORM_2D_EPS, LAYER_NORM_EPS, LayerNorm, Linear};
 
 const EMBED_DIMS: [usize; 4] = [64, 128, 160, 320];
@@ -58,9 +61,9 @@ impl MbConv {
 
     /// NCHW → NCHW; the GELU comes after the residual sum.
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = activation::gelu(self.conv1.forward(x.clone()));
-        let y = activation::gelu(self.conv2.forward(y));
-        activation::gelu(self.conv3.forward(y) + x)
+        let y = gelu(self.conv1.forward(x.clone()));
+        let y = gelu(self.conv2.forward(y));
+        gelu(self.conv3.forward(y) + x)
     }
 }
 
@@ -97,8 +100,8 @@ impl PatchMerging {
 
     /// NCHW → NCHW.
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = activation::gelu(self.conv1.forward(x));
-        let y = activation::gelu(self.conv2.forward(y));
+        let y = gelu(self.conv1.forward(x));
+        let y = gelu(self.conv2.forward(y));
         self.conv3.forward(y)
     }
 }
@@ -158,8 +161,9 @@ impl WindowAttention {
         let q = qkv.clone().narrow(3, 0, d);
         let k = qkv.clone().narrow(3, d, d);
         let v = qkv.narrow(3, 2 * d, d);
-        let scores = q.matmul(k.swap_dims(2, 3)) * (d as f64).powf(-0.5) + self.bias.clone();
-        let out = activation::softmax(scores, 3).matmul(v);
+        // Fused softmax(q·kᵀ/√d + bias)·v; the bias broadcasts over the windows.
+        let bias = Some(self.bias.clone());
+        let out = attention(q, k, v, None, bias, AttentionModuleOptions::default());
         self.proj
             .forward(out.swap_dims(1, 2).reshape([windows, n, c]))
     }
@@ -232,9 +236,9 @@ impl TinyVitBlock {
         let x = x + attended;
         // No residual around the local convolution (upstream).
         let x = to_nhwc(self.local_conv.forward(to_nchw(x)));
-        let y = self.fc2.forward(activation::gelu(
-            self.fc1.forward(self.mlp_norm.forward(x.clone())),
-        ));
+        let y = self
+            .fc2
+            .forward(gelu(self.fc1.forward(self.mlp_norm.forward(x.clone()))));
         x + y
     }
 }
@@ -364,7 +368,7 @@ impl TinyVit {
     /// (B, 3, 256, 256) → (B, 256, 64, 64). With an observer, the stage outputs are reported
     /// under the names of the parity fixtures (`patch_embed`, `layer0_block1`, `layer0`, ...).
     pub fn forward(&self, x: Tensor<4>, mut observer: Option<StageObserver<'_>>) -> Tensor<4> {
-        let mut x = self.patch_embed[1].forward(activation::gelu(self.patch_embed[0].forward(x)));
+        let mut x = self.patch_embed[1].forward(gelu(self.patch_embed[0].forward(x)));
         observe(&mut observer, "patch_embed", || x.clone());
         for (i, block) in self.mbconvs.iter().enumerate() {
             x = block.forward(x);
