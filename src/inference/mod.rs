@@ -1,5 +1,7 @@
 //! Sliding-window inference and post-processing.
 
+pub mod pipeline;
+pub mod postprocess;
 pub mod predictor;
 pub mod sliding_window;
 

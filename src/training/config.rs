@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::Normalization;
 use crate::data::augment::AugmentOptions;
 use crate::frameworks::FrameworkConfig;
 use crate::networks::{Architecture, NetworkConfig};
@@ -66,6 +67,7 @@ pub struct DataConfig {
     /// An explicit splits JSON (labeled / unlabeled / validation / test); overrides the counts.
     #[serde(default)]
     pub splits_file: Option<PathBuf>,
+    /// Per-case intensity normalisation (`{ method = "z_score" }` by default).
     #[serde(default)]
     pub normalization: Normalization,
     /// Integer down-sampling factor applied to every volume before training (1 = none); the
@@ -75,19 +77,6 @@ pub struct DataConfig {
     /// Voxel spacing (mm) to use when the files store none (UA-MT h5: 0.625 mm for LA).
     #[serde(default)]
     pub spacing: Option<[f64; 3]>,
-}
-
-/// Per-case intensity normalisation.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "kind")]
-pub enum Normalization {
-    /// (x - mean) / std over the whole volume.
-    #[default]
-    Zscore,
-    /// Clip to the given percentiles, then z-score.
-    Percentile { lower: f64, upper: f64 },
-    /// Use intensities as stored (e.g. LA's mri_norm2.h5, already normalised).
-    None,
 }
 
 /// Optimiser, schedule, batches and checkpoints.
@@ -411,7 +400,7 @@ lr = 0.01
         };
         assert_eq!(mt.teacher.consistency.at(0), 0.1 * (-5.0f64).exp());
         assert_eq!(mt.teacher.ema_decay, 0.99);
-        assert_eq!(c.data.normalization, Normalization::Zscore);
+        assert_eq!(c.data.normalization, Normalization::ZScore);
         assert_eq!(c.inference_stride(), [32, 32, 24]);
     }
 

@@ -2,7 +2,10 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod dataset;
+pub mod evaluate;
 pub mod log;
+pub mod resample;
 pub mod run_dir;
 pub mod trainer;
 pub mod validation;

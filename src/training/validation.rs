@@ -78,20 +78,20 @@ pub fn model_device(model: &Specialist) -> Device {
     model.devices().into_iter().next().unwrap_or_default()
 }
 
-/// `2 |P ∩ G| / (|P| + |G|)` for class `class`; 1 when both are empty (SPEC §7 policy).
+/// Foreground Dice of `class` with the metrics module's definition (both empty → 1).
 pub fn dice(prediction: &Array3<u8>, reference: &Array3<u8>, class: u8) -> f64 {
-    let (mut both, mut p, mut g) = (0usize, 0usize, 0usize);
-    for (&a, &b) in prediction.iter().zip(reference.iter()) {
-        let (in_p, in_g) = (a == class, b == class);
-        p += usize::from(in_p);
-        g += usize::from(in_g);
-        both += usize::from(in_p && in_g);
-    }
-    if p + g == 0 {
-        1.0
-    } else {
-        2.0 * both as f64 / (p + g) as f64
-    }
+    let (p, g) = (
+        prediction.mapv(|v| v == class),
+        reference.mapv(|v| v == class),
+    );
+    crate::metrics::evaluate_masks(
+        p.view(),
+        g.view(),
+        [1.0; 3],
+        crate::metrics::Hd95Convention::default(),
+    )
+    .map(|m| m.dice)
+    .expect("masks of one shape with unit spacing")
 }
 
 /// Per-class means over cases, and the mean of those.
