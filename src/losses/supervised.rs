@@ -13,15 +13,30 @@ pub const DICE_SMOOTH: f64 = 1e-5;
 /// `labels` `[N, X, Y, Z]` must hold class indices in `0..C` (the data pipeline validates
 /// them against the dataset's declared labels).
 pub fn cross_entropy(logits: Tensor<5>, labels: Tensor<4, Int>) -> Result<Tensor<1>, LossError> {
-    let [n, _, x, y, z] = logits.dims();
+    let [n, classes, x, y, z] = logits.dims();
     check_same_shape(
         "cross_entropy",
         ("logits [N, _, X, Y, Z]", &[n, x, y, z]),
         ("labels", &labels.dims()),
     )?;
-    let log_probs = log_softmax(logits, 1);
-    let picked = log_probs.gather(1, labels.unsqueeze_dim::<5>(1));
-    Ok(picked.mean().neg())
+    // A one-hot product rather than `gather`: burn-flex's N-D gather and its scatter
+    // backward index element by element and took ~19% of a V-Net training step.
+    let picked = log_softmax(logits, 1) * one_hot_channels(labels, classes);
+    Ok(picked.sum().div_scalar((n * x * y * z) as f64).neg())
+}
+
+/// `[N, X, Y, Z]` class indices → `[N, C, X, Y, Z]` 0/1 float masks.
+pub fn one_hot_channels(labels: Tensor<4, Int>, classes: usize) -> Tensor<5> {
+    let masks = (0..classes)
+        .map(|class| {
+            labels
+                .clone()
+                .equal_elem(class as i64)
+                .float()
+                .unsqueeze_dim::<5>(1)
+        })
+        .collect();
+    Tensor::cat(masks, 1)
 }
 
 /// `1 - (2 Σ p g + s) / (Σ p² + Σ g² + s)` over every element, with s = 1e-5 (V-Net Dice with
