@@ -119,3 +119,12 @@ fn missing_or_foreign_file_is_reported_with_its_path() {
         .to_string();
     assert!(err.contains("junk.pth"), "{err}");
 }
+
+/// The model and its embeddings are shared across threads by the training code.
+#[test]
+fn model_and_embedding_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<LiteMedSam>();
+    assert_send_sync::<semisam::generalists::litemedsam::Embedding>();
+    assert_send_sync::<semisam::generalists::litemedsam::MaskLogits>();
+}

@@ -11,7 +11,9 @@ use burn::tensor::{Tensor, TensorData};
 use super::LiteMedSamError;
 use super::checkpoint::Checkpoint;
 use super::gelu::gelu;
-use super::layers::{Conv2d, LAYER_NORM_2D_EPS, LAYER_NORM_EPS, LayerNorm, Linear};
+use super::layers::{
+    Conv2d, DepthwiseConv3x3Nhwc, LAYER_NORM_2D_EPS, LAYER_NORM_EPS, LayerNorm, Linear,
+};
 
 const EMBED_DIMS: [usize; 4] = [64, 128, 160, 320];
 const DEPTHS: [usize; 4] = [2, 2, 6, 2];
@@ -172,7 +174,7 @@ impl WindowAttention {
 #[derive(Clone, Debug)]
 struct TinyVitBlock {
     attn: WindowAttention,
-    local_conv: Conv2d,
+    local_conv: DepthwiseConv3x3Nhwc,
     mlp_norm: LayerNorm,
     fc1: Linear,
     fc2: Linear,
@@ -189,13 +191,9 @@ impl TinyVitBlock {
     ) -> Result<Self, LiteMedSamError> {
         Ok(Self {
             attn: WindowAttention::load(ckpt, &format!("{prefix}.attn"), dim, heads, window)?,
-            local_conv: Conv2d::load_conv_bn(
+            local_conv: DepthwiseConv3x3Nhwc::load_conv_bn(
                 ckpt,
                 &format!("{prefix}.local_conv"),
-                dim,
-                dim,
-                3,
-                1,
                 dim,
             )?,
             mlp_norm: LayerNorm::load(ckpt, &format!("{prefix}.mlp.norm"), dim, LAYER_NORM_EPS)?,
@@ -235,7 +233,7 @@ impl TinyVitBlock {
         };
         let x = x + attended;
         // No residual around the local convolution (upstream).
-        let x = to_nhwc(self.local_conv.forward(to_nchw(x)));
+        let x = self.local_conv.forward(x);
         let y = self
             .fc2
             .forward(gelu(self.fc1.forward(self.mlp_norm.forward(x.clone()))));
