@@ -4,8 +4,10 @@ mod bench;
 mod evaluate;
 mod inspect;
 mod oracle;
+mod predict;
 mod sam2d;
 mod sam3d;
+mod train;
 mod weights;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +28,10 @@ struct Cli {
 enum Command {
     /// List the cases of a dataset with shapes, spacing, labels, intensities and every problem found.
     Inspect(inspect::InspectArgs),
+    /// Train a specialist (optionally SAM-assisted) from a run configuration into a run folder.
+    Train(train::TrainArgs),
+    /// Sliding-window prediction with a trained checkpoint; outputs keep format and geometry.
+    Predict(predict::PredictArgs),
     /// Fetch or locate pretrained generalist weights.
     Weights(weights::WeightsArgs),
     /// Segment one 2D image (or a volume slice) with LiteMedSAM from a box prompt.
@@ -44,6 +50,8 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Predict(args) => predict::run(args),
         Command::Weights(args) => weights::run(args),
         Command::Sam2d(args) => sam2d::run(args),
         Command::SamOracle(args) => oracle::run(args),
