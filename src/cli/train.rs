@@ -40,32 +40,29 @@ pub struct TrainArgs {
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let config = RunConfig::load(&args.config, &args.set)?;
-    let run = if args.resume {
+    // The dataset and the splits are checked before a run folder is created for them.
+    let dataset = Dataset::open(&config.data.root)
+        .with_context(|| format!("opening the dataset of {}", args.config.display()))?;
+    let (run, splits) = if args.resume {
         let root = match &args.name {
             Some(name) => args.runs_dir.join(name),
             None => latest_run(&args.runs_dir, &args.config)?,
         };
-        RunDir::open(&root)?.0
+        let run = RunDir::open(&root)?.0;
+        let splits = Splits::load(run.splits_path())?;
+        (run, splits)
     } else {
+        let splits = make_splits(&config, &dataset)?;
         let name = args
             .name
             .clone()
             .unwrap_or_else(|| default_run_name(&args.config, std::time::SystemTime::now()));
         let run = RunDir::create(&args.runs_dir, &name, args.overwrite)?;
         semisam::io_util::write_atomic(&run.config_path(), config.to_toml().as_bytes())?;
-        run
+        splits.save(run.splits_path())?;
+        (run, splits)
     };
     eprintln!("run folder: {}", run.root().display());
-
-    let dataset = Dataset::open(&config.data.root)
-        .with_context(|| format!("opening the dataset of {}", args.config.display()))?;
-    let splits = if args.resume {
-        Splits::load(run.splits_path())?
-    } else {
-        let splits = make_splits(&config, &dataset)?;
-        splits.save(run.splits_path())?;
-        splits
-    };
     eprintln!(
         "cases: {} labeled, {} unlabeled, {} validation",
         splits.labeled.len(),
@@ -112,7 +109,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         TrainOutcome::Interrupted { steps } => {
             eprintln!(
-                "interrupted after {steps} iterations; continue with: semisam train --config {} --resume --name {}",
+                "interrupted after {steps} iterations; continue with: semisam train --config {} --resume --name {} (and the same --set options)",
                 args.config.display(),
                 run.root()
                     .file_name()
