@@ -70,7 +70,7 @@ pub fn time_mean_teacher_step(
         base_filters: settings.width,
         dropout: true,
     };
-    let mut student = network.init(&device)?;
+    let mut student = network.init_seeded(&device, settings.seed)?;
     let mut teacher = new_teacher(&student);
     let framework = MeanTeacher::new(MeanTeacherConfig::default())?;
     let mut optimizer = SgdConfig::new()

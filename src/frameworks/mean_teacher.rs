@@ -1,6 +1,6 @@
 //! Mean Teacher (Tarvainen & Valpola; UA-MT's `train_LA_meanteacher` recipe).
 
-use burn::tensor::activation::softmax;
+use crate::ops::channel_softmax;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -104,7 +104,7 @@ pub(crate) fn teacher_probabilities(
         rng,
     );
     let logits = teacher.forward(inputs, Some(rng))?;
-    Ok(softmax(logits.detach(), 1))
+    Ok(channel_softmax(logits.detach()))
 }
 
 impl Framework for MeanTeacher {

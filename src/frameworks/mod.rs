@@ -37,13 +37,13 @@ pub mod schedule;
 pub mod supervised;
 pub mod ua_mt;
 
-use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::losses::LossError;
 use crate::networks::{NetworkError, Specialist};
+use crate::ops::channel_softmax;
 
 pub use ema::{ema_update, new_teacher};
 pub use mean_teacher::{MeanTeacher, MeanTeacherConfig, TeacherConfig};
@@ -262,7 +262,7 @@ pub fn train_step(
         });
     }
     let student_logits = student.forward(batch.images.clone(), Some(&mut *rng))?;
-    let student_probabilities = softmax(student_logits.clone(), 1);
+    let student_probabilities = channel_softmax(student_logits.clone());
     let ctx = StepContext {
         index,
         batch,

@@ -2,8 +2,8 @@
 //! `train_LA_meanteacher_certainty_unlabel.py`): the Mean Teacher consistency restricted to
 //! the voxels where the teacher's Monte Carlo entropy is below a rising threshold.
 
+use crate::ops::channel_softmax;
 use burn::tensor::Tensor;
-use burn::tensor::activation::softmax;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +76,7 @@ impl UncertaintyAwareMeanTeacher {
         for _ in 0..self.config.mc_passes / repeat {
             let inputs =
                 add_clamped_gaussian_noise(repeated.clone(), mt.noise_std, mt.noise_clamp, rng);
-            let probabilities = softmax(teacher.forward(inputs, Some(rng))?.detach(), 1);
+            let probabilities = channel_softmax(teacher.forward(inputs, Some(rng))?.detach());
             // Fold the repeats: item i of copy r sits at r·U + i.
             let [_, c, x, y, z] = probabilities.dims();
             let folded = probabilities

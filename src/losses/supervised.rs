@@ -1,6 +1,6 @@
 //! Supervised losses on labeled items: voxel-wise cross-entropy and the V-Net Dice.
 
-use burn::tensor::activation::log_softmax;
+use crate::ops::channel_log_softmax;
 use burn::tensor::{Int, Tensor};
 
 use super::{LossError, check_same_shape};
@@ -21,7 +21,7 @@ pub fn cross_entropy(logits: Tensor<5>, labels: Tensor<4, Int>) -> Result<Tensor
     )?;
     // A one-hot product rather than `gather`: burn-flex's N-D gather and its scatter
     // backward index element by element and took ~19% of a V-Net training step.
-    let picked = log_softmax(logits, 1) * one_hot_channels(labels, classes);
+    let picked = channel_log_softmax(logits) * one_hot_channels(labels, classes);
     Ok(picked.sum().div_scalar((n * x * y * z) as f64).neg())
 }
 
