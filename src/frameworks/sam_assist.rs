@@ -61,6 +61,9 @@ pub struct SamConfig {
     pub iterations_per_epoch: usize,
     /// Recompute a case's pseudo-label at most every this many iterations (1 = every time).
     pub refresh_interval: usize,
+    /// No SAM term before this iteration: an untrained student's "confident" voxels are noise,
+    /// and prompts made from them give noise (0 = from the start, as SemiSAM).
+    pub start_iteration: usize,
     pub prompts: PromptConfig,
 }
 
@@ -75,6 +78,7 @@ impl Default for SamConfig {
             rampdown_epochs: 40.0,
             iterations_per_epoch: 150,
             refresh_interval: 1,
+            start_iteration: 0,
             prompts: PromptConfig::default(),
         }
     }
@@ -320,6 +324,15 @@ impl AuxiliaryLoss for SamAssist {
                     batch.unlabeled_count()
                 ),
             });
+        }
+        if ctx.index.step < self.config.start_iteration {
+            terms.diagnostic("sam/items_with_term", 0.0);
+            terms.diagnostic("sam/items_without", unlabeled_items.len() as f64);
+            self.last = SamStepStats {
+                items_without: unlabeled_items.len(),
+                ..Default::default()
+            };
+            return Ok(terms);
         }
         let student = ctx.unlabeled_probabilities();
         let probabilities = to_array5(student.clone().detach());
@@ -600,6 +613,19 @@ mod tests {
             .collect();
         assert_eq!(refreshed, vec![1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]);
         assert_eq!(calls.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn no_term_and_no_generalist_call_before_the_start_iteration() {
+        let fg = Array3::from_elem(SHAPE, 0.9f32);
+        let (mut assist, calls) = assist(None, 1);
+        assist.config.start_iteration = 3;
+        let identity = ItemTransform::crop_only(SHAPE, [0; 3], SHAPE);
+        let with_term: Vec<usize> = (0..5)
+            .map(|step| run(&mut assist, &fg, identity, step).terms.len())
+            .collect();
+        assert_eq!(with_term, vec![0, 0, 0, 1, 1]);
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
     }
 
     #[test]
