@@ -12,6 +12,7 @@ use ndarray::Array3;
 use semisam::data::{Dataset, Normalization, normalize};
 use semisam::frameworks::sam_assist::SamConfig;
 use semisam::generalists::PseudoLabelRequest;
+use semisam::metrics::{Hd95Convention, evaluate_masks};
 
 #[derive(Args)]
 pub struct OracleArgs {
@@ -29,19 +30,6 @@ pub struct OracleArgs {
     /// Box margin in voxels.
     #[arg(long, default_value_t = 1.0)]
     pub margin: f32,
-}
-
-fn dice(a: &Array3<bool>, b: &Array3<bool>) -> f64 {
-    let (mut both, mut total) = (0usize, 0usize);
-    for (&x, &y) in a.iter().zip(b.iter()) {
-        both += usize::from(x && y);
-        total += usize::from(x) + usize::from(y);
-    }
-    if total == 0 {
-        1.0
-    } else {
-        2.0 * both as f64 / total as f64
-    }
 }
 
 pub fn run(args: OracleArgs) -> anyhow::Result<()> {
@@ -79,10 +67,12 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
             };
             let started = Instant::now();
             let label = generalist.pseudo_label(&request)?;
-            let (score, prompts) = match label {
-                Some(l) => (dice(&l.mask, &truth), l.prompts),
-                None => (0.0, 0),
+            let (mask, prompts) = match label {
+                Some(l) => (l.mask, l.prompts),
+                None => (Array3::from_elem(truth.raw_dim(), false), 0),
             };
+            let score =
+                evaluate_masks(mask.view(), truth.view(), [1.0; 3], Hd95Convention::Medpy)?.dice;
             all.push(score);
             println!(
                 "{}\t{class}\t{score:.4}\t{prompts}\t{:.1}",
