@@ -130,6 +130,28 @@ impl SamConfig {
     }
 }
 
+const LABELS_MAGIC: &[u8] = b"semisam-sam-labels-1";
+
+/// Little-endian reads from a byte slice, `None` past its end.
+struct ByteReader<'a>(&'a [u8]);
+
+impl<'a> ByteReader<'a> {
+    fn take(&mut self, n: impl TryInto<usize>) -> Option<&'a [u8]> {
+        let n = n.try_into().ok()?;
+        if n > self.0.len() {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u64(&mut self) -> Option<usize> {
+        let bytes: [u8; 8] = self.take(8usize)?.try_into().ok()?;
+        usize::try_from(u64::from_le_bytes(bytes)).ok()
+    }
+}
+
 /// A pseudo-label kept on the source grid of a case.
 struct CachedLabel {
     step: usize,
@@ -184,6 +206,83 @@ impl SamAssist {
 
     pub fn generalist(&self) -> &dyn Generalist {
         &*self.generalist
+    }
+
+    /// The pseudo-labels currently reused between refreshes, as checkpoint bytes: a resumed run
+    /// must reuse exactly what the uninterrupted one would have (refresh_interval > 1).
+    pub fn export_labels(&self) -> Vec<u8> {
+        let mut ids: Vec<&String> = self.labels.keys().collect();
+        ids.sort();
+        let mut bytes = LABELS_MAGIC.to_vec();
+        bytes.extend((ids.len() as u64).to_le_bytes());
+        for id in ids {
+            let label = &self.labels[id];
+            bytes.extend((id.len() as u64).to_le_bytes());
+            bytes.extend(id.as_bytes());
+            bytes.extend((label.step as u64).to_le_bytes());
+            for range in &label.region {
+                bytes.extend((range.start as u64).to_le_bytes());
+                bytes.extend((range.end as u64).to_le_bytes());
+            }
+            bytes.extend(label.classes.iter());
+        }
+        bytes
+    }
+
+    /// Restore what [`SamAssist::export_labels`] wrote.
+    pub fn import_labels(&mut self, bytes: &[u8]) -> Result<(), FrameworkError> {
+        let corrupt = |what: &str| FrameworkError::Auxiliary {
+            name: "sam".into(),
+            message: format!("the checkpoint's pseudo-label section is corrupt ({what})"),
+        };
+        let mut reader = ByteReader(bytes);
+        if reader
+            .take(LABELS_MAGIC.len())
+            .ok_or_else(|| corrupt("header"))?
+            != LABELS_MAGIC
+        {
+            return Err(corrupt("header"));
+        }
+        let count = reader.u64().ok_or_else(|| corrupt("count"))?;
+        let mut labels = HashMap::new();
+        for _ in 0..count {
+            let length = reader.u64().ok_or_else(|| corrupt("case id"))?;
+            let id = reader
+                .take(length)
+                .and_then(|b| String::from_utf8(b.to_vec()).ok())
+                .ok_or_else(|| corrupt("case id"))?;
+            if !self.images.contains_key(&id) {
+                return Err(corrupt(&format!(
+                    "case {id} is not an unlabeled case of this run"
+                )));
+            }
+            let step = reader.u64().ok_or_else(|| corrupt("step"))?;
+            let mut region: [Range<usize>; 3] = [0..0, 0..0, 0..0];
+            for range in &mut region {
+                let start = reader.u64().ok_or_else(|| corrupt("region"))?;
+                let end = reader.u64().ok_or_else(|| corrupt("region"))?;
+                *range = start..end.max(start);
+            }
+            let shape = (region[0].len(), region[1].len(), region[2].len());
+            let voxels = reader
+                .take(shape.0 * shape.1 * shape.2)
+                .ok_or_else(|| corrupt("classes"))?;
+            let classes =
+                Array3::from_shape_vec(shape, voxels.to_vec()).map_err(|_| corrupt("classes"))?;
+            labels.insert(
+                id,
+                CachedLabel {
+                    step,
+                    region,
+                    classes,
+                },
+            );
+        }
+        if !reader.0.is_empty() {
+            return Err(corrupt("trailing bytes"));
+        }
+        self.labels = labels;
+        Ok(())
     }
 
     /// Class map of one item on the source grid region its patch covers, recomputed or reused.

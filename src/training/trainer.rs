@@ -37,6 +37,8 @@ use crate::networks::{NetworkError, Specialist};
 
 /// Stream of the seed used for dropout and teacher noise (the sampler uses stream 0).
 const MODEL_RNG_STREAM: u64 = 1;
+/// Checkpoint section of the SAM term's reused pseudo-labels.
+const SAM_LABELS_SECTION: &str = "sam_labels";
 
 /// The prepared (normalised, resampled) cases of a run.
 #[derive(Debug, Clone, Default)]
@@ -105,6 +107,8 @@ struct State {
     sampler: BatchSampler,
     rng: ChaCha8Rng,
     best: Option<BestScore>,
+    /// The SAM term's reused pseudo-labels, as the checkpoint resumed from stored them.
+    sam_labels: Option<Vec<u8>>,
 }
 
 /// Train (or continue training) the run in `run` on `data`.
@@ -135,7 +139,11 @@ pub fn train(
                 .unlabeled
                 .iter()
                 .map(|c| (c.id.clone(), c.image.clone()));
-            Some(SamAssist::new(sam_config.clone(), generalist, unlabeled))
+            let mut sam = SamAssist::new(sam_config.clone(), generalist, unlabeled);
+            if let Some(bytes) = &state.sam_labels {
+                sam.import_labels(bytes)?;
+            }
+            Some(sam)
         }
         None => None,
     };
@@ -215,7 +223,7 @@ pub fn train(
                     dice: record.dice,
                     step: state.step,
                 });
-                save(config, &state, &run.checkpoint_path("best"))?;
+                save(config, &state, sam.as_ref(), &run.checkpoint_path("best"))?;
             }
         }
         let interrupted =
@@ -223,7 +231,7 @@ pub fn train(
         let periodic = config.training.checkpoint_every > 0
             && state.step % config.training.checkpoint_every == 0;
         if periodic || done || interrupted {
-            save(config, &state, &run.checkpoint_path("last"))?;
+            save(config, &state, sam.as_ref(), &run.checkpoint_path("last"))?;
         }
         if interrupted && !done {
             progress.abandon_with_message(format!(
@@ -233,7 +241,7 @@ pub fn train(
             return Ok(TrainOutcome::Interrupted { steps: state.step });
         }
     }
-    save(config, &state, &run.checkpoint_path("final"))?;
+    save(config, &state, sam.as_ref(), &run.checkpoint_path("final"))?;
     progress.finish_with_message("done");
     Ok(TrainOutcome::Completed {
         steps: state.step,
@@ -262,6 +270,7 @@ fn fresh_state(
         sampler: BatchSampler::new(batch_options, pool, seed)?,
         rng,
         best: None,
+        sam_labels: None,
     })
 }
 
@@ -323,6 +332,7 @@ fn resume_state(
         sampler,
         rng,
         best: checkpoint.header.best,
+        sam_labels: checkpoint.section(SAM_LABELS_SECTION).map(<[u8]>::to_vec),
     })
 }
 
@@ -361,9 +371,12 @@ fn load_module(
         })
 }
 
+/// The record of `module` with its batch-norm running statistics brought up to date: burn keeps
+/// the latest update pending until the next forward pass, and a checkpoint without it would
+/// resume from statistics one step old. `valid()` applies the pending update.
 fn module_bytes(module: &Specialist, what: &'static str) -> Result<Vec<u8>, TrainingError> {
     module
-        .clone()
+        .valid()
         .into_record()
         .into_bytes()
         .map(|b| b.to_vec())
@@ -373,7 +386,12 @@ fn module_bytes(module: &Specialist, what: &'static str) -> Result<Vec<u8>, Trai
         })
 }
 
-fn save(config: &RunConfig, state: &State, path: &std::path::Path) -> Result<(), TrainingError> {
+fn save(
+    config: &RunConfig,
+    state: &State,
+    sam: Option<&SamAssist>,
+    path: &std::path::Path,
+) -> Result<(), TrainingError> {
     let mut sections = vec![(
         "student".to_string(),
         module_bytes(&state.student, "student")?,
@@ -389,6 +407,9 @@ fn save(config: &RunConfig, state: &State, path: &std::path::Path) -> Result<(),
             message: e.to_string(),
         })?;
     sections.push(("optimizer".to_string(), optimizer.to_vec()));
+    if let Some(sam) = sam {
+        sections.push((SAM_LABELS_SECTION.to_string(), sam.export_labels()));
+    }
     let checkpoint = Checkpoint {
         header: CheckpointHeader {
             semisam_version: env!("CARGO_PKG_VERSION").to_owned(),

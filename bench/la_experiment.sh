@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The LA-dev experiment of issues #4 and #5: supervised-only, Mean Teacher, UA-MT, SemiSAM-MT and
+# SemiSAM-UA-MT at 1 and 2 labeled cases, same seed, same iterations, scored on the 4 validation
+# cases at full resolution. Two runs at a time (one per core pair-share); peak RSS from
+# /usr/bin/time. A table is collected into OUT/table.md by bench/la_table.py.
+#
+#   bench/la_experiment.sh OUT_DIR [ITERATIONS] [RUN ...]
+#
+# RUN names are <variant>-<labeled>L with variant in sup, mt, uamt, semisam-mt, semisam-uamt
+# (default: all ten). ITERATIONS defaults to the profile's 600; the schedules (LR step, ramps, SAM
+# start) are scaled with it so that a shorter run keeps the shape of the full one.
+set -euo pipefail
+
+out=${1:?usage: bench/la_experiment.sh OUT_DIR [ITERATIONS] [RUN ...]}
+iterations=${2:-600}
+shift $(( $# >= 2 ? 2 : $# ))
+runs=("$@")
+if [ ${#runs[@]} -eq 0 ]; then
+    runs=(sup-2L mt-2L uamt-2L semisam-mt-2L semisam-uamt-2L sup-1L mt-1L uamt-1L semisam-mt-1L semisam-uamt-1L)
+fi
+root=$(realpath "${LA_ROOT:-../shared/data/LA-dev}")
+bin=$(realpath "${SEMISAM_BIN:-target/release/semisam}")
+parallel=${PARALLEL:-2}
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$out/configs"
+
+# The profile without its [framework] tables, and the SAM tables of the SemiSAM profile.
+awk '/^\[framework/ {skip=1; next} /^\[/ {skip=0} !skip' "$here/configs/la_cpu.toml" > "$out/configs/base.toml"
+awk '/^\[sam/ {keep=1} keep' "$here/configs/la_cpu_semisam.toml" > "$out/configs/sam.toml"
+
+# 600 iterations: LR x0.1 every 250, ramps over 40 "epochs" of 15 iterations, SAM from 100.
+scale() { python3 -c "import sys; print(max(1, round($1 * $iterations / 600)))"; }
+every=$(scale 250)
+per_epoch=$(scale 15)
+sam_start=$(scale 100)
+checkpoint=$(scale 100)
+validation=$(scale 150)
+
+framework_section() {
+    case $1 in
+        sup) printf '[framework]\nkind = "supervised"\n' ;;
+        mt | semisam-mt)
+            printf '[framework]\nkind = "mean_teacher"\n\n[framework.teacher.consistency]\nweight = 0.1\nrampup_epochs = 40.0\niterations_per_epoch = %s\n' "$per_epoch" ;;
+        uamt | semisam-uamt)
+            printf '[framework]\nkind = "ua_mt"\n\n[framework.teacher.consistency]\nweight = 0.1\nrampup_epochs = 40.0\niterations_per_epoch = %s\n' "$per_epoch" ;;
+        *) echo "unknown variant $1" >&2; exit 2 ;;
+    esac
+}
+
+run_one() {
+    local name=$1 variant=${1%-*} labeled=${1##*-}
+    labeled=${labeled%L}
+    local config="$out/configs/$name.toml"
+    { cat "$out/configs/base.toml"; echo; framework_section "$variant"
+      case $variant in semisam-*) echo; cat "$out/configs/sam.toml" ;; esac; } > "$config"
+    local sets=(--set "data.root=\"$root\"" --set "data.labeled=$labeled"
+        --set "training.iterations=$iterations" --set "training.lr_schedule.every=$every"
+        --set "training.checkpoint_every=$checkpoint" --set "validation.every=$validation")
+    case $variant in semisam-*)
+        sets+=(--set "sam.iterations_per_epoch=$per_epoch" --set "sam.start_iteration=$sam_start") ;;
+    esac
+    if [ -f "$out/runs/$name/checkpoints/final.ckpt" ]; then echo "$name already done"; return; fi
+    local resume=()
+    [ -f "$out/runs/$name/checkpoints/last.ckpt" ] && resume=(--resume)
+    /usr/bin/time -v -o "$out/$name.time" "$bin" train --config "$config" "${sets[@]}" \
+        --name "$name" --runs-dir "$out/runs" --no-progress "${resume[@]}" > "$out/$name.log" 2>&1 \
+        && echo "$name done" || echo "$name FAILED (see $out/$name.log)"
+}
+
+# A queue with `parallel` runs in flight: the next starts as soon as one ends.
+for name in "${runs[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do wait -n || true; done
+    run_one "$name" &
+done
+wait
+python3 "$here/bench/la_table.py" "$out" > "$out/table.md"
+cat "$out/table.md"
