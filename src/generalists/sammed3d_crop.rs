@@ -27,6 +27,9 @@ pub enum CropNormalization {
     PositiveZscore,
 }
 
+/// Two crop voxels and their interpolation weights along one axis.
+type PasteTaps = [(usize, f64); 2];
+
 /// A cube of `side`³ voxels placed in the image.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CubeCrop {
@@ -161,7 +164,7 @@ impl CubeCrop {
         threshold: f32,
     ) -> Array3<bool> {
         let last = self.side as f64 - 1.0;
-        let taps: Vec<Vec<Option<[(usize, f64); 2]>>> = (0..3)
+        let taps: Vec<Vec<Option<PasteTaps>>> = (0..3)
             .map(|a| {
                 region[a]
                     .clone()

@@ -93,8 +93,9 @@ mod tests {
         // a 1 x 1 x 6 line: in voxel units every voxel is 1 away from outside (first one wins);
         // with the other axes 10 times coarser the line's own axis decides: voxels k = 3 and 4 are
         // 3 away from the ends (k = 0 and k = 7 outside), k = 3 comes first.
-        let region =
-            Array3::from_shape_fn((3, 3, 8), |(i, j, k)| i == 1 && j == 1 && k >= 1 && k < 7);
+        let region = Array3::from_shape_fn((3, 3, 8), |(i, j, k)| {
+            i == 1 && j == 1 && (1..7).contains(&k)
+        });
         assert_eq!(region_centre(region.view(), [1.0; 3]), Some([1, 1, 1]));
         assert_eq!(
             region_centre(region.view(), [10.0, 10.0, 1.0]),
