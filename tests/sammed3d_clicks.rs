@@ -4,11 +4,12 @@
 mod sammed3d_support;
 
 use burn::tensor::Device;
-use ndarray::Array3;
+use ndarray::{Array3, ArrayView3};
 use sammed3d_support::*;
 use semisam::generalists::sammed3d::SamMed3d;
-use semisam::generalists::sammed3d_clicks::{ClickLoopConfig, SamMed3dClicks};
+use semisam::generalists::sammed3d_clicks::{ClickLoopConfig, FirstMaskPrompt, SamMed3dClicks};
 use semisam::generalists::{Generalist, PseudoLabelRequest};
+use semisam::ops::trilinear::trilinear_interpolate;
 use semisam::prompts::confident_object;
 
 fn generalist(config: ClickLoopConfig) -> SamMed3dClicks {
@@ -22,14 +23,15 @@ fn full_region(shape: &[usize]) -> [std::ops::Range<usize>; 3] {
     [0..shape[0], 0..shape[1], 0..shape[2]]
 }
 
-#[test]
-fn one_click_at_the_object_centre_reproduces_the_pytorch_mask() {
-    // The student's object: a ball of radius 8 around the fixture click (28, 36, 30) with one
-    // voxel wide lines through it along every axis, so that its bounding box is the whole 64³
-    // volume (the cube is the volume itself, start 0) and its deepest voxel is the ball's centre.
-    // One click with an all-zero mask prompt is then exactly fixture case a.
-    let c = [28usize, 36, 30];
-    let probability = Array3::from_shape_fn((64, 64, 64), |(i, j, k)| {
+/// The fixture click (d, h, w) of input 1, cases a and d.
+const CLICK: [usize; 3] = [28, 36, 30];
+
+/// The student's object for the fixture cases: a ball of radius 8 around [`CLICK`] with one voxel
+/// wide lines through it along every axis, so that its bounding box is the whole 64³ volume (the
+/// cube is the volume itself, start 0) and its deepest voxel is the ball's centre.
+fn probability_around_the_fixture_click() -> Array3<f32> {
+    let c = CLICK;
+    Array3::from_shape_fn((64, 64, 64), |(i, j, k)| {
         let d2 = (i as i64 - c[0] as i64).pow(2)
             + (j as i64 - c[1] as i64).pow(2)
             + (k as i64 - c[2] as i64).pow(2);
@@ -37,13 +39,18 @@ fn one_click_at_the_object_centre_reproduces_the_pytorch_mask() {
             .iter()
             .any(|&(a, b, x, y)| a == c[x] && b == c[y]);
         if d2 <= 64 || on_line { 0.9f32 } else { 0.1 }
-    });
+    })
+}
+
+/// One click on fixture input 1 with `config`; checks the crop and the click.
+fn one_fixture_click(config: ClickLoopConfig) -> Array3<bool> {
+    let probability = probability_around_the_fixture_click();
     let image = read_npy("input1_ellipsoid/volume.npy")
         .into_shape_with_order((64, 64, 64))
         .unwrap();
     let mut sam = generalist(ClickLoopConfig {
         clicks: 1,
-        ..Default::default()
+        ..config
     });
     let request = PseudoLabelRequest {
         case_id: "input1",
@@ -54,24 +61,51 @@ fn one_click_at_the_object_centre_reproduces_the_pytorch_mask() {
     let outcome = sam.run(&request).unwrap().unwrap();
     assert_eq!(outcome.crop.start, [0, 0, 0]);
     assert_eq!(outcome.clicks.len(), 1);
-    assert_eq!(outcome.clicks[0].index, c);
+    assert_eq!(outcome.clicks[0].index, CLICK);
     assert!(outcome.clicks[0].positive);
+    outcome.mask
+}
 
-    let rel = "input1_ellipsoid/a_one_pos_zero_mask/masks_upsampled.npy";
-    let reference = read_npy(rel).into_dimensionality::<ndarray::Ix5>().unwrap();
-    let atol = tolerance(rel, "atol");
+/// `mask` must be `reference > 0` wherever the reference logit is farther than `band` from 0.
+fn assert_mask_is_positive_logits(mask: &Array3<bool>, reference: ArrayView3<f32>, band: f32) {
+    assert_eq!(mask.shape(), reference.shape());
     let (mut borderline, mut wrong) = (0, 0);
-    for ((i, j, k), &mine) in outcome.mask.indexed_iter() {
-        let logit = reference[[0, 0, i, j, k]];
-        if logit.abs() <= atol {
+    for (&mine, &logit) in mask.iter().zip(reference.iter()) {
+        if logit.abs() <= band {
             borderline += 1;
         } else if mine != (logit > 0.0) {
             wrong += 1;
         }
     }
     assert_eq!(wrong, 0, "{borderline} borderline voxels");
-    let foreground = outcome.mask.iter().filter(|&&m| m).count();
+    let foreground = mask.iter().filter(|&&m| m).count();
     assert!(foreground > 1000, "{foreground} foreground voxels");
+}
+
+#[test]
+fn one_click_at_the_object_centre_reproduces_the_pytorch_mask() {
+    // One click with an all-zero mask prompt is fixture case a.
+    let mask = one_fixture_click(ClickLoopConfig::default());
+    let rel = "input1_ellipsoid/a_one_pos_zero_mask/masks_upsampled.npy";
+    let reference = read_npy(rel).into_shape_with_order((64, 64, 64)).unwrap();
+    assert_mask_is_positive_logits(&mask, reference.view(), tolerance(rel, "atol"));
+}
+
+#[test]
+fn first_mask_prompt_none_is_the_no_mask_path() {
+    // One click without a mask prompt is fixture case d, whose upsampled logits the fixtures
+    // leave out: upsample its low-resolution logits (atol 5e-5) the same way; the band allows
+    // for the low-resolution tolerance plus the upsampling's rounding.
+    let mask = one_fixture_click(ClickLoopConfig {
+        first_mask_prompt: FirstMaskPrompt::None,
+        ..Default::default()
+    });
+    let low_res = tensor::<5>("input1_ellipsoid/d_one_pos_no_mask/low_res_masks.npy");
+    let upsampled = trilinear_interpolate(low_res, [64, 64, 64], false).unwrap();
+    let reference = Array3::from_shape_vec((64, 64, 64), values(upsampled)).unwrap();
+    assert_mask_is_positive_logits(&mask, reference.view(), 1e-4);
+    // and it is not case a's mask: "no mask" differs from an all-zero mask
+    assert_ne!(mask, one_fixture_click(ClickLoopConfig::default()));
 }
 
 /// A volume with a bright ball at `centre` (what a ground truth would mark).
