@@ -27,6 +27,7 @@ fn shipped_profiles_parse_and_validate() {
             "hippocampus_cpu",
             "hippocampus_cpu_semisam",
             "la_cpu",
+            "la_cpu_sammed3d_semisam",
             "la_cpu_semisam",
             "la_paper"
         ]

@@ -28,6 +28,9 @@ use crate::data::augment::ItemTransform;
 use crate::data::batches::ItemProvenance;
 use crate::generalists::litemedsam::LiteMedSam;
 use crate::generalists::litemedsam_slicewise::LiteMedSamSlices;
+use crate::generalists::sammed3d::{ModelConfig, SamMed3d};
+use crate::generalists::sammed3d_clicks::{ClickLoopConfig, FirstMaskPrompt, SamMed3dClicks};
+use crate::generalists::sammed3d_crop::CropNormalization;
 use crate::generalists::slicewise::SliceWise;
 use crate::generalists::{Generalist, GeneralistError, PseudoLabelRequest};
 use crate::losses::masked_squared_error;
@@ -39,6 +42,9 @@ use crate::prompts::PromptConfig;
 pub enum GeneralistKind {
     /// LiteMedSAM (2D, box prompts) applied slice by slice; weights from `semisam weights fetch`.
     LiteMedSam,
+    /// SAM-Med3D (3D, clicks); users bring the weights (`weights` is required).
+    #[serde(rename = "sammed3d")]
+    SamMed3d,
 }
 
 /// The `[sam]` section: the generalist, its prompts and the term's schedule
@@ -47,12 +53,28 @@ pub enum GeneralistKind {
 #[serde(deny_unknown_fields, default)]
 pub struct SamConfig {
     pub generalist: GeneralistKind,
-    /// Checkpoint file; the weights cache when absent.
+    /// Checkpoint file; the weights cache when absent (LiteMedSAM only: SAM-Med3D needs it).
     pub weights: Option<std::path::PathBuf>,
     /// Slicing axis of a 2D generalist (2 = the third array axis, z for UA-MT h5).
     pub axis: usize,
-    /// Slice embeddings kept in memory.
-    pub cache_capacity: usize,
+    /// Embeddings kept in memory: slices (LiteMedSAM, default 4096) or cubes (SAM-Med3D,
+    /// default 16; 0.8 MB each for `vit_b_ori`).
+    pub cache_capacity: Option<usize>,
+    /// SAM-Med3D architecture JSON (the keys of `model_config_vit_b_ori.json`); `vit_b_ori` when
+    /// absent.
+    pub model_config: Option<std::path::PathBuf>,
+    /// SAM-Med3D clicks per pseudo-label (decoder passes; SemiSAM uses 10).
+    pub clicks: usize,
+    /// SAM-Med3D mask prompt of the first click: `zeros` (SemiSAM, SAM-Med3D) or `none`.
+    pub first_mask_prompt: FirstMaskPrompt,
+    /// SAM-Med3D: give the decoder every click so far instead of only the newest (SemiSAM).
+    pub keep_all_clicks: bool,
+    /// SAM-Med3D foreground is `logit > logit_threshold` (0: probability 0.5).
+    pub logit_threshold: f32,
+    /// SAM-Med3D crop: image voxels per model voxel (1: the image grid, as SemiSAM).
+    pub crop_voxel_size: f64,
+    /// SAM-Med3D crop intensities: `none` (as trained on), `zscore`, `positive_zscore`.
+    pub crop_normalization: CropNormalization,
     /// λ_s at the start of training (SemiSAM: 0.1).
     pub weight: f64,
     /// Length of the ramp-down in "epochs" (SemiSAM: 40).
@@ -73,7 +95,14 @@ impl Default for SamConfig {
             generalist: GeneralistKind::LiteMedSam,
             weights: None,
             axis: 2,
-            cache_capacity: 4096,
+            cache_capacity: None,
+            model_config: None,
+            clicks: ClickLoopConfig::default().clicks,
+            first_mask_prompt: FirstMaskPrompt::default(),
+            keep_all_clicks: false,
+            logit_threshold: ClickLoopConfig::default().logit_threshold,
+            crop_voxel_size: 1.0,
+            crop_normalization: CropNormalization::default(),
             weight: 0.1,
             rampdown_epochs: 40.0,
             iterations_per_epoch: 150,
@@ -117,14 +146,51 @@ impl SamConfig {
                         spec.sha256[..12].to_string(),
                     ),
                 };
+                if self.model_config.is_some() {
+                    return Err(GeneralistError::Model(
+                        "[sam] model_config applies to generalist = \"sammed3d\" only".into(),
+                    ));
+                }
                 let model = LiteMedSam::load(&path, device)?;
                 let slices = LiteMedSamSlices::new(model, identity);
                 Ok(Box::new(SliceWise::new(
                     slices,
                     self.axis,
                     self.prompts.clone(),
-                    self.cache_capacity,
+                    self.cache_capacity.unwrap_or(4096),
                 )))
+            }
+            GeneralistKind::SamMed3d => {
+                let path = self.weights.as_ref().ok_or_else(|| {
+                    GeneralistError::Model(
+                        "[sam] weights is required for generalist = \"sammed3d\": SAM-Med3D \
+                         weights cannot be fetched, give the path of your checkpoint (e.g. \
+                         sam_med3d_turbo.pth)"
+                            .into(),
+                    )
+                })?;
+                let config = match &self.model_config {
+                    Some(json) => ModelConfig::from_json_file(json)?,
+                    None => ModelConfig::vit_b_ori(),
+                };
+                let model = SamMed3d::load(path, &config, device)?;
+                let clicks = ClickLoopConfig {
+                    clicks: self.clicks,
+                    threshold: self.prompts.threshold,
+                    first_mask_prompt: self.first_mask_prompt,
+                    keep_all_clicks: self.keep_all_clicks,
+                    logit_threshold: self.logit_threshold,
+                    crop_voxel_size: self.crop_voxel_size,
+                    normalization: self.crop_normalization,
+                };
+                let generalist = SamMed3dClicks::new(
+                    model,
+                    format!("file:{}", path.display()),
+                    clicks,
+                    self.cache_capacity.unwrap_or(16),
+                    device,
+                )?;
+                Ok(Box::new(generalist))
             }
         }
     }

@@ -12,6 +12,8 @@ pub mod cache;
 pub mod litemedsam;
 pub mod litemedsam_slicewise;
 pub mod sammed3d;
+pub mod sammed3d_clicks;
+pub mod sammed3d_crop;
 pub mod slicewise;
 pub mod weights;
 

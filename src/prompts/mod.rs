@@ -6,9 +6,11 @@
 //! positive and nearby negative points); a 3D generalist gets points. An item with no confident
 //! foreground yields no prompt at all: the caller records it and skips the SAM term.
 
+mod clicks;
 mod points;
 mod slices;
 
+pub use clicks::{correction_click, region_centre};
 pub use points::{Point3, points_3d};
 pub use slices::{Point2, SlicePrompt, slice_prompts};
 
