@@ -86,6 +86,10 @@ pub struct SamConfig {
     /// No SAM term before this iteration: an untrained student's "confident" voxels are noise,
     /// and prompts made from them give noise (0 = from the start, as SemiSAM).
     pub start_iteration: usize,
+    /// At each validation, also prompt the generalist from the student's prediction on the
+    /// validation cases and log the pseudo-labels' Dice against their references (analysis
+    /// only: it costs one embedding per slice of those cases, once).
+    pub validation_dice: bool,
     pub prompts: PromptConfig,
 }
 
@@ -108,6 +112,7 @@ impl Default for SamConfig {
             iterations_per_epoch: 150,
             refresh_interval: 1,
             start_iteration: 0,
+            validation_dice: false,
             prompts: PromptConfig::default(),
         }
     }
@@ -266,12 +271,60 @@ impl SamAssist {
         }
     }
 
+    pub fn config(&self) -> &SamConfig {
+        &self.config
+    }
+
     pub fn last_stats(&self) -> SamStepStats {
         self.last
     }
 
     pub fn generalist(&self) -> &dyn Generalist {
         &*self.generalist
+    }
+
+    /// Mean foreground Dice, against `reference`, of the pseudo-labels the generalist gives when
+    /// prompted from the student's class probabilities `[C, X, Y, Z]` on a whole held-out case
+    /// (analysis only: the reference is read after the pseudo-label is made, never by it).
+    pub fn held_out_dice(
+        &mut self,
+        case_id: &str,
+        image: &Array3<f32>,
+        probabilities: &ndarray::Array4<f32>,
+        reference: &Array3<u8>,
+    ) -> Result<f64, FrameworkError> {
+        let classes = probabilities.shape()[0];
+        let region: [Range<usize>; 3] = std::array::from_fn(|d| 0..image.shape()[d]);
+        let mut total = 0.0;
+        for class in 1..classes {
+            let request = PseudoLabelRequest {
+                case_id,
+                image: image.view(),
+                region: region.clone(),
+                probability: probabilities.index_axis(Axis(0), class),
+            };
+            let label =
+                self.generalist
+                    .pseudo_label(&request)
+                    .map_err(|e| FrameworkError::Auxiliary {
+                        name: "sam".into(),
+                        message: format!("validation case {case_id}: {e}"),
+                    })?;
+            let mask = label.map_or_else(|| Array3::from_elem(image.dim(), false), |l| l.mask);
+            let (mut both, mut sam, mut truth) = (0usize, 0usize, 0usize);
+            ndarray::Zip::from(&mask).and(reference).for_each(|&m, &r| {
+                let r = r as usize == class;
+                both += usize::from(m && r);
+                sam += usize::from(m);
+                truth += usize::from(r);
+            });
+            total += if sam + truth == 0 {
+                1.0
+            } else {
+                2.0 * both as f64 / (sam + truth) as f64
+            };
+        }
+        Ok(total / (classes.saturating_sub(1)).max(1) as f64)
     }
 
     /// The pseudo-labels currently reused between refreshes, as checkpoint bytes: a resumed run
@@ -351,7 +404,8 @@ impl SamAssist {
         Ok(())
     }
 
-    /// Class map of one item on the source grid region its patch covers, recomputed or reused.
+    /// Make sure the item's case has a pseudo-label (recomputed, `Some(true)`, or reused,
+    /// `Some(false)`) on the source region its patch covers.
     /// `None` when the student had no confident foreground for any class.
     fn source_label(
         &mut self,
@@ -359,7 +413,7 @@ impl SamAssist {
         probabilities: &Array5<f32>,
         u: usize,
         step: usize,
-    ) -> Result<Option<(bool, [Range<usize>; 3])>, FrameworkError> {
+    ) -> Result<Option<bool>, FrameworkError> {
         let transform = &item.transform;
         let (window_part, region) = transform.overlap();
         if region.iter().any(|r| r.is_empty()) {
@@ -368,7 +422,7 @@ impl SamAssist {
         if let Some(cached) = self.labels.get(&item.case_id)
             && step.saturating_sub(cached.step) < self.config.refresh_interval.max(1)
         {
-            return Ok(Some((false, cached.region.clone())));
+            return Ok(Some(false));
         }
         let image = self
             .images
@@ -424,7 +478,7 @@ impl SamAssist {
                 classes,
             },
         );
-        Ok(Some((true, region)))
+        Ok(Some(true))
     }
 
     /// The cached class map and its coverage, transformed onto the patch.
@@ -509,8 +563,7 @@ impl AuxiliaryLoss for SamAssist {
         let mut masks = Vec::new();
         let (mut area, mut agreement) = (0.0, 0.0);
         for (u, item) in unlabeled_items.iter().enumerate() {
-            let Some((refreshed, _)) =
-                self.source_label(item, &probabilities, u, ctx.index.step)?
+            let Some(refreshed) = self.source_label(item, &probabilities, u, ctx.index.step)?
             else {
                 stats.items_without += 1;
                 continue;
@@ -805,5 +858,31 @@ mod tests {
         );
         assert!(terms.terms.is_empty());
         assert_eq!(diagnostic(&terms, "sam/items_without"), 1.0);
+    }
+
+    #[test]
+    fn held_out_dice_scores_the_pseudo_label_against_the_reference() {
+        // Three classes; the echo generalist answers p > 0.5 per class.
+        let [x, y, z] = SHAPE;
+        let mut probabilities = ndarray::Array4::<f32>::zeros((3, x, y, z));
+        let mut reference = Array3::<u8>::zeros(SHAPE);
+        // Class 1: pseudo-label 4 voxels, reference 2 of them plus 2 others → Dice 2·2/8.
+        for i in 0..4 {
+            probabilities[[1, i, 0, 0]] = 0.9;
+        }
+        for voxel in [[0, 0, 0], [1, 0, 0], [0, 2, 1], [1, 2, 1]] {
+            reference[voxel] = 1;
+        }
+        // Class 2: absent from both → Dice 1.
+        let (mut assist, calls) = assist(None, 1);
+        let image = Array3::<f32>::zeros(SHAPE);
+        let dice = assist
+            .held_out_dice("val", &image, &probabilities, &reference)
+            .unwrap();
+        assert!(
+            (dice - (2.0 * 2.0 / 8.0 + 1.0) / 2.0).abs() < 1e-12,
+            "{dice}"
+        );
+        assert_eq!(calls.load(Ordering::Relaxed), 2, "one request per class");
     }
 }

@@ -39,6 +39,10 @@ pub struct ValidationRecord {
     pub dice_per_class: Vec<f64>,
     pub cases: usize,
     pub seconds: f64,
+    /// Mean Dice of the SAM pseudo-labels prompted from the student's prediction on the
+    /// validation cases (with `[sam] validation_dice`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sam_dice: Option<f64>,
 }
 
 /// Appends records to the two log files.
@@ -238,6 +242,7 @@ mod tests {
             dice_per_class: vec![0.7],
             cases: 2,
             seconds: 3.0,
+            sam_dice: Some(0.5),
         })
         .unwrap();
         log.iteration(&record(5)).unwrap();

@@ -24,7 +24,7 @@ use super::checkpoint::{BestScore, Checkpoint, CheckpointError, CheckpointHeader
 use super::config::RunConfig;
 use super::log::{IterationRecord, LogError, TrainingLog, ValidationRecord, elapsed_at};
 use super::run_dir::RunDir;
-use super::validation::{EvalCase, summarize, validate};
+use super::validation::{EvalCase, summarize, validate_with};
 use crate::data::batches::{Batch, BatchError, BatchOptions, BatchSampler, RngState, TrainingPool};
 use crate::frameworks::sam_assist::SamAssist;
 use crate::frameworks::{
@@ -215,8 +215,14 @@ pub fn train(
         let every = config.validation.every;
         if !data.validation.is_empty() && (every > 0 && state.step % every == 0 || done) {
             progress.set_message(format!("loss {total:.4} validating"));
-            let record =
-                run_validation(config, &state.student, &data.validation, window, state.step)?;
+            let record = run_validation(
+                config,
+                &state.student,
+                &data.validation,
+                window,
+                state.step,
+                sam.as_mut(),
+            )?;
             log.validation(&record)?;
             if state.best.is_none_or(|b| record.dice > b.dice) {
                 state.best = Some(BestScore {
@@ -454,9 +460,28 @@ fn run_validation(
     cases: &[EvalCase],
     window: SlidingWindow,
     step: usize,
+    sam: Option<&mut SamAssist>,
 ) -> Result<ValidationRecord, TrainingError> {
     let tick = Instant::now();
-    let dice = validate(student, cases, config.network.num_classes, window)?;
+    let mut sam = sam.filter(|s| s.config().validation_dice);
+    let mut sam_dice = Vec::new();
+    let dice = validate_with(
+        student,
+        cases,
+        config.network.num_classes,
+        window,
+        |case, prediction| -> Result<(), TrainingError> {
+            if let Some(sam) = sam.as_deref_mut() {
+                sam_dice.push(sam.held_out_dice(
+                    &case.id,
+                    &case.image,
+                    &prediction.probabilities,
+                    &case.label,
+                )?);
+            }
+            Ok(())
+        },
+    )?;
     let (dice_per_class, mean) = summarize(&dice);
     Ok(ValidationRecord {
         step,
@@ -464,6 +489,8 @@ fn run_validation(
         dice_per_class,
         cases: cases.len(),
         seconds: tick.elapsed().as_secs_f64(),
+        sam_dice: (!sam_dice.is_empty())
+            .then(|| sam_dice.iter().sum::<f64>() / sam_dice.len() as f64),
     })
 }
 

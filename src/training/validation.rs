@@ -55,6 +55,17 @@ pub fn validate(
     classes: usize,
     window: SlidingWindow,
 ) -> Result<Vec<CaseDice>, NetworkError> {
+    validate_with(student, cases, classes, window, |_, _| Ok(()))
+}
+
+/// [`validate`], handing each case's prediction to `inspect` as well.
+pub fn validate_with<E: From<NetworkError>>(
+    student: &Specialist,
+    cases: &[EvalCase],
+    classes: usize,
+    window: SlidingWindow,
+    mut inspect: impl FnMut(&EvalCase, &WindowPrediction) -> Result<(), E>,
+) -> Result<Vec<CaseDice>, E> {
     let model = student.valid();
     let device = model_device(&model);
     cases
@@ -62,6 +73,7 @@ pub fn validate(
         .map(|case| {
             let prediction =
                 predict_case(&model, &case.image, classes, window, &device, |_, _| {})?;
+            inspect(case, &prediction)?;
             let dice = (1..classes)
                 .map(|c| dice(&prediction.labels, &case.label, c as u8))
                 .collect();

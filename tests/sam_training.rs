@@ -1,0 +1,246 @@
+//! SemiSAM training with the real LiteMedSAM as generalist (weights from `semisam weights fetch`,
+//! which `scripts/test` runs first):
+//! - no ground truth leaks: replacing the unlabeled cases' labels on disk by garbage, or removing
+//!   them, gives bit-identical training;
+//! - a run interrupted between pseudo-label refreshes and resumed ends bit-identical to an
+//!   uninterrupted one (the reused pseudo-labels travel in the checkpoint).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use ndarray::Array3;
+use semisam::data::{Dataset, h5};
+use semisam::training::dataset::{load_training_data, make_splits};
+use semisam::training::run_dir::RunDir;
+use semisam::training::{RunConfig, TrainOptions, TrainOutcome, load_checkpoint_model, train};
+
+/// The backend's seed is global: runs in this file must not interleave.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const CASES: [&str; 4] = ["case_a", "case_b", "case_c", "case_d"];
+/// With 1 labeled and 1 validation case, the middle two of the list are unlabeled.
+const UNLABELED: [&str; 2] = ["case_b", "case_c"];
+
+fn config(root: &Path) -> RunConfig {
+    let text = format!(
+        r#"
+[data]
+root = "{}"
+labeled = 1
+validation = 1
+
+[network]
+architecture = "v_net"
+in_channels = 1
+num_classes = 2
+base_filters = 2
+dropout = true
+
+[framework]
+kind = "mean_teacher"
+
+[training]
+iterations = 4
+batch_size = 3
+labeled_bs = 1
+patch = [16, 16, 16]
+lr = 0.05
+checkpoint_every = 2
+seed = 5
+
+[validation]
+every = 4
+stride = [8, 8, 8]
+
+[sam]
+generalist = "litemedsam"
+axis = 2
+weight = 1.0
+iterations_per_epoch = 1
+rampdown_epochs = 4.0
+refresh_interval = 2
+start_iteration = 0
+
+[sam.prompts]
+threshold = 0.2
+box_margin = 1.0
+min_slice_area = 4
+"#,
+        root.display()
+    );
+    RunConfig::from_toml_str(&text, &[], "test.toml").unwrap()
+}
+
+/// A bright disc stack (label 1) on a noisy background, 4 slices deep so that LiteMedSAM embeds
+/// few slices.
+fn case(n: usize) -> (Array3<f32>, Array3<u8>) {
+    let shape = [22, 20, 4];
+    let center = [10.0 + n as f32, 9.0 - 0.5 * n as f32];
+    let label = Array3::from_shape_fn(shape, |(i, j, _)| {
+        let d2 = (i as f32 - center[0]).powi(2) + (j as f32 - center[1]).powi(2);
+        u8::from(d2 < 30.0)
+    });
+    let image = Array3::from_shape_fn(shape, |(i, j, k)| {
+        let noise = (((i * 31 + j * 17 + k * 7 + n * 13) % 23) as f32 / 23.0 - 0.5) * 0.4;
+        f32::from(label[[i, j, k]]) * 2.0 - 1.0 + noise
+    });
+    (image, label)
+}
+
+enum UnlabeledLabels {
+    True,
+    Garbage,
+    Removed,
+}
+
+/// A UA-MT style dataset (`<root>/<id>/mri_norm2.h5`, `train.list`).
+fn write_dataset(root: &Path, labels: UnlabeledLabels) {
+    for (n, id) in CASES.iter().enumerate() {
+        let (image, mut label) = case(n);
+        std::fs::create_dir_all(root.join(id)).unwrap();
+        let unlabeled = UNLABELED.contains(id);
+        let label = match labels {
+            _ if !unlabeled => Some(label),
+            UnlabeledLabels::True => Some(label),
+            UnlabeledLabels::Garbage => {
+                label.iter_mut().enumerate().for_each(|(v, l)| {
+                    *l = ((v * 7 + n) % 3 == 0) as u8;
+                });
+                Some(label)
+            }
+            UnlabeledLabels::Removed => None,
+        };
+        h5::write_case(
+            &root.join(id).join("mri_norm2.h5"),
+            Some(&image),
+            label.as_ref(),
+        )
+        .unwrap();
+    }
+    std::fs::write(root.join("train.list"), CASES.join("\n") + "\n").unwrap();
+}
+
+#[derive(Default)]
+struct Values(Vec<Vec<f32>>);
+
+impl ModuleVisitor for Values {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push(
+            param
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap(),
+        );
+    }
+}
+
+fn final_weights(run: &RunDir) -> Vec<Vec<f32>> {
+    let (_, student) = load_checkpoint_model(&run.checkpoint_path("final")).unwrap();
+    let mut values = Values::default();
+    student.visit(&mut values);
+    values.0
+}
+
+/// The log without its timing columns (elapsed, iteration seconds, SAM seconds).
+fn log_without_times(run: &RunDir) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(run.log_csv_path()).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let timing = |name: &str| name.ends_with("_s") || name.ends_with("seconds");
+    lines
+        .map(|line| {
+            line.split(',')
+                .zip(&header)
+                .filter(|(_, name)| !timing(name))
+                .map(|(cell, _)| cell.to_string())
+                .collect()
+        })
+        .collect()
+}
+
+fn column(log: &Path, name: &str) -> Vec<f64> {
+    let text = std::fs::read_to_string(log).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let index = header
+        .iter()
+        .position(|h| *h == name)
+        .unwrap_or_else(|| panic!("no column {name} in {header:?}"));
+    lines
+        .map(|l| l.split(',').nth(index).unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Train from the dataset on disk, as `semisam train` does; `stop_at` interrupts and resumes.
+fn run(dir: &Path, name: &str, labels: UnlabeledLabels, stop_at: Option<usize>) -> RunDir {
+    let root = dir.join(format!("{name}-data"));
+    write_dataset(&root, labels);
+    let config = config(&root);
+    let dataset = Dataset::open(&root).unwrap();
+    let splits = make_splits(&config, &dataset).unwrap();
+    assert_eq!(splits.unlabeled, UNLABELED);
+    let data = load_training_data(&config, &dataset, &splits).unwrap();
+    let run = RunDir::create(dir, name, false).unwrap();
+    if let Some(step) = stop_at {
+        let stop = TrainOptions {
+            stop_at_step: Some(step),
+            ..TrainOptions::default()
+        };
+        assert_eq!(
+            train(&config, &data, &run, &stop).unwrap(),
+            TrainOutcome::Interrupted { steps: step }
+        );
+    }
+    let options = TrainOptions {
+        resume: stop_at.is_some(),
+        ..TrainOptions::default()
+    };
+    let outcome = train(&config, &data, &run, &options).unwrap();
+    assert!(
+        matches!(outcome, TrainOutcome::Completed { steps: 4, .. }),
+        "{outcome:?}"
+    );
+    run
+}
+
+#[test]
+fn garbage_or_missing_unlabeled_labels_give_bit_identical_semisam_training_and_resume_too() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let reference = run(dir.path(), "true-labels", UnlabeledLabels::True, None);
+
+    // The SAM term took part: otherwise the comparisons below prove nothing.
+    let with_term = column(&reference.log_csv_path(), "sam/items_with_term");
+    assert!(
+        with_term.iter().sum::<f64>() >= 2.0,
+        "SAM terms per step: {with_term:?}"
+    );
+    let refreshed = column(&reference.log_csv_path(), "sam/refreshed");
+    assert!(
+        refreshed[1] == 0.0 || refreshed[3] == 0.0,
+        "refresh interval 2 reuses labels at odd steps: {refreshed:?}"
+    );
+
+    let weights = final_weights(&reference);
+    let log = log_without_times(&reference);
+    for (name, labels) in [
+        ("garbage-labels", UnlabeledLabels::Garbage),
+        ("no-labels", UnlabeledLabels::Removed),
+    ] {
+        let other = run(dir.path(), name, labels, None);
+        assert!(final_weights(&other) == weights, "{name}: weights differ");
+        assert_eq!(log_without_times(&other), log, "{name}: logs differ");
+    }
+
+    // Interrupted at step 3, whose pseudo-labels were computed at step 2 and are reused.
+    let resumed = run(dir.path(), "resumed", UnlabeledLabels::Garbage, Some(3));
+    assert!(
+        final_weights(&resumed) == weights,
+        "resumed run: weights differ"
+    );
+    assert_eq!(log_without_times(&resumed), log, "resumed run: logs differ");
+}
