@@ -3,9 +3,8 @@
 
 Per run: validation Dice / Jaccard / HD95 / ASD (mean ± std over the cases, from the run's
 metrics/summary.json), wall time and peak RSS (from /usr/bin/time -v), mean seconds per
-iteration and seconds spent in SAM (from log.csv).
+iteration and seconds spent in SAM (from log.jsonl).
 """
-import csv
 import json
 import re
 import sys
@@ -27,9 +26,10 @@ def time_fields(path):
 
 
 def log_fields(path):
-    rows = list(csv.DictReader(path.open()))
-    iteration = [float(r["iteration_s"]) for r in rows]
-    sam = sum(float(r.get("sam/seconds") or 0) for r in rows)
+    rows = [json.loads(line) for line in path.open()]
+    rows = [r for r in rows if r.get("kind") == "iteration"]
+    iteration = [r["iteration_s"] for r in rows]
+    sam = sum(r.get("sam/seconds") or 0 for r in rows)
     return sum(iteration) / max(len(iteration), 1), sam, len(rows)
 
 
@@ -42,7 +42,7 @@ for run in sorted((out / "runs").iterdir(), key=lambda p: (p.name[-2:], list(nam
     variant, labeled = run.name.rsplit("-", 1)
     cls = json.loads(summary.read_text())["classes"][0]
     fmt = lambda k, scale=1, d=2: f"{cls[k]['mean'] * scale:.{d}f} ± {cls[k]['std'] * scale:.{d}f}"
-    per_iter, sam, steps = log_fields(run / "log.csv")
+    per_iter, sam, steps = log_fields(run / "log.jsonl")
     timing = out / f"{run.name}.time"
     wall, rss = time_fields(timing) if timing.exists() else (float("nan"), float("nan"))
     print(f"| {names[variant]} | {labeled[:-1]} | {fmt('dice', 100, 1)} | {fmt('jaccard', 100, 1)} | "

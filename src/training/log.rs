@@ -89,7 +89,16 @@ impl TrainingLog {
 
         let names: Vec<String> = record.scalars.iter().map(|(k, _)| k.clone()).collect();
         let columns = match &self.columns {
-            Some(columns) => columns.clone(),
+            Some(columns) if names.iter().all(|n| columns.contains(n)) => columns.clone(),
+            // A term that starts later (the SAM term after its start iteration): widen the
+            // table so that its values are kept, earlier rows get empty cells.
+            Some(columns) => {
+                let mut widened = columns.clone();
+                widened.extend(names.iter().filter(|n| !columns.contains(n)).cloned());
+                self.widen_csv(&widened)?;
+                self.columns = Some(widened.clone());
+                widened
+            }
             None => {
                 let mut header = vec![
                     "step".into(),
@@ -119,6 +128,28 @@ impl TrainingLog {
             row.push(value);
         }
         write_line(&mut self.csv, &row.join(","))
+    }
+
+    /// Rewrite the CSV (atomically) under a header with more columns, padding earlier rows.
+    fn widen_csv(&mut self, columns: &[String]) -> Result<(), LogError> {
+        let path = self.csv.0.clone();
+        let error = |message: String| LogError {
+            path: path.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| error(e.to_string()))?;
+        let mut widened = columns.join(",");
+        widened.push('\n');
+        for line in text.lines().skip(1) {
+            let cells = line.split(',').count();
+            widened.push_str(line);
+            widened.push_str(&",".repeat(columns.len().saturating_sub(cells)));
+            widened.push('\n');
+        }
+        crate::io_util::write_atomic(&path, widened.as_bytes())
+            .map_err(|e| error(e.to_string()))?;
+        self.csv.1 = append(&path)?;
+        Ok(())
     }
 
     pub fn validation(&mut self, record: &ValidationRecord) -> Result<(), LogError> {
@@ -226,6 +257,38 @@ mod tests {
                 ("weight/consistency".into(), f64::NAN),
             ],
         }
+    }
+
+    #[test]
+    fn a_term_that_starts_later_widens_the_csv_and_keeps_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let (jsonl, csv) = (dir.path().join("log.jsonl"), dir.path().join("log.csv"));
+        let mut log = TrainingLog::open(&jsonl, &csv, 0).unwrap();
+        log.iteration(&record(1)).unwrap();
+        let mut later = record(2);
+        later.scalars.push(("loss/sam".into(), 0.125));
+        log.iteration(&later).unwrap();
+        log.iteration(&record(3)).unwrap();
+        drop(log);
+        let text = std::fs::read_to_string(&csv).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "step,lr,elapsed_s,iteration_s,loss/total,weight/consistency,loss/sam",
+                "1,0.01,1.000,1.000,0.5,NaN,",
+                "2,0.01,2.000,1.000,0.25,NaN,0.125",
+                "3,0.01,3.000,1.000,0.16666666666666666,NaN,",
+            ]
+        );
+        // A resumed log keeps the widened header.
+        let mut log = TrainingLog::open(&jsonl, &csv, 3).unwrap();
+        log.iteration(&later).unwrap();
+        let text = std::fs::read_to_string(&csv).unwrap();
+        assert_eq!(
+            text.lines().last(),
+            Some("2,0.01,2.000,1.000,0.25,NaN,0.125")
+        );
     }
 
     #[test]
