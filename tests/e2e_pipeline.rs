@@ -5,7 +5,6 @@
 //!
 //! Needs the LiteMedSAM weights (`semisam weights fetch`, which scripts/test runs first).
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -16,9 +15,11 @@ use semisam::reports::pseudo_labels::PseudoLabelEntry;
 use semisam::training::RunConfig;
 use semisam::training::checkpoint::Checkpoint;
 
-const SHAPE: [usize; 3] = [20, 18, 17];
+/// Four slices along the SAM axis (shorter than the patch, which pads): LiteMedSAM embeds each
+/// slice of a pseudo-labelled case, and four keep the test's time small.
+const SHAPE: [usize; 3] = [20, 18, 4];
 const ITERATIONS: usize = 8;
-const CASES: [&str; 6] = ["blob_0", "blob_1", "blob_2", "blob_3", "blob_4", "blob_5"];
+const CASES: [&str; 5] = ["blob_0", "blob_1", "blob_2", "blob_3", "blob_4"];
 
 /// Anisotropic spacing, a flipped first axis and an offset origin: a prediction that lost any of
 /// them would be caught.
@@ -38,11 +39,11 @@ fn geometry() -> Geometry {
 
 /// A bright ellipsoid (label 1) on a noisy background, a little different per case.
 fn case(n: usize) -> (Array3<f32>, Array3<u8>) {
-    let center = [9.0 + n as f32 * 0.5, 8.0, 8.0 - n as f32 * 0.3];
+    let center = [9.0 + n as f32 * 0.5, 8.0, 1.5 + n as f32 * 0.1];
     let label = Array3::from_shape_fn(SHAPE, |(i, j, k)| {
         let d = ((i as f32 - center[0]) / 5.0).powi(2)
             + ((j as f32 - center[1]) / 4.0).powi(2)
-            + ((k as f32 - center[2]) / 3.5).powi(2);
+            + ((k as f32 - center[2]) / 2.5).powi(2);
         u8::from(d < 1.0)
     });
     let image = Array3::from_shape_fn(SHAPE, |(i, j, k)| {
@@ -98,9 +99,9 @@ fn splits() -> Splits {
     let ids = |r: std::ops::Range<usize>| CASES[r].iter().map(|s| s.to_string()).collect();
     Splits {
         labeled: ids(0..2),
-        unlabeled: ids(2..4),
-        validation: ids(4..5),
-        test: ids(5..6),
+        unlabeled: ids(2..3),
+        validation: ids(3..4),
+        test: ids(4..5),
         seed: 5,
     }
 }
@@ -278,8 +279,8 @@ fn tiny_semisam_run_produces_a_complete_run_folder_and_report() {
     assert!([4, ITERATIONS].contains(&best.header.step));
 
     // The test case's prediction keeps the input's grid and geometry.
-    let image = read_image(dataset.join("imagesTr/blob_5.nii.gz")).unwrap();
-    let prediction = read_label(run.join("predictions/blob_5.nii.gz")).unwrap();
+    let image = read_image(dataset.join("imagesTr/blob_4.nii.gz")).unwrap();
+    let prediction = read_label(run.join("predictions/blob_4.nii.gz")).unwrap();
     assert_eq!(prediction.shape(), SHAPE);
     assert_eq!(prediction.geometry.spacing, image.geometry.spacing);
     assert_eq!(prediction.geometry.affine, image.geometry.affine);
@@ -289,7 +290,7 @@ fn tiny_semisam_run_produces_a_complete_run_folder_and_report() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(predicted, ["blob_5.nii.gz"]);
+    assert_eq!(predicted, ["blob_4.nii.gz"]);
 
     // Metrics of the test case.
     let per_case = read(&run.join("metrics/per_case.csv"));
@@ -298,7 +299,7 @@ fn tiny_semisam_run_produces_a_complete_run_folder_and_report() {
         .map(|r| r.unwrap())
         .collect();
     assert_eq!(rows.len(), 1);
-    assert_eq!((&rows[0][0], &rows[0][1]), ("blob_5", "1"));
+    assert_eq!((&rows[0][0], &rows[0][1]), ("blob_4", "1"));
     let dice: f64 = rows[0][2].parse().unwrap();
     assert!((0.0..=1.0).contains(&dice), "{dice}");
     let summary: serde_json::Value =
@@ -316,14 +317,15 @@ fn tiny_semisam_run_produces_a_complete_run_folder_and_report() {
     assert_eq!((curves.width(), curves.height()), CURVES_SIZE);
     let pseudo: Vec<PseudoLabelEntry> =
         serde_json::from_str(&read(&run.join("pseudo_labels/index.json"))).unwrap();
-    let unlabeled: BTreeSet<&str> = ["blob_2", "blob_3"].into();
-    assert!(!pseudo.is_empty());
-    let mut overlays = vec!["blob_5.png".to_string()];
-    for entry in &pseudo {
-        assert!(unlabeled.contains(entry.case_id.as_str()), "{entry:?}");
-        assert_eq!(entry.grid, SHAPE);
-        overlays.push(format!("{}_pseudo_label.png", entry.case_id));
-    }
+    assert_eq!(pseudo.len(), 1);
+    assert_eq!(
+        (pseudo[0].case_id.as_str(), pseudo[0].grid),
+        ("blob_2", SHAPE)
+    );
+    let overlays = vec![
+        "blob_4.png".to_string(),
+        "blob_2_pseudo_label.png".to_string(),
+    ];
     for name in &overlays {
         let picture = image::open(run.join("overlays").join(name)).unwrap();
         assert!(picture.width() >= 560 && picture.height() > 240, "{name}");
@@ -341,7 +343,7 @@ fn tiny_semisam_run_produces_a_complete_run_folder_and_report() {
         "metrics/per_case.csv",
         "metrics/summary.md",
         "curves.png",
-        "overlays/blob_5.png",
+        "overlays/blob_4.png",
     ] {
         assert!(
             targets.iter().any(|t| t == expected),

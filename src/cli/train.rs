@@ -108,7 +108,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             }
             eprintln!("checkpoints: {}", run.checkpoints_dir().display());
             evaluate_final_model(&config, &dataset, &splits, &run, !args.no_progress)?;
-            let report = generate(run.root(), &ReportOptions::default())?;
+            let report = generate(run.root(), &ReportOptions::default()).with_context(|| {
+                format!(
+                    "training finished but its report could not be written (retry with `semisam report {}`)",
+                    run.root().display()
+                )
+            })?;
             eprintln!("report: {}", report.report.display());
         }
         TrainOutcome::Interrupted { steps } => {

@@ -176,6 +176,7 @@ fn panel(
     chart
         .configure_mesh()
         .x_desc("iteration")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc(y_label)
         .label_style((FAMILY, 15))
         .axis_desc_style((FAMILY, 17))

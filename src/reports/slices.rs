@@ -133,8 +133,10 @@ fn draw_panel(figure: &SliceFigure<'_>, slice: usize, zoom: usize) -> RgbImage {
         let grey = ((image[[i, j]] - low) / (high - low)).clamp(0.0, 1.0) * 255.0;
         *pixel = image::Rgb([grey as u8; 3]);
     }
-    let thickness = (zoom / 3).max(1) as i64;
-    for contour in &figure.contours {
+    // The first contour (the reference) is drawn twice as wide as the ones drawn over it, so
+    // that where they coincide both stay visible.
+    for (n, contour) in figure.contours.iter().enumerate() {
+        let thickness = if n == 0 { zoom / 2 } else { zoom / 4 }.max(1) as i64;
         let labels = contour.labels.index_axis(Axis(figure.axis), slice);
         let edges = contour_pixels(&labels.to_owned(), zoom, thickness);
         for ((x, y), &edge) in edges.indexed_iter() {
@@ -192,12 +194,10 @@ fn annotate(
             RGBColor(r, g, b).filled(),
         ))?;
         root.draw(&Rectangle::new([(x, 38), (x + 26, 52)], BLACK))?;
-        root.draw(&Text::new(
-            contour.name,
-            (x + 32, 36),
-            (FAMILY, 17).into_font().color(&BLACK),
-        ))?;
-        x += 40 + 10 * contour.name.chars().count() as i32;
+        let font = (FAMILY, 17).into_font().color(&BLACK);
+        let (text_width, _) = root.estimate_text_size(contour.name, &font)?;
+        root.draw(&Text::new(contour.name, (x + 32, 36), font))?;
+        x += 32 + text_width as i32 + 24;
     }
     let axis_name = ["i", "j", "k"][figure.axis];
     for (p, &slice) in figure.slices.iter().enumerate() {
@@ -279,9 +279,9 @@ mod tests {
             (560, HEADER_HEIGHT + 320 + CAPTION_HEIGHT + GAP)
         );
         let green = rendered.pixels().filter(|p| p.0 == REFERENCE_COLOR).count();
-        // per panel: the 10x20 voxel box at zoom 8 has an 80x160 outline of thickness 2 (plus the
+        // per panel: the 10x20 voxel box at zoom 8 has an 80x160 outline of thickness 4 (plus the
         // legend swatch)
-        let outline = 80 * 160 - 76 * 156;
+        let outline = 80 * 160 - 72 * 152;
         assert!(green >= 2 * outline, "{green}");
 
         let wrong = Array3::<u8>::zeros((30, 40, 5));
