@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::history::ValidationPoint;
 use super::overlays::{Overlay, OverlayKind};
 use super::rescore::HeldOut;
 use super::{ReportError, RunContents};
@@ -51,19 +52,22 @@ pub fn write_report(
 
     let splits = &contents.splits;
     let config = &contents.config;
-    let framework = toml::from_str::<toml::Table>(&config.to_toml())
-        .ok()
-        .and_then(|t| t.get("framework")?.get("kind")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "?".into());
-    let sam = config
-        .sam
-        .as_ref()
-        .map_or("none".to_string(), |s| format!("{:?}", s.generalist));
+    // Named as config.toml spells them.
+    let table = toml::from_str::<toml::Table>(&config.to_toml()).unwrap_or_default();
+    let setting = |section: &str, key: &str| {
+        table
+            .get(section)
+            .and_then(|s| s.get(key))
+            .and_then(|v| v.as_str())
+            .map(|v| format!("`{v}`"))
+    };
+    let framework = setting("framework", "kind").unwrap_or_else(|| "?".into());
+    let network = setting("network", "architecture").unwrap_or_else(|| "?".into());
+    let sam = setting("sam", "generalist").unwrap_or_else(|| "none".into());
     md.push_str("| Part | Where |\n|---|---|\n");
     let _ = writeln!(
         md,
-        "| Configuration | [config.toml](config.toml): framework `{framework}`, network `{:?}`, SAM assistance: {sam} |",
-        config.network.architecture
+        "| Configuration | [config.toml](config.toml): framework {framework}, network {network}, SAM assistance: {sam} |"
     );
     let _ = writeln!(
         md,
@@ -156,11 +160,14 @@ fn timing(md: &mut String, contents: &RunContents) {
         history.validations.len(),
         duration(validation)
     );
-    if let Some(best) = history
-        .validations
-        .iter()
-        .max_by(|a, b| a.dice.total_cmp(&b.dice))
-    {
+    // The first pass with the highest Dice, as the trainer chooses best.ckpt.
+    let mut best: Option<&ValidationPoint> = None;
+    for v in &history.validations {
+        if best.is_none_or(|b| v.dice > b.dice) {
+            best = Some(v);
+        }
+    }
+    if let Some(best) = best {
         let _ = writeln!(
             md,
             "Best validation mean foreground Dice: {:.4} at iteration {} ([best.ckpt](checkpoints/best.ckpt)).\n",
