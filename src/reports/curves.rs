@@ -150,7 +150,8 @@ fn draw(
         0.0..1.0,
         &dice,
         Style::Markers,
-        SeriesLabelPosition::LowerRight,
+        // Early validations are the low ones: the upper left corner is the emptiest.
+        SeriesLabelPosition::UpperLeft,
     )?;
     root.present()?;
     Ok(())

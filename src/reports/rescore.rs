@@ -53,15 +53,18 @@ pub fn rescore(
     held_out: &HeldOut,
 ) -> Result<Option<ReportPaths>, ReportError> {
     let run = &contents.run;
-    let files: Vec<(String, Option<PathBuf>)> = held_out
-        .ids
-        .iter()
-        .map(|id| (id.clone(), prediction_file(run, id)))
-        .collect();
-    if files.iter().all(|(_, f)| f.is_none()) {
+    let mut files = Vec::new();
+    let mut missing = Vec::new();
+    for id in &held_out.ids {
+        match prediction_file(run, id) {
+            Some(file) => files.push((id.clone(), file)),
+            None => missing.push(id.as_str()),
+        }
+    }
+    if files.is_empty() {
         return Ok(None);
     }
-    if let Some((missing, _)) = files.iter().find(|(_, f)| f.is_none()) {
+    if let Some(missing) = missing.first() {
         return Err(ReportError::file(
             &run.predictions_dir(),
             format!(
@@ -74,7 +77,6 @@ pub fn rescore(
     let options = evaluation_options(&contents.config);
     let mut results = Vec::with_capacity(files.len());
     for (id, file) in files {
-        let file = file.expect("checked above");
         let case = contents.dataset.case(&id).ok_or_else(|| {
             ReportError::file(
                 &contents.dataset.root,
@@ -94,4 +96,52 @@ pub fn rescore(
         &results,
         &options,
     )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Case, Layout};
+
+    fn case(id: &str, labeled: bool) -> Case {
+        Case {
+            id: id.into(),
+            image: format!("{id}.nii.gz").into(),
+            label: labeled.then(|| format!("{id}_label.nii.gz").into()),
+        }
+    }
+
+    #[test]
+    fn test_cases_with_references_else_validation() {
+        let dataset = Dataset {
+            root: "root".into(),
+            layout: Layout::Msd,
+            cases: vec![case("v", true), case("t1", false), case("t2", true)],
+            labels: Default::default(),
+            training_ids: vec!["v".into()],
+            test_ids: vec!["t1".into(), "t2".into()],
+        };
+        let mut splits = Splits {
+            labeled: vec![],
+            unlabeled: vec![],
+            validation: vec!["v".into()],
+            test: vec!["t1".into(), "t2".into()],
+            seed: 0,
+        };
+        assert_eq!(
+            held_out_cases(&dataset, &splits),
+            HeldOut {
+                split: "test",
+                ids: vec!["t2".into()]
+            }
+        );
+        splits.test = vec!["t1".into()];
+        assert_eq!(
+            held_out_cases(&dataset, &splits),
+            HeldOut {
+                split: "validation",
+                ids: vec!["v".into()]
+            }
+        );
+    }
 }
