@@ -24,19 +24,19 @@ use crate::training::RunConfig;
 use crate::training::config::ConfigError;
 use crate::training::run_dir::{RunDir, RunDirError, RunInfo};
 
-/// A report could not be produced.
+/// A report could not be produced. Errors of other stages are boxed: they are large and rare.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error(transparent)]
-    RunDir(#[from] RunDirError),
+    RunDir(Box<RunDirError>),
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(Box<ConfigError>),
     #[error(transparent)]
-    Data(#[from] DataError),
+    Data(Box<DataError>),
     #[error(transparent)]
-    Output(#[from] crate::Error),
+    Output(Box<crate::Error>),
     #[error(transparent)]
-    Metrics(#[from] crate::metrics::MetricsError),
+    Metrics(Box<crate::metrics::MetricsError>),
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
     #[error(
@@ -45,9 +45,27 @@ pub enum ReportError {
     DatasetMissing {
         root: PathBuf,
         #[source]
-        source: DataError,
+        source: Box<DataError>,
     },
 }
+
+macro_rules! boxed_from {
+    ($($variant:ident($error:ty)),* $(,)?) => {
+        $(impl From<$error> for ReportError {
+            fn from(e: $error) -> Self {
+                ReportError::$variant(Box::new(e))
+            }
+        })*
+    };
+}
+
+boxed_from!(
+    RunDir(RunDirError),
+    Config(ConfigError),
+    Data(DataError),
+    Output(crate::Error),
+    Metrics(crate::metrics::MetricsError),
+);
 
 impl ReportError {
     pub(crate) fn file(path: &Path, message: impl std::fmt::Display) -> Self {
@@ -99,7 +117,7 @@ impl RunContents {
         let dataset =
             Dataset::open(&dataset_root).map_err(|source| ReportError::DatasetMissing {
                 root: dataset_root,
-                source,
+                source: Box::new(source),
             })?;
         Ok(RunContents {
             run,
