@@ -133,10 +133,10 @@ fn draw_panel(figure: &SliceFigure<'_>, slice: usize, zoom: usize) -> RgbImage {
         let grey = ((image[[i, j]] - low) / (high - low)).clamp(0.0, 1.0) * 255.0;
         *pixel = image::Rgb([grey as u8; 3]);
     }
-    // The first contour (the reference) is drawn twice as wide as the ones drawn over it, so
-    // that where they coincide both stay visible.
+    // The first contour (the reference) is drawn wider than the ones drawn over it, so that
+    // where they coincide both stay visible.
     for (n, contour) in figure.contours.iter().enumerate() {
-        let thickness = if n == 0 { zoom / 2 } else { zoom / 4 }.max(1) as i64;
+        let thickness = if n == 0 { zoom / 2 } else { zoom / 3 }.max(1) as i64;
         let labels = contour.labels.index_axis(Axis(figure.axis), slice);
         let edges = contour_pixels(&labels.to_owned(), zoom, thickness);
         for ((x, y), &edge) in edges.indexed_iter() {
