@@ -388,6 +388,17 @@ fn tiny_semisam_run_produces_a_complete_run_folder_and_report() {
         assert!(run.join(&name).is_file(), "{name} not regenerated");
     }
 
+    // A moved dataset: a clear error, and --data-root finds it.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&dataset, &moved).unwrap();
+    let err = fails(&["report", run_arg]);
+    assert!(
+        err.contains("pass the dataset folder with --data-root if it moved"),
+        "{err}"
+    );
+    ok(&["report", run_arg, "--data-root", moved.to_str().unwrap()]);
+    std::fs::rename(&moved, &dataset).unwrap();
+
     // The same name again is refused unless --overwrite.
     let err = fails(&train);
     assert!(
