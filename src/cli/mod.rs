@@ -5,6 +5,7 @@ mod evaluate;
 mod inspect;
 mod oracle;
 mod predict;
+mod report;
 mod sam2d;
 mod sam3d;
 mod train;
@@ -40,6 +41,8 @@ enum Command {
     Sam3d(sam3d::Sam3dArgs),
     /// Dice, Jaccard, HD95, ASD and ASSD of a folder of predictions against references.
     Evaluate(evaluate::EvaluateArgs),
+    /// Regenerate a run folder's report.md, curves.png, overlays/ and metrics/ from its files.
+    Report(report::ReportArgs),
     /// Benchmarks: one training step, LiteMedSAM encoder/decoder.
     Bench(bench::BenchArgs),
     /// Upper bound of the pseudo-labels: LiteMedSAM prompted from the ground truth (analysis only).
@@ -57,6 +60,7 @@ pub fn run() -> ExitCode {
         Command::SamOracle(args) => oracle::run(args),
         Command::Sam3d(args) => sam3d::run(args),
         Command::Evaluate(args) => evaluate::run(args),
+        Command::Report(args) => report::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

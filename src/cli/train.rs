@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, bail};
 use semisam::data::{Dataset, Splits};
 use semisam::inference::pipeline::PredictOptions;
+use semisam::reports::rescore::{HeldOut, held_out_cases};
+use semisam::reports::{ReportOptions, generate};
 use semisam::training::dataset::{load_training_data, make_splits};
 use semisam::training::evaluate::evaluate_cases;
 use semisam::training::run_dir::{RunDir, default_run_name};
@@ -106,6 +108,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             }
             eprintln!("checkpoints: {}", run.checkpoints_dir().display());
             evaluate_final_model(&config, &dataset, &splits, &run, !args.no_progress)?;
+            let report = generate(run.root(), &ReportOptions::default()).with_context(|| {
+                format!(
+                    "training finished but its report could not be written (retry with `semisam report {}`)",
+                    run.root().display()
+                )
+            })?;
+            eprintln!("report: {}", report.report.display());
         }
         TrainOutcome::Interrupted { steps } => {
             eprintln!(
@@ -130,17 +139,7 @@ fn evaluate_final_model(
     run: &RunDir,
     progress: bool,
 ) -> anyhow::Result<()> {
-    let labeled_test: Vec<String> = splits
-        .test
-        .iter()
-        .filter(|id| dataset.case(id).is_some_and(|c| c.label.is_some()))
-        .cloned()
-        .collect();
-    let (split, ids) = if labeled_test.is_empty() {
-        ("validation", &splits.validation)
-    } else {
-        ("test", &labeled_test)
-    };
+    let HeldOut { split, ids } = held_out_cases(dataset, splits);
     if ids.is_empty() {
         eprintln!("no labeled test or validation case: skipping the final evaluation");
         return Ok(());
@@ -167,7 +166,7 @@ fn evaluate_final_model(
         &model,
         config,
         dataset,
-        ids,
+        &ids,
         options,
         &device,
         &run.predictions_dir(),

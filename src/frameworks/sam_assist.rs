@@ -232,6 +232,20 @@ struct CachedLabel {
     classes: Array3<u8>,
 }
 
+/// A cached pseudo-label as [`SamAssist::pseudo_labels`] exposes it.
+#[derive(Debug, Clone)]
+pub struct PseudoLabelView<'a> {
+    pub case_id: &'a str,
+    /// Iteration (0-based) it was computed at.
+    pub step: usize,
+    /// Shape of the case's prepared (normalised, down-sampled) volume the label is on.
+    pub grid: [usize; 3],
+    /// Part of the grid the label covers.
+    pub region: &'a [Range<usize>; 3],
+    /// Class index per voxel of `region`.
+    pub classes: ndarray::ArrayView3<'a, u8>,
+}
+
 /// Per-step usage, for the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct SamStepStats {
@@ -406,6 +420,27 @@ impl SamAssist {
 
     /// Make sure the item's case has a pseudo-label (recomputed, `Some(true)`, or reused,
     /// `Some(false)`) on the source region its patch covers.
+    /// The latest pseudo-label of every case that has one, by case identifier (read-only, for
+    /// the run report).
+    pub fn pseudo_labels(&self) -> Vec<PseudoLabelView<'_>> {
+        let mut views: Vec<PseudoLabelView<'_>> = self
+            .labels
+            .iter()
+            .filter_map(|(id, cached)| {
+                Some(PseudoLabelView {
+                    case_id: id,
+                    step: cached.step,
+                    grid: self.images.get(id)?.dim().into(),
+                    region: &cached.region,
+                    classes: cached.classes.view(),
+                })
+            })
+            .collect();
+        views.sort_by(|a, b| a.case_id.cmp(b.case_id));
+        views
+    }
+
+    /// Class map of one item on the source grid region its patch covers, recomputed or reused.
     /// `None` when the student had no confident foreground for any class.
     fn source_label(
         &mut self,

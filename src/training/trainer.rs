@@ -85,6 +85,8 @@ pub enum TrainingError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error(transparent)]
+    Output(#[from] crate::Error),
     #[error("{path}: cannot resume: {message}")]
     Resume {
         path: std::path::PathBuf,
@@ -248,6 +250,13 @@ pub fn train(
         }
     }
     save(config, &state, sam.as_ref(), &run.checkpoint_path("final"))?;
+    if let Some(sam) = &sam {
+        crate::reports::pseudo_labels::save(
+            run.root(),
+            &sam.pseudo_labels(),
+            config.data.downsample,
+        )?;
+    }
     progress.finish_with_message("done");
     Ok(TrainOutcome::Completed {
         steps: state.step,

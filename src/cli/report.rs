@@ -1,0 +1,36 @@
+//! `semisam report RUN_DIR`: regenerate a run folder's report from its files.
+
+use std::path::PathBuf;
+
+use semisam::reports::{ReportOptions, generate};
+
+#[derive(clap::Args, Debug)]
+pub struct ReportArgs {
+    /// The run folder (e.g. runs/demo-semisam).
+    pub run_dir: PathBuf,
+    /// Dataset folder, when it is no longer where the run's config.toml says (data.root).
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+}
+
+pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+    let files = generate(
+        &args.run_dir,
+        &ReportOptions {
+            data_root: args.data_root,
+            rescore: true,
+        },
+    )?;
+    if let Some(metrics) = &files.metrics {
+        eprintln!(
+            "metrics re-scored from the saved predictions: {}",
+            metrics.summary_markdown.display()
+        );
+    }
+    if let Some(curves) = &files.curves {
+        eprintln!("curves: {}", curves.display());
+    }
+    eprintln!("overlays: {} picture(s)", files.overlays.len());
+    eprintln!("report: {}", files.report.display());
+    Ok(())
+}

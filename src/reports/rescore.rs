@@ -1,0 +1,147 @@
+//! Which cases a run is evaluated on, where their predictions are, and scoring the saved
+//! predictions against the references again (the same metrics files as the end of training).
+
+use std::path::PathBuf;
+
+use super::{ReportError, RunContents};
+use crate::data::{Dataset, Splits, read_label};
+use crate::metrics::{ReportPaths, evaluate_pair, write_evaluation_report};
+use crate::training::evaluate::evaluation_options;
+use crate::training::run_dir::RunDir;
+
+/// The cases the final model is evaluated on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldOut {
+    /// `test` or `validation`.
+    pub split: &'static str,
+    pub ids: Vec<String>,
+}
+
+/// The test cases that have a reference, else the validation cases.
+pub fn held_out_cases(dataset: &Dataset, splits: &Splits) -> HeldOut {
+    let labeled_test: Vec<String> = splits
+        .test
+        .iter()
+        .filter(|id| dataset.case(id).is_some_and(|c| c.label.is_some()))
+        .cloned()
+        .collect();
+    if labeled_test.is_empty() {
+        HeldOut {
+            split: "validation",
+            ids: splits.validation.clone(),
+        }
+    } else {
+        HeldOut {
+            split: "test",
+            ids: labeled_test,
+        }
+    }
+}
+
+/// The saved prediction of case `id` (`predictions/<id>.<nii.gz|h5|npy>`), if any.
+pub fn prediction_file(run: &RunDir, id: &str) -> Option<PathBuf> {
+    ["nii.gz", "nii", "h5", "npy"]
+        .iter()
+        .map(|ext| run.predictions_dir().join(format!("{id}.{ext}")))
+        .find(|p| p.is_file())
+}
+
+/// Score the saved predictions of the held-out cases and rewrite `metrics/`. `None` when the run
+/// has no predictions (it did not finish); an error when only some held-out cases have one.
+pub fn rescore(
+    contents: &RunContents,
+    held_out: &HeldOut,
+) -> Result<Option<ReportPaths>, ReportError> {
+    let run = &contents.run;
+    let mut files = Vec::new();
+    let mut missing = Vec::new();
+    for id in &held_out.ids {
+        match prediction_file(run, id) {
+            Some(file) => files.push((id.clone(), file)),
+            None => missing.push(id.as_str()),
+        }
+    }
+    if files.is_empty() {
+        return Ok(None);
+    }
+    if let Some(missing) = missing.first() {
+        return Err(ReportError::file(
+            &run.predictions_dir(),
+            format!(
+                "no prediction of {} case {missing}: the final evaluation did not complete",
+                held_out.split
+            ),
+        ));
+    }
+    let classes: Vec<u8> = (1..contents.config.network.num_classes as u8).collect();
+    let options = evaluation_options(&contents.config);
+    let mut results = Vec::with_capacity(files.len());
+    for (id, file) in files {
+        let case = contents.dataset.case(&id).ok_or_else(|| {
+            ReportError::file(
+                &contents.dataset.root,
+                format!("case {id} of the run is not in the dataset"),
+            )
+        })?;
+        let reference = contents.dataset.load_case(case)?.label.ok_or_else(|| {
+            ReportError::file(&case.image, format!("case {id} has no reference label"))
+        })?;
+        let prediction = read_label(&file)?;
+        let mut metrics = evaluate_pair(&prediction, &reference, &classes, options)?;
+        metrics.case_id = id;
+        results.push(metrics);
+    }
+    Ok(Some(write_evaluation_report(
+        &run.metrics_dir(),
+        &results,
+        &options,
+    )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Case, Layout};
+
+    fn case(id: &str, labeled: bool) -> Case {
+        Case {
+            id: id.into(),
+            image: format!("{id}.nii.gz").into(),
+            label: labeled.then(|| format!("{id}_label.nii.gz").into()),
+        }
+    }
+
+    #[test]
+    fn test_cases_with_references_else_validation() {
+        let dataset = Dataset {
+            root: "root".into(),
+            layout: Layout::Msd,
+            cases: vec![case("v", true), case("t1", false), case("t2", true)],
+            labels: Default::default(),
+            training_ids: vec!["v".into()],
+            test_ids: vec!["t1".into(), "t2".into()],
+        };
+        let mut splits = Splits {
+            labeled: vec![],
+            unlabeled: vec![],
+            validation: vec!["v".into()],
+            test: vec!["t1".into(), "t2".into()],
+            seed: 0,
+        };
+        assert_eq!(
+            held_out_cases(&dataset, &splits),
+            HeldOut {
+                split: "test",
+                ids: vec!["t2".into()]
+            }
+        );
+        splits.test = vec!["t1".into()];
+        assert_eq!(
+            held_out_cases(&dataset, &splits),
+            HeldOut {
+                split: "validation",
+                ids: vec!["v".into()]
+            }
+        );
+    }
+}
