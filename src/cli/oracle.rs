@@ -1,18 +1,26 @@
-//! `semisam sam-oracle`: the upper bound of the pseudo-labels. The generalist is prompted from the
-//! GROUND TRUTH (boxes of each class's largest component, slice by slice) and its masks are
-//! scored against that ground truth. Analysis only: training never does this.
+//! `semisam sam-oracle`: the quality of the pseudo-labels. By default the generalist is prompted
+//! from the GROUND TRUTH (boxes of each class's largest component, slice by slice): the upper
+//! bound. With `--checkpoint` it is prompted as in training, from a trained model's prediction on
+//! the whole case (the run's preprocessing and `[sam]` prompts), and the model's own Dice is
+//! printed beside the pseudo-label's. Both are scored against the ground truth: analysis only.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
+use burn::module::Module;
 use clap::Args;
-use ndarray::Array3;
+use ndarray::{Array3, Axis};
 
 use semisam::data::{Dataset, Normalization, normalize};
 use semisam::frameworks::sam_assist::SamConfig;
 use semisam::generalists::PseudoLabelRequest;
+use semisam::inference::SlidingWindow;
 use semisam::metrics::{Hd95Convention, evaluate_masks};
+use semisam::training::dataset::prepare_image;
+use semisam::training::load_checkpoint_model;
+use semisam::training::resample::downsample_label;
+use semisam::training::validation::{model_device, predict_case};
 
 #[derive(Args)]
 pub struct OracleArgs {
@@ -30,15 +38,29 @@ pub struct OracleArgs {
     /// Box margin in voxels.
     #[arg(long, default_value_t = 1.0)]
     pub margin: f32,
+    /// Prompt from this checkpoint's prediction instead of the ground truth (its run's
+    /// normalisation, down-sampling and `[sam]` prompt settings; --axis and --margin are ignored).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
 }
 
 pub fn run(args: OracleArgs) -> anyhow::Result<()> {
     let dataset = Dataset::open(&args.dataset)?;
-    let mut config = SamConfig {
-        axis: args.axis,
-        ..SamConfig::default()
+    let specialist = args
+        .checkpoint
+        .as_ref()
+        .map(|path| load_checkpoint_model(path))
+        .transpose()?;
+    let mut config = match specialist.as_ref().and_then(|(run, _)| run.sam.clone()) {
+        Some(sam) => sam,
+        None => SamConfig {
+            axis: args.axis,
+            ..SamConfig::default()
+        },
     };
-    config.prompts.box_margin = args.margin;
+    if specialist.is_none() {
+        config.prompts.box_margin = args.margin;
+    }
     let mut generalist = config.build_generalist(&semisam::backend::default_device())?;
     let chosen: Vec<_> = dataset
         .cases
@@ -46,18 +68,62 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
         .filter(|c| c.label.is_some() && (args.cases.is_empty() || args.cases.contains(&c.id)))
         .take(args.limit.unwrap_or(usize::MAX))
         .collect();
-    println!("case\tclass\tdice\tslices\tseconds");
+    println!("case\tclass\tdice\tslices\tseconds\tmodel_dice");
     let mut all = Vec::new();
     for case in chosen {
         let loaded = dataset.load_case(case)?;
         let mut image = loaded.image.data;
-        normalize(&mut image, Normalization::ZScore)
-            .with_context(|| format!("normalising {}", case.id))?;
-        let label = loaded.label.context("labeled case without label")?.data;
+        let mut label = loaded.label.context("labeled case without label")?.data;
+        let prediction = match &specialist {
+            Some((run, model)) => {
+                image = prepare_image(image, run, &loaded.image.path)?;
+                label = downsample_label(&label, run.data.downsample);
+                let window = SlidingWindow {
+                    window: run.training.patch,
+                    stride: run.validation_stride(),
+                    batch: 1,
+                };
+                let device = model_device(model);
+                let model = model.valid();
+                Some(predict_case(
+                    &model,
+                    &image,
+                    run.network.num_classes,
+                    window,
+                    &device,
+                    |_, _| {},
+                )?)
+            }
+            None => {
+                normalize(&mut image, Normalization::ZScore)
+                    .with_context(|| format!("normalising {}", case.id))?;
+                None
+            }
+        };
         let classes = label.iter().copied().max().unwrap_or(0);
         for class in 1..=classes {
             let truth = label.mapv(|v| v == class);
-            let probability = truth.mapv(|t| if t { 1.0f32 } else { 0.0 });
+            let probability = match &prediction {
+                Some(p) => p
+                    .probabilities
+                    .index_axis(Axis(0), usize::from(class))
+                    .to_owned(),
+                None => truth.mapv(|t| if t { 1.0f32 } else { 0.0 }),
+            };
+            let model_dice = match &prediction {
+                Some(p) => {
+                    let predicted = p.labels.mapv(|v| v == class);
+                    let dice = evaluate_masks(
+                        predicted.view(),
+                        truth.view(),
+                        [1.0; 3],
+                        Hd95Convention::Medpy,
+                    )?
+                    .dice;
+                    format!("{dice:.4}")
+                }
+                None => "-".into(),
+            };
             let shape = image.shape().to_vec();
             let request = PseudoLabelRequest {
                 case_id: &case.id,
@@ -75,7 +141,7 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
                 evaluate_masks(mask.view(), truth.view(), [1.0; 3], Hd95Convention::Medpy)?.dice;
             all.push(score);
             println!(
-                "{}\t{class}\t{score:.4}\t{prompts}\t{:.1}",
+                "{}\t{class}\t{score:.4}\t{prompts}\t{:.1}\t{model_dice}",
                 case.id,
                 started.elapsed().as_secs_f64()
             );
@@ -83,7 +149,12 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
     }
     let mean = all.iter().sum::<f64>() / all.len().max(1) as f64;
     println!(
-        "mean Dice of ground-truth-prompted pseudo-labels: {mean:.4} over {} (case, class) pairs",
+        "mean Dice of {}-prompted pseudo-labels: {mean:.4} over {} (case, class) pairs",
+        if specialist.is_some() {
+            "model"
+        } else {
+            "ground-truth"
+        },
         all.len()
     );
     Ok(())
