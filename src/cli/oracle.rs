@@ -19,7 +19,7 @@ use semisam::inference::SlidingWindow;
 use semisam::metrics::{Hd95Convention, evaluate_masks};
 use semisam::training::dataset::prepare_image;
 use semisam::training::load_checkpoint_model;
-use semisam::training::resample::downsample_label;
+use semisam::training::resample::{downsample_image, downsample_label};
 use semisam::training::validation::{model_device, predict_case};
 
 #[derive(Args)]
@@ -38,6 +38,10 @@ pub struct OracleArgs {
     /// Box margin in voxels.
     #[arg(long, default_value_t = 1.0)]
     pub margin: f32,
+    /// Down-sample the volumes by this factor first, as a run with `data.downsample` does
+    /// (block mean for images, majority for labels; ignored with --checkpoint).
+    #[arg(long, default_value_t = 1)]
+    pub downsample: usize,
     /// Prompt from this checkpoint's prediction instead of the ground truth (its run's
     /// normalisation, down-sampling and `[sam]` prompt settings; --axis and --margin are ignored).
     #[arg(long)]
@@ -97,6 +101,8 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
             None => {
                 normalize(&mut image, Normalization::ZScore)
                     .with_context(|| format!("normalising {}", case.id))?;
+                image = downsample_image(&image, args.downsample.max(1));
+                label = downsample_label(&label, args.downsample.max(1));
                 None
             }
         };
