@@ -8,8 +8,9 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
+mod module_values;
+
+use module_values::float_values;
 use ndarray::Array3;
 use semisam::data::{Dataset, h5};
 use semisam::training::dataset::{load_training_data, make_splits};
@@ -122,27 +123,9 @@ fn write_dataset(root: &Path, labels: UnlabeledLabels) {
     std::fs::write(root.join("train.list"), CASES.join("\n") + "\n").unwrap();
 }
 
-#[derive(Default)]
-struct Values(Vec<Vec<f32>>);
-
-impl ModuleVisitor for Values {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.0.push(
-            param
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap(),
-        );
-    }
-}
-
 fn final_weights(run: &RunDir) -> Vec<Vec<f32>> {
     let (_, student) = load_checkpoint_model(&run.checkpoint_path("final")).unwrap();
-    let mut values = Values::default();
-    student.visit(&mut values);
-    values.0
+    float_values(&student)
 }
 
 /// The log without its timing columns (elapsed, iteration seconds, SAM seconds).

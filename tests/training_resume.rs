@@ -2,8 +2,9 @@
 
 use std::sync::Mutex;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
+mod module_values;
+
+use module_values::float_values;
 use ndarray::Array3;
 use semisam::data::batches::{LabeledCase, TrainingPool, UnlabeledCase};
 use semisam::training::checkpoint::Checkpoint;
@@ -94,28 +95,6 @@ fn data() -> TrainingData {
     }
 }
 
-#[derive(Default)]
-struct Values(Vec<Vec<f32>>);
-
-impl ModuleVisitor for Values {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.0.push(
-            param
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap(),
-        );
-    }
-}
-
-fn weights(module: &impl Module) -> Vec<Vec<f32>> {
-    let mut values = Values::default();
-    module.visit(&mut values);
-    values.0
-}
-
 fn csv_without_times(run: &RunDir) -> Vec<String> {
     std::fs::read_to_string(run.log_csv_path())
         .unwrap()
@@ -173,7 +152,7 @@ fn check_resume_is_bit_identical(framework: &str) {
     }
     let (_, student_a) = load_checkpoint_model(&straight.checkpoint_path("final")).unwrap();
     let (_, student_b) = load_checkpoint_model(&resumed.checkpoint_path("final")).unwrap();
-    let (wa, wb) = (weights(&student_a), weights(&student_b));
+    let (wa, wb) = (float_values(&student_a), float_values(&student_b));
     assert_eq!(wa.len(), wb.len());
     assert!(wa == wb, "student weights differ after resume");
     // The weights did move: the final student differs from a freshly initialised network.
@@ -181,7 +160,7 @@ fn check_resume_is_bit_identical(framework: &str) {
         .network
         .init(&semisam::backend::default_device())
         .unwrap();
-    assert!(weights(&init) != wa);
+    assert!(float_values(&init) != wa);
 
     // The teacher (if any) and the logs match too (apart from timings).
     let teacher = |run: &RunDir| {

@@ -332,11 +332,7 @@ impl SamAssist {
                 sam += usize::from(m);
                 truth += usize::from(r);
             });
-            total += if sam + truth == 0 {
-                1.0
-            } else {
-                2.0 * both as f64 / (sam + truth) as f64
-            };
+            total += dice_of_counts(both, sam, truth);
         }
         Ok(total / (classes.saturating_sub(1)).max(1) as f64)
     }
@@ -536,6 +532,15 @@ impl SamAssist {
     }
 }
 
+/// Dice from the overlap and the two mask sizes; two empty masks agree (1).
+fn dice_of_counts(both: usize, a: usize, b: usize) -> f64 {
+    if a + b == 0 {
+        1.0
+    } else {
+        2.0 * both as f64 / (a + b) as f64
+    }
+}
+
 fn to_array5(tensor: Tensor<5>) -> Array5<f32> {
     let dims = tensor.dims();
     let values = tensor
@@ -630,11 +635,7 @@ impl AuxiliaryLoss for SamAssist {
                     }
                 });
             area += sam_fg as f64;
-            agreement += if sam_fg + student_fg == 0 {
-                1.0
-            } else {
-                2.0 * both as f64 / (sam_fg + student_fg) as f64
-            };
+            agreement += dice_of_counts(both, sam_fg, student_fg);
             let mut one_hot = vec![0f32; channels * x * y * z];
             for (v, &c) in classes.iter().enumerate() {
                 one_hot[usize::from(c) * x * y * z + v] = 1.0;
