@@ -9,6 +9,8 @@
 # RUN names are <variant>-<labeled>L with variant in sup, mt, uamt, semisam-mt, semisam-uamt
 # (default: all ten). ITERATIONS defaults to the profile's 600; the schedules (LR step, ramps, SAM
 # start) are scaled with it so that a shorter run keeps the shape of the full one.
+# EXTRA_SETS (optional): more `section.key=value` overrides, space-separated, for every run
+# (ablations, e.g. EXTRA_SETS="framework.supervised_weight=1.0").
 set -euo pipefail
 
 out=${1:?usage: bench/la_experiment.sh OUT_DIR [ITERATIONS] [RUN ...]}
@@ -57,6 +59,8 @@ run_one() {
     local sets=(--set "data.root=\"$root\"" --set "data.labeled=$labeled"
         --set "training.iterations=$iterations" --set "training.lr_schedule.every=$every"
         --set "training.checkpoint_every=$checkpoint" --set "validation.every=$validation")
+    local extra
+    for extra in ${EXTRA_SETS:-}; do sets+=(--set "$extra"); done
     case $variant in semisam-*)
         sets+=(--set "sam.iterations_per_epoch=$per_epoch" --set "sam.start_iteration=$sam_start") ;;
     esac
