@@ -31,11 +31,13 @@ mkdir -p "$out/configs"
 awk '/^\[framework/ {skip=1; next} /^\[/ {skip=0} !skip' "$here/configs/la_cpu.toml" > "$out/configs/base.toml"
 awk '/^\[sam/ {keep=1} keep' "$here/configs/la_cpu_semisam.toml" > "$out/configs/sam.toml"
 
-# 600 iterations: LR x0.1 every 250, ramps over 40 "epochs" of 15 iterations, SAM from 100.
+# 600 iterations: LR x0.1 every 250, ramps over 40 "epochs" of 15 iterations, SAM from 100,
+# pseudo-labels refreshed every 40.
 scale() { python3 -c "import sys; print(max(1, round($1 * $iterations / 600)))"; }
 every=$(scale 250)
 per_epoch=$(scale 15)
 sam_start=$(scale 100)
+sam_refresh=$(scale 40)
 checkpoint=$(scale 100)
 validation=$(scale 150)
 
@@ -62,7 +64,8 @@ run_one() {
     local extra
     for extra in ${EXTRA_SETS:-}; do sets+=(--set "$extra"); done
     case $variant in semisam-*)
-        sets+=(--set "sam.iterations_per_epoch=$per_epoch" --set "sam.start_iteration=$sam_start") ;;
+        sets+=(--set "sam.iterations_per_epoch=$per_epoch" --set "sam.start_iteration=$sam_start"
+            --set "sam.refresh_interval=$sam_refresh") ;;
     esac
     if [ -f "$out/runs/$name/checkpoints/final.ckpt" ]; then echo "$name already done"; return; fi
     local resume=()

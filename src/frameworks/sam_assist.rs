@@ -13,6 +13,11 @@
 //! A pseudo-label is recomputed for a case at most every `refresh_interval` iterations; in between
 //! the cached one (on the source grid) is reused where it covers the new patch, and voxels it does
 //! not cover are left out of the term.
+//!
+//! Voxels the generalist gave no answer for (slices without a box, outside a 3D model's cube) are
+//! left out of the term too (`outside_prompts = "ignore"`). Counting them as background
+//! (`"background"`) teaches the student its own misses: slices its confident component does not
+//! reach get no box, and the term then tells it those slices are empty.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -45,6 +50,17 @@ pub enum GeneralistKind {
     /// SAM-Med3D (3D, clicks); users bring the weights (`weights` is required).
     #[serde(rename = "sammed3d")]
     SamMed3d,
+}
+
+/// What the term does with voxels the generalist was not prompted for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutsidePrompts {
+    /// Left out of the term.
+    #[default]
+    Ignore,
+    /// Supervised as background (the whole patch region is pseudo-labelled).
+    Background,
 }
 
 /// The `[sam]` section: the generalist, its prompts and the term's schedule
@@ -90,6 +106,9 @@ pub struct SamConfig {
     /// validation cases and log the pseudo-labels' Dice against their references (analysis
     /// only: it costs one embedding per slice of those cases, once).
     pub validation_dice: bool,
+    /// Voxels without a prompt (slices without a box, outside the 3D cube): `ignore` (left out
+    /// of the term) or `background`.
+    pub outside_prompts: OutsidePrompts,
     pub prompts: PromptConfig,
 }
 
@@ -113,6 +132,7 @@ impl Default for SamConfig {
             refresh_interval: 1,
             start_iteration: 0,
             validation_dice: false,
+            outside_prompts: OutsidePrompts::default(),
             prompts: PromptConfig::default(),
         }
     }
@@ -201,7 +221,10 @@ impl SamConfig {
     }
 }
 
-const LABELS_MAGIC: &[u8] = b"semisam-sam-labels-1";
+/// Checkpoint section of the reused pseudo-labels: version 2 stores which voxels are known;
+/// version 1 labels were known wherever they covered.
+const LABELS_MAGIC: &[u8] = b"semisam-sam-labels-2";
+const LABELS_MAGIC_V1: &[u8] = b"semisam-sam-labels-1";
 
 /// Little-endian reads from a byte slice, `None` past its end.
 struct ByteReader<'a>(&'a [u8]);
@@ -230,6 +253,8 @@ struct CachedLabel {
     region: [Range<usize>; 3],
     /// Class index per voxel of `region`.
     classes: Array3<u8>,
+    /// Voxels of `region` the term supervises.
+    known: Array3<bool>,
 }
 
 /// A cached pseudo-label as [`SamAssist::pseudo_labels`] exposes it.
@@ -354,6 +379,7 @@ impl SamAssist {
                 bytes.extend((range.end as u64).to_le_bytes());
             }
             bytes.extend(label.classes.iter());
+            bytes.extend(label.known.iter().map(|&k| u8::from(k)));
         }
         bytes
     }
@@ -365,13 +391,14 @@ impl SamAssist {
             message: format!("the checkpoint's pseudo-label section is corrupt ({what})"),
         };
         let mut reader = ByteReader(bytes);
-        if reader
+        let header = reader
             .take(LABELS_MAGIC.len())
-            .ok_or_else(|| corrupt("header"))?
-            != LABELS_MAGIC
-        {
-            return Err(corrupt("header"));
-        }
+            .ok_or_else(|| corrupt("header"))?;
+        let stores_known = match header {
+            LABELS_MAGIC => true,
+            LABELS_MAGIC_V1 => false,
+            _ => return Err(corrupt("header")),
+        };
         let count = reader.u64().ok_or_else(|| corrupt("count"))?;
         let mut labels = HashMap::new();
         for _ in 0..count {
@@ -398,12 +425,22 @@ impl SamAssist {
                 .ok_or_else(|| corrupt("classes"))?;
             let classes =
                 Array3::from_shape_vec(shape, voxels.to_vec()).map_err(|_| corrupt("classes"))?;
+            let known = if stores_known {
+                let flags = reader
+                    .take(classes.len())
+                    .ok_or_else(|| corrupt("known voxels"))?;
+                Array3::from_shape_vec(shape, flags.iter().map(|&k| k != 0).collect())
+                    .map_err(|_| corrupt("known voxels"))?
+            } else {
+                Array3::from_elem(shape, true)
+            };
             labels.insert(
                 id,
                 CachedLabel {
                     step,
                     region,
                     classes,
+                    known,
                 },
             );
         }
@@ -464,6 +501,7 @@ impl SamAssist {
             })?;
         let shape: Vec<usize> = region.iter().map(|r| r.len()).collect();
         let mut classes = Array3::<u8>::zeros((shape[0], shape[1], shape[2]));
+        let mut known = Array3::from_elem(classes.raw_dim(), false);
         let mut any = false;
         for class in 1..probabilities.shape()[1] {
             let patch = probabilities.slice(s![u, class, .., .., ..]);
@@ -489,11 +527,14 @@ impl SamAssist {
             if let Some(label) = label {
                 any = true;
                 ndarray::Zip::from(&mut classes)
+                    .and(&mut known)
                     .and(&label.mask)
-                    .for_each(|c, &m| {
+                    .and(&label.known)
+                    .for_each(|c, k, &m, &answered| {
                         if m {
                             *c = class as u8;
                         }
+                        *k |= answered;
                     });
             }
         }
@@ -501,12 +542,16 @@ impl SamAssist {
             self.labels.remove(&item.case_id);
             return Ok(None);
         }
+        if self.config.outside_prompts == OutsidePrompts::Background {
+            known.fill(true);
+        }
         self.labels.insert(
             item.case_id.clone(),
             CachedLabel {
                 step,
                 region: region.clone(),
                 classes,
+                known,
             },
         );
         Ok(Some(true))
@@ -524,7 +569,7 @@ impl SamAssist {
             cached.region[2].clone()
         ];
         classes.slice_mut(region).assign(&cached.classes);
-        known.slice_mut(region).fill(true);
+        known.slice_mut(region).assign(&cached.known);
         (
             transform.apply(classes.view()),
             transform.apply(known.view()),
@@ -681,10 +726,12 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Answers with the student's own confident voxels (or a fixed mask), counting its calls.
+    /// Answers with the student's own confident voxels (or a fixed mask), counting its calls;
+    /// with `answered`, only there.
     struct Echo {
         calls: Arc<AtomicUsize>,
         fixed: Option<Array3<bool>>,
+        answered: Option<Array3<bool>>,
     }
 
     impl Generalist for Echo {
@@ -696,14 +743,20 @@ mod tests {
             request: &PseudoLabelRequest<'_>,
         ) -> Result<Option<PseudoLabel>, GeneralistError> {
             self.calls.fetch_add(1, Ordering::Relaxed);
-            let mask = match &self.fixed {
+            let mut mask = match &self.fixed {
                 Some(fixed) => fixed.clone(),
                 None => request.probability.mapv(|p| p > 0.5),
             };
-            Ok(mask
-                .iter()
-                .any(|&m| m)
-                .then_some(PseudoLabel { mask, prompts: 1 }))
+            let known = self
+                .answered
+                .clone()
+                .unwrap_or_else(|| Array3::from_elem(mask.raw_dim(), true));
+            mask.zip_mut_with(&known, |m, &k| *m &= k);
+            Ok(mask.iter().any(|&m| m).then_some(PseudoLabel {
+                mask,
+                known,
+                prompts: 1,
+            }))
         }
     }
 
@@ -769,6 +822,7 @@ mod tests {
         let generalist = Box::new(Echo {
             calls: Arc::clone(&calls),
             fixed,
+            answered: None,
         });
         let config = SamConfig {
             refresh_interval,
@@ -840,6 +894,7 @@ mod tests {
             Box::new(Echo {
                 calls: Arc::clone(&calls),
                 fixed: None,
+                answered: None,
             }),
             [("unl".to_string(), image)],
         );
@@ -894,6 +949,99 @@ mod tests {
         );
         assert!(terms.terms.is_empty());
         assert_eq!(diagnostic(&terms, "sam/items_without"), 1.0);
+    }
+
+    /// Half the mean squared error of the two-class softmax `(1 - p, p)` to the one-hot `fixed`
+    /// over the voxels where `over` holds.
+    fn expected_term(fg: &Array3<f32>, fixed: &Array3<bool>, over: &Array3<bool>) -> f64 {
+        let (mut sum, mut count) = (0.0f64, 0usize);
+        ndarray::Zip::from(fg)
+            .and(fixed)
+            .and(over)
+            .for_each(|&p, &m, &o| {
+                if o {
+                    let target = f64::from(u8::from(m));
+                    sum += 2.0 * (f64::from(p) - target).powi(2);
+                    count += 1;
+                }
+            });
+        0.5 * sum / (2.0 * count as f64)
+    }
+
+    #[test]
+    fn voxels_without_an_answer_are_ignored_unless_configured_as_background() {
+        let fg = Array3::from_shape_fn(SHAPE, |(i, j, k)| ((i + 2 * j + 3 * k) % 7) as f32 / 7.0);
+        let fixed = Array3::from_shape_fn(SHAPE, |(i, j, _)| i < 2 && j < 4);
+        // the generalist answered on the first half of the second axis only ("prompted slices")
+        let answered = Array3::from_shape_fn(SHAPE, |(_, j, _)| j < 3);
+        let everywhere = Array3::from_elem(SHAPE, true);
+        let identity = ItemTransform::crop_only(SHAPE, [0; 3], SHAPE);
+        for (policy, over) in [
+            (OutsidePrompts::Ignore, &answered),
+            (OutsidePrompts::Background, &everywhere),
+        ] {
+            let config = SamConfig {
+                outside_prompts: policy,
+                ..Default::default()
+            };
+            let generalist = Box::new(Echo {
+                calls: Arc::new(AtomicUsize::new(0)),
+                fixed: Some(fixed.clone()),
+                answered: Some(answered.clone()),
+            });
+            let image = Array3::<f32>::zeros(SHAPE);
+            let mut assist = SamAssist::new(config, generalist, [("unl".to_string(), image)]);
+            let terms = run(&mut assist, &fg, identity, 0);
+            let value = f64::from(terms.terms[0].value.clone().into_scalar::<f32>());
+            let expected = expected_term(&fg, &(&fixed & &answered), over);
+            assert!(
+                (value - expected).abs() < 1e-6,
+                "{policy:?}: {value} vs {expected}"
+            );
+            // the pseudo-label area counts answered foreground: i < 2, j < 3, both k
+            assert_eq!(diagnostic(&terms, "sam/mean_area"), 12.0);
+        }
+    }
+
+    #[test]
+    fn reused_labels_round_trip_through_checkpoint_bytes() {
+        let fg = Array3::from_shape_fn(SHAPE, |(i, _, _)| if i < 2 { 0.9 } else { 0.1 });
+        let answered = Array3::from_shape_fn(SHAPE, |(_, _, k)| k == 0);
+        let make = || {
+            let generalist = Box::new(Echo {
+                calls: Arc::new(AtomicUsize::new(0)),
+                fixed: None,
+                answered: Some(answered.clone()),
+            });
+            let config = SamConfig {
+                refresh_interval: 100,
+                ..Default::default()
+            };
+            let image = Array3::<f32>::zeros(SHAPE);
+            SamAssist::new(config, generalist, [("unl".to_string(), image)])
+        };
+        let identity = ItemTransform::crop_only(SHAPE, [0; 3], SHAPE);
+        let mut original = make();
+        run(&mut original, &fg, identity, 0);
+        let bytes = original.export_labels();
+        let mut restored = make();
+        restored.import_labels(&bytes).unwrap();
+        let item = provenance(identity, false);
+        assert_eq!(restored.patch_label(&item), original.patch_label(&item));
+        assert_eq!(restored.patch_label(&item).1, answered);
+
+        // a version-1 section (no known voxels) restores its labels as known where they cover
+        let mut v1 = LABELS_MAGIC_V1.to_vec();
+        v1.extend(&bytes[LABELS_MAGIC.len()..bytes.len() - answered.len()]);
+        restored.import_labels(&v1).unwrap();
+        assert_eq!(
+            restored.patch_label(&item).1,
+            Array3::from_elem(SHAPE, true)
+        );
+
+        let truncated = &bytes[..bytes.len() - 1];
+        let err = restored.import_labels(truncated).unwrap_err().to_string();
+        assert!(err.contains("corrupt (known voxels)"), "{err}");
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct PseudoLabelRequest<'a> {
 pub struct PseudoLabel {
     /// Foreground mask, shaped like the request's region.
     pub mask: Array3<bool>,
+    /// The voxels the generalist actually answered for (prompted slices, the cube a 3D model
+    /// saw); elsewhere `mask` is false for want of an answer, not because the generalist said
+    /// "background".
+    pub known: Array3<bool>,
     /// How many prompts (slices or clicks) the generalist was run with.
     pub prompts: usize,
 }

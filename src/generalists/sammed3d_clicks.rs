@@ -270,6 +270,7 @@ impl Generalist for SamMed3dClicks {
     ) -> Result<Option<PseudoLabel>, GeneralistError> {
         Ok(self.run(request)?.map(|outcome| PseudoLabel {
             prompts: outcome.clicks.len(),
+            known: outcome.crop.covers(&request.region),
             mask: outcome.mask,
         }))
     }

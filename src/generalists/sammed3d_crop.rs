@@ -154,17 +154,11 @@ impl CubeCrop {
         (inside, known)
     }
 
-    /// The cube's logits brought back onto `region` (trilinear, edge values held up to half a
-    /// crop voxel beyond the cube) and thresholded; region voxels the cube does not cover are
-    /// background.
-    pub fn paste(
-        &self,
-        logits: ArrayView3<f32>,
-        region: &[Range<usize>; 3],
-        threshold: f32,
-    ) -> Array3<bool> {
+    /// Per axis and region index, the two cube voxels (and weights) a region voxel reads from;
+    /// `None` beyond half a crop voxel outside the cube.
+    fn paste_taps(&self, region: &[Range<usize>; 3]) -> Vec<Vec<Option<PasteTaps>>> {
         let last = self.side as f64 - 1.0;
-        let taps: Vec<Vec<Option<PasteTaps>>> = (0..3)
+        (0..3)
             .map(|a| {
                 region[a]
                     .clone()
@@ -178,7 +172,28 @@ impl CubeCrop {
                     })
                     .collect()
             })
-            .collect();
+            .collect()
+    }
+
+    /// The region voxels [`CubeCrop::paste`] takes from the cube (the rest it cannot know).
+    pub fn covers(&self, region: &[Range<usize>; 3]) -> Array3<bool> {
+        let taps = self.paste_taps(region);
+        let shape = (region[0].len(), region[1].len(), region[2].len());
+        Array3::from_shape_fn(shape, |(a, b, c)| {
+            taps[0][a].is_some() && taps[1][b].is_some() && taps[2][c].is_some()
+        })
+    }
+
+    /// The cube's logits brought back onto `region` (trilinear, edge values held up to half a
+    /// crop voxel beyond the cube) and thresholded; region voxels the cube does not cover are
+    /// background (and not [`CubeCrop::covers`]ed).
+    pub fn paste(
+        &self,
+        logits: ArrayView3<f32>,
+        region: &[Range<usize>; 3],
+        threshold: f32,
+    ) -> Array3<bool> {
+        let taps = self.paste_taps(region);
         let shape = (region[0].len(), region[1].len(), region[2].len());
         Array3::from_shape_fn(shape, |(a, b, c)| {
             let (Some(ta), Some(tb), Some(tc)) = (taps[0][a], taps[1][b], taps[2][c]) else {
@@ -285,6 +300,9 @@ mod tests {
             let expected = k < 4 && mask[[i, j, k]];
             assert_eq!(p, expected, "at {:?}", (i, j, k));
         }
+        // the cube (image k from -2 to 3, half a voxel more) covers region k 0..4, not k = 4
+        let covered = crop.covers(&region);
+        assert_eq!(covered, Array3::from_shape_fn((4, 3, 5), |(_, _, k)| k < 4));
     }
 
     #[test]

@@ -106,6 +106,7 @@ impl<M: SliceModel> Generalist for SliceWise<M> {
         let (rows, cols) = (&request.region[row_axis], &request.region[col_axis]);
         let weights = self.model.identity();
         let mut mask = Array3::from_elem(request.probability.raw_dim(), false);
+        let mut known = Array3::from_elem(request.probability.raw_dim(), false);
         for prompt in &prompts {
             let slice = request.region[self.axis].start + prompt.slice;
             let image = request.image.index_axis(Axis(self.axis), slice);
@@ -128,9 +129,13 @@ impl<M: SliceModel> Generalist for SliceWise<M> {
             let cropped = full.slice(ndarray::s![rows.clone(), cols.clone()]);
             mask.index_axis_mut(Axis(self.axis), prompt.slice)
                 .assign(&cropped);
+            known
+                .index_axis_mut(Axis(self.axis), prompt.slice)
+                .fill(true);
         }
         Ok(Some(PseudoLabel {
             mask,
+            known,
             prompts: prompts.len(),
         }))
     }
@@ -211,6 +216,9 @@ mod tests {
             (1..6).contains(&i) && (2..8).contains(&j) && (1..3).contains(&k)
         });
         assert_eq!(label.mask, expected);
+        // only the two prompted slices carry an answer
+        let answered = Array3::from_shape_fn((10, 10, 4), |(_, _, k)| (1..3).contains(&k));
+        assert_eq!(label.known, answered);
         assert_eq!(generalist.model().embeds.load(Ordering::Relaxed), 2);
 
         // the same slices again (another crop of the same case): no new encoding
