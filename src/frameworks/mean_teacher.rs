@@ -140,12 +140,13 @@ impl Framework for MeanTeacher {
             self.config.teacher.noise_clamp,
             rng,
         )?;
-        let consistency = squared_error_mean(ctx.unlabeled_probabilities(), target)?;
+        let consistency = squared_error_mean(ctx.unlabeled_probabilities(), target.clone())?;
         terms.push(
             "consistency",
             self.config.teacher.consistency.at(ctx.index.step),
             consistency,
         );
+        terms.teacher_probabilities = Some(target);
         Ok(terms)
     }
 

@@ -139,6 +139,9 @@ pub struct StepContext<'a> {
     pub student_logits: Tensor<5>,
     /// `softmax(student_logits)` over classes (tracked).
     pub student_probabilities: Tensor<5>,
+    /// The teacher's softmax on the unlabeled items `[U, C, X, Y, Z]` (detached), once the
+    /// framework has computed it: auxiliary losses see it, the framework's own loss does not.
+    pub teacher_probabilities: Option<Tensor<5>>,
 }
 
 impl StepContext<'_> {
@@ -165,6 +168,8 @@ pub struct LossTerm {
 pub struct LossTerms {
     pub terms: Vec<LossTerm>,
     pub diagnostics: Vec<(String, f64)>,
+    /// The teacher's softmax on the unlabeled items (detached), for the auxiliary losses.
+    pub teacher_probabilities: Option<Tensor<5>>,
 }
 
 impl LossTerms {
@@ -183,6 +188,9 @@ impl LossTerms {
     pub fn extend(&mut self, other: LossTerms) {
         self.terms.extend(other.terms);
         self.diagnostics.extend(other.diagnostics);
+        if other.teacher_probabilities.is_some() {
+            self.teacher_probabilities = other.teacher_probabilities;
+        }
     }
 
     /// `Σ weight · value`; `None` when there are no terms.
@@ -263,14 +271,16 @@ pub fn train_step(
     }
     let student_logits = student.forward(batch.images.clone(), Some(&mut *rng))?;
     let student_probabilities = channel_softmax(student_logits.clone());
-    let ctx = StepContext {
+    let mut ctx = StepContext {
         index,
         batch,
         student_logits,
         student_probabilities,
+        teacher_probabilities: None,
     };
     let mut terms = supervised_terms(&ctx, framework.supervised_weight())?;
     terms.extend(framework.unsupervised_loss(&ctx, teacher, rng)?);
+    ctx.teacher_probabilities = terms.teacher_probabilities.take();
     for extra in auxiliary.iter_mut() {
         terms.extend(extra.loss_terms(&ctx, rng)?);
     }

@@ -5,7 +5,9 @@
 //! prompts from its own confident component, the frozen generalist answers with a mask, and the
 //! masks are mapped forward onto the patch again as a one-hot pseudo-label. The term is
 //! `0.5 · λ_s(t) · mean over pseudo-labelled voxels and classes of (s_u - onehot(m))²`, with the
-//! ramp-down `λ_s(t) = w · r(⌊(T_max - t)/e⌋, E)`.
+//! ramp-down `λ_s(t) = w · r(⌊(T_max - t)/e⌋, E)` (or `0.5 · λ_s(t) · (CE + Dice)` with
+//! `loss = "dice_ce"`; with `confidence = "agreement"` voxels are weighted by how many of the
+//! networks agree with SAM).
 //!
 //! Prompts come from the student's prediction only: this module never sees a label of an
 //! unlabeled case (the batch sampler does not even load them).
@@ -38,7 +40,7 @@ use crate::generalists::sammed3d_clicks::{ClickLoopConfig, FirstMaskPrompt, SamM
 use crate::generalists::sammed3d_crop::CropNormalization;
 use crate::generalists::slicewise::SliceWise;
 use crate::generalists::{Generalist, GeneralistError, PseudoLabelRequest};
-use crate::losses::masked_squared_error;
+use crate::losses::{masked_squared_error, weighted_dice_cross_entropy};
 use crate::prompts::PromptConfig;
 
 /// Which frozen generalist produces the pseudo-labels.
@@ -61,6 +63,30 @@ pub enum OutsidePrompts {
     Ignore,
     /// Supervised as background (the whole patch region is pseudo-labelled).
     Background,
+}
+
+/// The distance between the student and the pseudo-label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamLoss {
+    /// Mean squared error of the softmax to the one-hot pseudo-label (SemiSAM).
+    #[default]
+    Mse,
+    /// Cross-entropy plus foreground Dice, as the supervised loss.
+    DiceCe,
+}
+
+/// Per-voxel weighting of the term.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Confidence {
+    /// Every pseudo-labelled voxel counts the same.
+    #[default]
+    None,
+    /// A voxel weighs `(1 + networks agreeing with SAM) / (1 + networks)`, the networks being
+    /// the student and, in frameworks that have one, the teacher: 1 where all agree, 1/3 where
+    /// SAM stands alone against both.
+    Agreement,
 }
 
 /// The `[sam]` section: the generalist, its prompts and the term's schedule
@@ -109,6 +135,10 @@ pub struct SamConfig {
     /// Voxels without a prompt (slices without a box, outside the 3D cube): `ignore` (left out
     /// of the term) or `background`.
     pub outside_prompts: OutsidePrompts,
+    /// `mse` (SemiSAM) or `dice_ce`.
+    pub loss: SamLoss,
+    /// `none` or `agreement` (student, teacher and SAM).
+    pub confidence: Confidence,
     pub prompts: PromptConfig,
 }
 
@@ -133,6 +163,8 @@ impl Default for SamConfig {
             start_iteration: 0,
             validation_dice: false,
             outside_prompts: OutsidePrompts::default(),
+            loss: SamLoss::default(),
+            confidence: Confidence::default(),
             prompts: PromptConfig::default(),
         }
     }
@@ -577,6 +609,19 @@ impl SamAssist {
     }
 }
 
+/// Class index of the largest probability per voxel, for `[C, X, Y, Z]` probabilities.
+fn argmax_classes(probabilities: ndarray::ArrayView4<f32>) -> Array3<u8> {
+    probabilities.map_axis(Axis(0), |p| {
+        p.iter()
+            .enumerate()
+            .fold(
+                (0, f32::MIN),
+                |best, (c, &v)| if v > best.1 { (c, v) } else { best },
+            )
+            .0 as u8
+    })
+}
+
 /// Dice from the overlap and the two mask sizes; two empty masks agree (1).
 fn dice_of_counts(both: usize, a: usize, b: usize) -> f64 {
     if a + b == 0 {
@@ -640,6 +685,8 @@ impl AuxiliaryLoss for SamAssist {
         }
         let student = ctx.unlabeled_probabilities();
         let probabilities = to_array5(student.clone().detach());
+        let teacher = ctx.teacher_probabilities.clone().map(to_array5);
+        let networks = 1 + usize::from(teacher.is_some());
         let [_, channels, x, y, z] = student.dims();
 
         let mut stats = SamStepStats::default();
@@ -659,15 +706,10 @@ impl AuxiliaryLoss for SamAssist {
                 stats.items_without += 1;
                 continue;
             }
-            let predicted = probabilities.index_axis(Axis(0), u).map_axis(Axis(0), |p| {
-                p.iter()
-                    .enumerate()
-                    .fold(
-                        (0, f32::MIN),
-                        |best, (c, &v)| if v > best.1 { (c, v) } else { best },
-                    )
-                    .0
-            });
+            let predicted = argmax_classes(probabilities.index_axis(Axis(0), u));
+            let teacher_predicted = teacher
+                .as_ref()
+                .map(|t| argmax_classes(t.index_axis(Axis(0), u)));
             let (mut both, mut sam_fg, mut student_fg) = (0usize, 0usize, 0usize);
             ndarray::Zip::from(&classes)
                 .and(&predicted)
@@ -686,7 +728,16 @@ impl AuxiliaryLoss for SamAssist {
                 one_hot[usize::from(c) * x * y * z + v] = 1.0;
             }
             targets.extend(one_hot);
-            masks.extend(known.iter().map(|&k| f32::from(u8::from(k))));
+            let mut weights = known.mapv(|k| f32::from(u8::from(k)));
+            if self.config.confidence == Confidence::Agreement {
+                for ((index, w), &m) in weights.indexed_iter_mut().zip(classes.iter()) {
+                    let agrees = |other: &Array3<u8>| usize::from(other[index] == m);
+                    let agreeing =
+                        agrees(&predicted) + teacher_predicted.as_ref().map_or(0, agrees);
+                    *w *= (1 + agreeing) as f32 / (1 + networks) as f32;
+                }
+            }
+            masks.extend(weights);
             kept.push(u as i64);
             stats.items_with_term += 1;
         }
@@ -697,11 +748,22 @@ impl AuxiliaryLoss for SamAssist {
             let device = student.device();
             let index =
                 Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(kept, [n]), &device);
-            let selected = student.select(0, index);
             let target =
                 Tensor::<5>::from_data(TensorData::new(targets, [n, channels, x, y, z]), &device);
-            let mask = Tensor::<5>::from_data(TensorData::new(masks, [n, 1, x, y, z]), &device);
-            let value = masked_squared_error(selected, target, mask)?.mul_scalar(0.5);
+            let weights = Tensor::<5>::from_data(TensorData::new(masks, [n, 1, x, y, z]), &device);
+            let distance = match self.config.loss {
+                SamLoss::Mse => masked_squared_error(student.select(0, index), target, weights)?,
+                SamLoss::DiceCe => {
+                    let batch = ctx.batch;
+                    let logits = ctx
+                        .student_logits
+                        .clone()
+                        .narrow(0, batch.labeled_bs, batch.unlabeled_count())
+                        .select(0, index);
+                    weighted_dice_cross_entropy(logits, target, weights)?
+                }
+            };
+            let value = distance.mul_scalar(0.5);
             terms.push("sam", weight, value);
         }
         stats.seconds = started.elapsed().as_secs_f64();
@@ -792,7 +854,24 @@ mod tests {
         transform: ItemTransform,
         step: usize,
     ) -> LossTerms {
+        run_with_teacher(assist, fg, None, transform, step)
+    }
+
+    /// As [`run`], with the teacher's foreground probability on the unlabeled item.
+    fn run_with_teacher(
+        assist: &mut SamAssist,
+        fg: &Array3<f32>,
+        teacher_fg: Option<&Array3<f32>>,
+        transform: ItemTransform,
+        step: usize,
+    ) -> LossTerms {
         let (batch, probabilities) = context_parts(fg);
+        let teacher_probabilities = teacher_fg.map(|t| {
+            let [x, y, z] = SHAPE;
+            let mut values: Vec<f32> = t.iter().map(|p| 1.0 - p).collect();
+            values.extend(t.iter().copied());
+            Tensor::<5>::from_data(TensorData::new(values, [1, 2, x, y, z]), &Device::default())
+        });
         assist.prepare(&[
             provenance(ItemTransform::crop_only(SHAPE, [0; 3], SHAPE), true),
             provenance(transform, false),
@@ -805,6 +884,7 @@ mod tests {
             batch: &batch,
             student_logits: probabilities.clone(),
             student_probabilities: probabilities,
+            teacher_probabilities,
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         assist.loss_terms(&ctx, &mut rng).unwrap()
@@ -1001,6 +1081,74 @@ mod tests {
             // the pseudo-label area counts answered foreground: i < 2, j < 3, both k
             assert_eq!(diagnostic(&terms, "sam/mean_area"), 12.0);
         }
+    }
+
+    /// The unlabeled item's term with SAM answering `fixed` everywhere, under `config`.
+    fn term_value(config: SamConfig, fg: &Array3<f32>, teacher_fg: Option<&Array3<f32>>) -> f64 {
+        let generalist = Box::new(Echo {
+            calls: Arc::new(AtomicUsize::new(0)),
+            fixed: Some(Array3::from_shape_fn(SHAPE, |(i, _, _)| i < 2)),
+            answered: None,
+        });
+        let image = Array3::<f32>::zeros(SHAPE);
+        let mut assist = SamAssist::new(config, generalist, [("unl".to_string(), image)]);
+        let identity = ItemTransform::crop_only(SHAPE, [0; 3], SHAPE);
+        let terms = run_with_teacher(&mut assist, fg, teacher_fg, identity, 0);
+        f64::from(terms.terms[0].value.clone().into_scalar::<f32>())
+    }
+
+    #[test]
+    fn agreement_weights_voxels_by_how_many_networks_side_with_sam() {
+        let fg = Array3::from_shape_fn(SHAPE, |(i, j, k)| ((i + 2 * j + 3 * k) % 7) as f32 / 7.0);
+        let teacher_fg =
+            Array3::from_shape_fn(SHAPE, |(i, j, _)| if i + j < 4 { 0.8 } else { 0.3 });
+        let sam = Array3::from_shape_fn(SHAPE, |(i, _, _)| i < 2);
+        let config = SamConfig {
+            confidence: Confidence::Agreement,
+            ..Default::default()
+        };
+        for teacher in [None, Some(&teacher_fg)] {
+            let (mut weighted, mut total) = (0.0f64, 0.0f64);
+            for (((&p, &m), &t), _) in fg.iter().zip(&sam).zip(&teacher_fg).zip(0..) {
+                let agrees = |q: f32| f64::from(u8::from((q > 0.5) == m));
+                let (agreeing, networks) = match teacher {
+                    Some(_) => (agrees(p) + agrees(t), 2.0),
+                    None => (agrees(p), 1.0),
+                };
+                let w = (1.0 + agreeing) / (1.0 + networks);
+                weighted += w * 2.0 * (f64::from(p) - f64::from(u8::from(m))).powi(2);
+                total += w;
+            }
+            let expected = 0.5 * weighted / (2.0 * total);
+            let value = term_value(config.clone(), &fg, teacher);
+            assert!((value - expected).abs() < 1e-6, "{value} vs {expected}");
+        }
+    }
+
+    #[test]
+    fn dice_ce_replaces_the_squared_error() {
+        // The test context passes the probabilities (1 - p, p) as the student's logits.
+        let fg = Array3::from_shape_fn(SHAPE, |(i, j, k)| ((i + 2 * j + 3 * k) % 7) as f32 / 7.0);
+        let sam = Array3::from_shape_fn(SHAPE, |(i, _, _)| i < 2);
+        let (mut ce, mut intersection, mut denominator) = (0.0f64, 0.0f64, 0.0f64);
+        for (&p, &m) in fg.iter().zip(&sam) {
+            let p = f64::from(p);
+            let q = p.exp() / (p.exp() + (1.0 - p).exp());
+            let t = f64::from(u8::from(m));
+            ce -= if m { q.ln() } else { (1.0 - q).ln() };
+            intersection += q * t;
+            denominator += q * q + t;
+        }
+        ce /= fg.len() as f64;
+        let s = 1e-5;
+        let dice = 1.0 - (2.0 * intersection + s) / (denominator + s);
+        let config = SamConfig {
+            loss: SamLoss::DiceCe,
+            ..Default::default()
+        };
+        let value = term_value(config, &fg, None);
+        let expected = 0.5 * (ce + dice);
+        assert!((value - expected).abs() < 1e-5, "{value} vs {expected}");
     }
 
     #[test]

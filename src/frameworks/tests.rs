@@ -300,6 +300,68 @@ fn auxiliary_terms_add_to_any_framework() {
     assert_total_is_weighted_sum(&output, &["ce", "dice", "mean_foreground"]);
 }
 
+/// Records the teacher probabilities an auxiliary loss is shown.
+#[derive(Default)]
+struct TeacherProbe {
+    seen: Option<Option<[usize; 5]>>,
+}
+
+impl AuxiliaryLoss for TeacherProbe {
+    fn name(&self) -> &str {
+        "probe"
+    }
+
+    fn loss_terms(
+        &mut self,
+        ctx: &StepContext,
+        _rng: &mut dyn RngCore,
+    ) -> Result<LossTerms, FrameworkError> {
+        self.seen = Some(ctx.teacher_probabilities.as_ref().map(|t| t.dims()));
+        Ok(LossTerms::default())
+    }
+}
+
+#[test]
+fn auxiliary_losses_see_the_teacher_probabilities_of_teacher_frameworks() {
+    let device = Device::default().autodiff();
+    let student = tiny_student(&device);
+    let teacher = new_teacher(&student);
+    let index = StepIndex {
+        step: 0,
+        max_steps: 10,
+    };
+    let batch = batch(&device);
+    let [_, _, x, y, z] = batch.images.dims();
+    let frameworks: [(Box<dyn Framework>, bool); 3] = [
+        (Box::new(SupervisedOnly::new(1.0).unwrap()), false),
+        (
+            Box::new(MeanTeacher::new(Default::default()).unwrap()),
+            true,
+        ),
+        (
+            Box::new(UncertaintyAwareMeanTeacher::new(Default::default()).unwrap()),
+            true,
+        ),
+    ];
+    for (framework, has_teacher) in frameworks {
+        let mut probe = TeacherProbe::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let teacher = has_teacher.then_some(&teacher);
+        train_step(
+            &*framework,
+            &student,
+            teacher,
+            &batch,
+            index,
+            &mut rng,
+            &mut [&mut probe],
+        )
+        .unwrap();
+        let expected = has_teacher.then_some([batch.unlabeled_count(), 2, x, y, z]);
+        assert_eq!(probe.seen, Some(expected), "{}", framework.name());
+    }
+}
+
 #[test]
 fn batch_rejects_inconsistent_labels() {
     let device = Device::default();

@@ -140,7 +140,9 @@ impl Framework for UncertaintyAwareMeanTeacher {
         let threshold = uncertainty_threshold(ctx.index.step, ctx.index.max_steps, classes);
         let mask = certainty_mask(mean, threshold);
         let mask_fraction = mask.clone().mean().into_scalar::<f32>() as f64;
-        let consistency = masked_squared_error(ctx.unlabeled_probabilities(), target, mask)?;
+        let consistency =
+            masked_squared_error(ctx.unlabeled_probabilities(), target.clone(), mask)?;
+        terms.teacher_probabilities = Some(target);
         terms.push(
             "consistency",
             mt.consistency.at(ctx.index.step),

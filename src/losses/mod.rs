@@ -4,7 +4,7 @@
 pub mod consistency;
 pub mod supervised;
 
-pub use consistency::{masked_squared_error, squared_error_mean};
+pub use consistency::{masked_squared_error, squared_error_mean, weighted_dice_cross_entropy};
 pub use supervised::{cross_entropy, dice_loss_foreground, soft_dice_loss};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
