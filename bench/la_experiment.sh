@@ -38,6 +38,8 @@ every=$(scale 250)
 per_epoch=$(scale 15)
 sam_start=$(scale 100)
 sam_refresh=$(scale 40)
+# SemiSAM runs share their slice embeddings (the unlabeled cases overlap across runs).
+embeddings=$(realpath -m "${EMBEDDINGS:-$out/embeddings}")
 checkpoint=$(scale 100)
 validation=$(scale 150)
 
@@ -65,7 +67,8 @@ run_one() {
     for extra in ${EXTRA_SETS:-}; do sets+=(--set "$extra"); done
     case $variant in semisam-*)
         sets+=(--set "sam.iterations_per_epoch=$per_epoch" --set "sam.start_iteration=$sam_start"
-            --set "sam.refresh_interval=$sam_refresh") ;;
+            --set "sam.refresh_interval=$sam_refresh"
+            --set "sam.embedding_dir=\"$embeddings\"") ;;
     esac
     if [ -f "$out/runs/$name/checkpoints/final.ckpt" ]; then echo "$name already done"; return; fi
     local resume=()

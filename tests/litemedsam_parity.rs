@@ -387,3 +387,23 @@ fn empty_prompt_is_rejected() {
         "{err}"
     );
 }
+
+/// The on-disk store's bytes give back the same embedding and geometry (bit for bit).
+#[test]
+fn slice_embeddings_round_trip_through_bytes() {
+    use semisam::generalists::litemedsam_slicewise::LiteMedSamSlices;
+    use semisam::generalists::slicewise::SliceModel;
+    let slices = LiteMedSamSlices::new(model().clone(), "test");
+    let slice = Array2::from_shape_fn((40, 70), |(i, j)| ((i * 7 + j * 3) % 50) as f32);
+    let (embedding, geometry) = slices.embed(slice.view()).unwrap();
+    let bytes = slices.embedding_to_bytes(&(embedding.clone(), geometry));
+    assert_eq!(bytes.len(), 32 + 4 * 256 * 64 * 64);
+    let (restored, restored_geometry) = slices.embedding_from_bytes(&bytes).unwrap();
+    assert_eq!(restored_geometry, geometry);
+    assert_eq!(restored.to_vec(), embedding.to_vec());
+    let err = slices
+        .embedding_from_bytes(&bytes[..bytes.len() - 4])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "not a LiteMedSAM slice embedding");
+}

@@ -229,3 +229,22 @@ fn unknown_and_misspelt_sam_keys_are_rejected() {
     let err = config("[sam]\ngeneralist = \"sam3d\"").unwrap_err();
     assert!(err.contains("sam3d"), "{err}");
 }
+
+#[test]
+fn an_embedding_store_is_refused_for_sammed3d() {
+    let section = format!(
+        "[sam]\ngeneralist = \"sammed3d\"\nweights = '{}'\nmodel_config = '{}'\nembedding_dir = \"emb\"\n",
+        fixture("tiny_sammed3d.pth"),
+        fixture("model_config_tiny.json")
+    );
+    let sam = config(&section).unwrap().sam.unwrap();
+    let err = sam
+        .build_generalist(&semisam::backend::default_device())
+        .err()
+        .expect("embedding_dir is LiteMedSAM's")
+        .to_string();
+    assert_eq!(
+        err,
+        "[sam] embedding_dir applies to generalist = \"litemedsam\" only"
+    );
+}

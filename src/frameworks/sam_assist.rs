@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::{AuxiliaryLoss, FrameworkError, LossTerms, RampUp, StepContext};
 use crate::data::augment::ItemTransform;
 use crate::data::batches::ItemProvenance;
+use crate::generalists::embedding_store::EmbeddingStore;
 use crate::generalists::litemedsam::LiteMedSam;
 use crate::generalists::litemedsam_slicewise::LiteMedSamSlices;
 use crate::generalists::sammed3d::{ModelConfig, SamMed3d};
@@ -137,6 +138,9 @@ pub struct SamConfig {
     pub outside_prompts: OutsidePrompts,
     /// `mse` (SemiSAM) or `dice_ce`.
     pub loss: SamLoss,
+    /// LiteMedSAM: a folder where slice embeddings are kept between runs (keyed by weights,
+    /// axis and the slice's pixels), so that only the first run on a dataset pays for them.
+    pub embedding_dir: Option<std::path::PathBuf>,
     /// `none` or `agreement` (student, teacher and SAM).
     pub confidence: Confidence,
     pub prompts: PromptConfig,
@@ -164,6 +168,7 @@ impl Default for SamConfig {
             validation_dice: false,
             outside_prompts: OutsidePrompts::default(),
             loss: SamLoss::default(),
+            embedding_dir: None,
             confidence: Confidence::default(),
             prompts: PromptConfig::default(),
         }
@@ -210,14 +215,23 @@ impl SamConfig {
                 }
                 let model = LiteMedSam::load(&path, device)?;
                 let slices = LiteMedSamSlices::new(model, identity);
-                Ok(Box::new(SliceWise::new(
+                let mut generalist = SliceWise::new(
                     slices,
                     self.axis,
                     self.prompts.clone(),
                     self.cache_capacity.unwrap_or(4096),
-                )))
+                );
+                if let Some(dir) = &self.embedding_dir {
+                    generalist = generalist.with_store(EmbeddingStore::new(dir));
+                }
+                Ok(Box::new(generalist))
             }
             GeneralistKind::SamMed3d => {
+                if self.embedding_dir.is_some() {
+                    return Err(GeneralistError::Model(
+                        "[sam] embedding_dir applies to generalist = \"litemedsam\" only".into(),
+                    ));
+                }
                 let path = self.weights.as_ref().ok_or_else(|| {
                     GeneralistError::Model(
                         "[sam] weights is required for generalist = \"sammed3d\": SAM-Med3D \

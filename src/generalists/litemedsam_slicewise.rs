@@ -85,6 +85,41 @@ impl SliceModel for LiteMedSamSlices {
         Ok((self.model.embed(&prepared), geometry))
     }
 
+    /// Original and resized sides (4 little-endian u64), then the (256, 64, 64) features.
+    fn embedding_to_bytes(&self, (embedding, geometry): &Self::Embedding) -> Vec<u8> {
+        let sides = [geometry.original_hw, geometry.resized_hw];
+        let mut bytes: Vec<u8> = sides
+            .iter()
+            .flatten()
+            .flat_map(|&side| (side as u64).to_le_bytes())
+            .collect();
+        bytes.extend(embedding.to_vec().iter().flat_map(|v| v.to_le_bytes()));
+        bytes
+    }
+
+    fn embedding_from_bytes(&self, bytes: &[u8]) -> Result<Self::Embedding, GeneralistError> {
+        let wrong = || GeneralistError::Model("not a LiteMedSAM slice embedding".into());
+        let (head, values) = bytes.split_at_checked(32).ok_or_else(wrong)?;
+        let side = |i: usize| -> Result<usize, GeneralistError> {
+            let word: [u8; 8] = head[8 * i..8 * i + 8].try_into().map_err(|_| wrong())?;
+            usize::try_from(u64::from_le_bytes(word)).map_err(|_| wrong())
+        };
+        let geometry = ImageGeometry {
+            original_hw: [side(0)?, side(1)?],
+            resized_hw: [side(2)?, side(3)?],
+        };
+        if geometry != ImageGeometry::for_original(geometry.original_hw[0], geometry.original_hw[1])
+        {
+            return Err(wrong());
+        }
+        let values: Vec<f32> = values
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let embedding = self.model.embedding_from_values(values).ok_or_else(wrong)?;
+        Ok((embedding, geometry))
+    }
+
     fn segment(
         &self,
         (embedding, geometry): &Self::Embedding,

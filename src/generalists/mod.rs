@@ -9,6 +9,7 @@
 //!   get that from [`slicewise::SliceWise`], which also owns the embedding cache.
 
 pub mod cache;
+pub mod embedding_store;
 pub mod litemedsam;
 pub mod litemedsam_slicewise;
 pub mod sammed3d;

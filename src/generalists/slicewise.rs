@@ -7,6 +7,7 @@
 use ndarray::{Array2, Array3, ArrayView2, Axis};
 
 use super::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
+use super::embedding_store::EmbeddingStore;
 use super::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
 use crate::prompts::{PromptConfig, SlicePrompt, slice_prompts};
 
@@ -17,6 +18,10 @@ pub trait SliceModel: Send {
     fn identity(&self) -> String;
     /// Encode one slice (any intensity range; the model normalises it itself).
     fn embed(&self, slice: ArrayView2<f32>) -> Result<Self::Embedding, GeneralistError>;
+    /// An embedding as bytes, for the on-disk store.
+    fn embedding_to_bytes(&self, embedding: &Self::Embedding) -> Vec<u8>;
+    /// What [`SliceModel::embedding_to_bytes`] wrote; an error when the bytes do not fit.
+    fn embedding_from_bytes(&self, bytes: &[u8]) -> Result<Self::Embedding, GeneralistError>;
     /// One binary mask of `slice_shape` per prompt, for prompts on the slice `embedding` encodes.
     fn segment(
         &self,
@@ -32,6 +37,7 @@ pub struct SliceWise<M: SliceModel> {
     axis: usize,
     prompts: PromptConfig,
     cache: EmbeddingCache<M::Embedding>,
+    store: Option<EmbeddingStore>,
 }
 
 impl<M: SliceModel> SliceWise<M> {
@@ -43,7 +49,14 @@ impl<M: SliceModel> SliceWise<M> {
             axis,
             prompts,
             cache: EmbeddingCache::new(cache_capacity),
+            store: None,
         }
+    }
+
+    /// Also keep embeddings in `store` on disk, across runs.
+    pub fn with_store(mut self, store: EmbeddingStore) -> Self {
+        self.store = Some(store);
+        self
     }
 
     pub fn cache_stats(&self) -> CacheStats {
@@ -116,8 +129,22 @@ impl<M: SliceModel> Generalist for SliceWise<M> {
                 slice,
                 weights: weights.clone(),
             };
-            let model = &self.model;
-            let embedding = self.cache.get_or_compute(key, || model.embed(image))?;
+            let (model, store, axis) = (&self.model, &self.store, self.axis);
+            let embedding = self.cache.get_or_compute(key, || {
+                let Some(store) = store else {
+                    return model.embed(image);
+                };
+                let path = store.path_for(&weights, axis, image);
+                if let Some(embedding) = store
+                    .load(&path)
+                    .and_then(|bytes| model.embedding_from_bytes(&bytes).ok())
+                {
+                    return Ok(embedding);
+                }
+                let embedding = model.embed(image)?;
+                store.store(&path, &model.embedding_to_bytes(&embedding))?;
+                Ok(embedding)
+            })?;
             let shifted = shift_prompt(prompt, rows.start, cols.start);
             let full =
                 self.model
@@ -159,6 +186,15 @@ mod tests {
         fn embed(&self, slice: ArrayView2<f32>) -> Result<f32, GeneralistError> {
             self.embeds.fetch_add(1, Ordering::Relaxed);
             Ok(slice.sum())
+        }
+        fn embedding_to_bytes(&self, embedding: &f32) -> Vec<u8> {
+            embedding.to_le_bytes().to_vec()
+        }
+        fn embedding_from_bytes(&self, bytes: &[u8]) -> Result<f32, GeneralistError> {
+            let bytes: [u8; 4] = bytes
+                .try_into()
+                .map_err(|_| GeneralistError::Model("not 4 bytes".into()))?;
+            Ok(f32::from_le_bytes(bytes))
         }
         fn segment(
             &self,
@@ -225,6 +261,52 @@ mod tests {
         generalist.pseudo_label(&request).unwrap().unwrap();
         assert_eq!(generalist.model().embeds.load(Ordering::Relaxed), 2);
         assert_eq!(generalist.cache_stats().hits, 2);
+    }
+
+    #[test]
+    fn a_store_on_disk_spares_later_runs_the_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = Array3::from_shape_fn((8, 8, 3), |(i, j, k)| (i * j + k) as f32);
+        let probability =
+            Array3::from_shape_fn(
+                (8, 8, 3),
+                |(i, j, _)| if i < 4 && j < 4 { 0.9 } else { 0.1f32 },
+            );
+        let request = PseudoLabelRequest {
+            case_id: "c",
+            image: image.view(),
+            region: [0..8, 0..8, 0..3],
+            probability: probability.view(),
+        };
+        let run = || {
+            let mut generalist = SliceWise::new(
+                BoxFiller {
+                    embeds: AtomicUsize::new(0),
+                },
+                2,
+                PromptConfig::default(),
+                8,
+            )
+            .with_store(EmbeddingStore::new(dir.path()));
+            let label = generalist.pseudo_label(&request).unwrap().unwrap();
+            (
+                label.mask,
+                generalist.model().embeds.load(Ordering::Relaxed),
+            )
+        };
+        let (first, encoded) = run();
+        assert_eq!(encoded, 3, "a fresh store encodes every prompted slice");
+        let (second, encoded) = run();
+        assert_eq!(encoded, 0, "a second run reads them back");
+        assert_eq!(first, second);
+
+        // a damaged file is encoded again and replaced
+        let store = EmbeddingStore::new(dir.path());
+        let path = store.path_for("box-filler", 2, image.index_axis(Axis(2), 1));
+        std::fs::write(&path, b"garbage").unwrap();
+        let (_, encoded) = run();
+        assert_eq!(encoded, 1);
+        assert!(store.load(&path).is_some());
     }
 
     #[test]

@@ -121,6 +121,20 @@ impl Embedding {
     }
 }
 
+impl LiteMedSam {
+    /// An embedding from its [`Embedding::to_vec`] values on the model's device; `None` unless
+    /// there are 256 · 64 · 64 of them.
+    pub fn embedding_from_values(&self, values: Vec<f32>) -> Option<Embedding> {
+        const SHAPE: [usize; 3] = [256, 64, 64];
+        (values.len() == SHAPE.iter().product::<usize>()).then(|| Embedding {
+            features: Tensor::from_data(
+                burn::tensor::TensorData::new(values, SHAPE),
+                &self.image_pe.device(),
+            ),
+        })
+    }
+}
+
 /// The decoder's single-mask output (`multimask_output=False`, i.e. mask token 0).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MaskLogits {
