@@ -188,12 +188,7 @@ fn sammed3d_without_weights_is_an_error_naming_the_key() {
         "[sam]\ngeneralist = \"sammed3d\"\nmodel_config = '{}'\n",
         fixture("model_config_tiny.json")
     );
-    let sam = config(&section).unwrap().sam.unwrap();
-    let err = sam
-        .build_generalist(&semisam::backend::default_device())
-        .err()
-        .expect("weights are required")
-        .to_string();
+    let err = build_error(&section);
     assert!(
         err.contains("[sam] weights is required") && err.contains("sam_med3d_turbo.pth"),
         "{err}"
@@ -207,12 +202,7 @@ fn a_model_config_that_does_not_fit_the_checkpoint_is_an_error() {
         "[sam]\ngeneralist = \"sammed3d\"\nweights = '{}'\n",
         fixture("tiny_sammed3d.pth")
     );
-    let sam = config(&section).unwrap().sam.unwrap();
-    let err = sam
-        .build_generalist(&semisam::backend::default_device())
-        .err()
-        .expect("shapes differ")
-        .to_string();
+    let err = build_error(&section);
     assert!(
         err.contains("does not fit the configured architecture")
             && err.contains("image_encoder.pos_embed"),
@@ -230,19 +220,18 @@ fn unknown_and_misspelt_sam_keys_are_rejected() {
     assert!(err.contains("sam3d"), "{err}");
 }
 
+/// The error of building the generalist of a `[sam]` section that parses.
+fn build_error(section: &str) -> String {
+    let sam = config(section).unwrap().sam.unwrap();
+    sam.build_generalist(&semisam::backend::default_device())
+        .err()
+        .expect("building the generalist fails")
+        .to_string()
+}
+
 #[test]
 fn an_embedding_store_is_refused_for_sammed3d() {
-    let section = format!(
-        "[sam]\ngeneralist = \"sammed3d\"\nweights = '{}'\nmodel_config = '{}'\nembedding_dir = \"emb\"\n",
-        fixture("tiny_sammed3d.pth"),
-        fixture("model_config_tiny.json")
-    );
-    let sam = config(&section).unwrap().sam.unwrap();
-    let err = sam
-        .build_generalist(&semisam::backend::default_device())
-        .err()
-        .expect("embedding_dir is LiteMedSAM's")
-        .to_string();
+    let err = build_error(&tiny_sam_section("embedding_dir = \"emb\""));
     assert_eq!(
         err,
         "[sam] embedding_dir applies to generalist = \"litemedsam\" only"
