@@ -72,7 +72,12 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
         .filter(|c| c.label.is_some() && (args.cases.is_empty() || args.cases.contains(&c.id)))
         .take(args.limit.unwrap_or(usize::MAX))
         .collect();
-    println!("case\tclass\tdice\tslices\tseconds\tmodel_dice");
+    // `_answered`: on the voxels the generalist answered (prompted slices), which is all the
+    // SAM term supervises with `outside_prompts = "ignore"`; `coverage`: the share of the
+    // object that lies there.
+    println!(
+        "case\tclass\tdice\tslices\tseconds\tmodel_dice\tdice_answered\tmodel_dice_answered\tcoverage"
+    );
     let mut all = Vec::new();
     for case in chosen {
         let loaded = dataset.load_case(case)?;
@@ -116,9 +121,9 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
                     .to_owned(),
                 None => truth.mapv(|t| if t { 1.0f32 } else { 0.0 }),
             };
-            let model_dice = match &prediction {
-                Some(p) => {
-                    let predicted = p.labels.mapv(|v| v == class);
+            let predicted = prediction.as_ref().map(|p| p.labels.mapv(|v| v == class));
+            let model_dice = match &predicted {
+                Some(predicted) => {
                     let dice = evaluate_masks(
                         predicted.view(),
                         truth.view(),
@@ -139,17 +144,29 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
             };
             let started = Instant::now();
             let label = generalist.pseudo_label(&request)?;
-            let (mask, prompts) = match label {
-                Some(l) => (l.mask, l.prompts),
-                None => (Array3::from_elem(truth.raw_dim(), false), 0),
+            let (mask, known, prompts) = match label {
+                Some(l) => (l.mask, l.known, l.prompts),
+                None => {
+                    let nothing = Array3::from_elem(truth.raw_dim(), false);
+                    (nothing.clone(), nothing, 0)
+                }
             };
             let score =
                 evaluate_masks(mask.view(), truth.view(), [1.0; 3], Hd95Convention::Medpy)?.dice;
             all.push(score);
+            let answered = dice_where(&mask, &truth, &known);
+            let model_answered = predicted.as_ref().map_or("-".into(), |p| {
+                format!("{:.4}", dice_where(p, &truth, &known))
+            });
+            let covered = ndarray::Zip::from(&truth)
+                .and(&known)
+                .fold(0usize, |n, &t, &k| n + usize::from(t && k));
+            let object = truth.iter().filter(|&&t| t).count();
             println!(
-                "{}\t{class}\t{score:.4}\t{prompts}\t{:.1}\t{model_dice}",
+                "{}\t{class}\t{score:.4}\t{prompts}\t{:.1}\t{model_dice}\t{answered:.4}\t{model_answered}\t{:.3}",
                 case.id,
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                covered as f64 / object.max(1) as f64
             );
         }
     }
@@ -164,4 +181,44 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
         all.len()
     );
     Ok(())
+}
+
+/// Dice of `mask` against `truth` over the voxels where `within` holds (1 when both are empty
+/// there).
+fn dice_where(mask: &Array3<bool>, truth: &Array3<bool>, within: &Array3<bool>) -> f64 {
+    let (mut both, mut total) = (0usize, 0usize);
+    ndarray::Zip::from(mask)
+        .and(truth)
+        .and(within)
+        .for_each(|&m, &t, &w| {
+            if w {
+                both += usize::from(m && t);
+                total += usize::from(m) + usize::from(t);
+            }
+        });
+    if total == 0 {
+        1.0
+    } else {
+        2.0 * both as f64 / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dice_where_counts_only_the_chosen_voxels() {
+        let mask = Array3::from_shape_vec((1, 1, 4), vec![true, true, false, true]).unwrap();
+        let truth = Array3::from_shape_vec((1, 1, 4), vec![true, false, true, true]).unwrap();
+        // over voxels 0, 1, 2: overlap 1, sizes 2 + 2 → 0.5
+        let first_three = Array3::from_shape_vec((1, 1, 4), vec![true, true, true, false]).unwrap();
+        assert_eq!(dice_where(&mask, &truth, &first_three), 0.5);
+        // over voxels 0 and 3 they agree
+        let agree = Array3::from_shape_vec((1, 1, 4), vec![true, false, false, true]).unwrap();
+        assert_eq!(dice_where(&mask, &truth, &agree), 1.0);
+        // nothing chosen: both empty there
+        let none = Array3::from_elem((1, 1, 4), false);
+        assert_eq!(dice_where(&mask, &truth, &none), 1.0);
+    }
 }
