@@ -16,7 +16,7 @@ use semisam::data::{Dataset, Normalization, normalize};
 use semisam::frameworks::sam_assist::SamConfig;
 use semisam::generalists::PseudoLabelRequest;
 use semisam::inference::SlidingWindow;
-use semisam::metrics::{Hd95Convention, evaluate_masks};
+use semisam::metrics::{Hd95Convention, dice_from_counts, evaluate_masks};
 use semisam::training::dataset::prepare_image;
 use semisam::training::load_checkpoint_model;
 use semisam::training::resample::{downsample_image, downsample_label};
@@ -186,21 +186,18 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
 /// Dice of `mask` against `truth` over the voxels where `within` holds (1 when both are empty
 /// there).
 fn dice_where(mask: &Array3<bool>, truth: &Array3<bool>, within: &Array3<bool>) -> f64 {
-    let (mut both, mut total) = (0usize, 0usize);
+    let (mut both, mut masked, mut true_voxels) = (0usize, 0usize, 0usize);
     ndarray::Zip::from(mask)
         .and(truth)
         .and(within)
         .for_each(|&m, &t, &w| {
             if w {
                 both += usize::from(m && t);
-                total += usize::from(m) + usize::from(t);
+                masked += usize::from(m);
+                true_voxels += usize::from(t);
             }
         });
-    if total == 0 {
-        1.0
-    } else {
-        2.0 * both as f64 / total as f64
-    }
+    dice_from_counts(both, masked, true_voxels)
 }
 
 #[cfg(test)]

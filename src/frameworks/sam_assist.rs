@@ -42,6 +42,7 @@ use crate::generalists::sammed3d_crop::CropNormalization;
 use crate::generalists::slicewise::SliceWise;
 use crate::generalists::{Generalist, GeneralistError, PseudoLabelRequest};
 use crate::losses::{masked_squared_error, weighted_dice_cross_entropy};
+use crate::metrics::dice_from_counts;
 use crate::prompts::PromptConfig;
 
 /// Which frozen generalist produces the pseudo-labels.
@@ -403,7 +404,7 @@ impl SamAssist {
                 sam += usize::from(m);
                 truth += usize::from(r);
             });
-            total += dice_of_counts(both, sam, truth);
+            total += dice_from_counts(both, sam, truth);
         }
         Ok(total / (classes.saturating_sub(1)).max(1) as f64)
     }
@@ -636,15 +637,6 @@ fn argmax_classes(probabilities: ndarray::ArrayView4<f32>) -> Array3<u8> {
     })
 }
 
-/// Dice from the overlap and the two mask sizes; two empty masks agree (1).
-fn dice_of_counts(both: usize, a: usize, b: usize) -> f64 {
-    if a + b == 0 {
-        1.0
-    } else {
-        2.0 * both as f64 / (a + b) as f64
-    }
-}
-
 fn to_array5(tensor: Tensor<5>) -> Array5<f32> {
     let dims = tensor.dims();
     let values = tensor
@@ -736,7 +728,7 @@ impl AuxiliaryLoss for SamAssist {
                     }
                 });
             area += sam_fg as f64;
-            agreement += dice_of_counts(both, sam_fg, student_fg);
+            agreement += dice_from_counts(both, sam_fg, student_fg);
             let mut one_hot = vec![0f32; channels * x * y * z];
             for (v, &c) in classes.iter().enumerate() {
                 one_hot[usize::from(c) * x * y * z + v] = 1.0;
@@ -1045,6 +1037,22 @@ mod tests {
         assert_eq!(diagnostic(&terms, "sam/items_without"), 1.0);
     }
 
+    /// A term over an all-zero image whose generalist answers `fixed` (or echoes the student),
+    /// only on `answered` when given.
+    fn echo_assist(
+        config: SamConfig,
+        fixed: Option<Array3<bool>>,
+        answered: Option<Array3<bool>>,
+    ) -> SamAssist {
+        let generalist = Box::new(Echo {
+            calls: Arc::new(AtomicUsize::new(0)),
+            fixed,
+            answered,
+        });
+        let image = Array3::<f32>::zeros(SHAPE);
+        SamAssist::new(config, generalist, [("unl".to_string(), image)])
+    }
+
     /// Half the mean squared error of the two-class softmax `(1 - p, p)` to the one-hot `fixed`
     /// over the voxels where `over` holds.
     fn expected_term(fg: &Array3<f32>, fixed: &Array3<bool>, over: &Array3<bool>) -> f64 {
@@ -1078,13 +1086,7 @@ mod tests {
                 outside_prompts: policy,
                 ..Default::default()
             };
-            let generalist = Box::new(Echo {
-                calls: Arc::new(AtomicUsize::new(0)),
-                fixed: Some(fixed.clone()),
-                answered: Some(answered.clone()),
-            });
-            let image = Array3::<f32>::zeros(SHAPE);
-            let mut assist = SamAssist::new(config, generalist, [("unl".to_string(), image)]);
+            let mut assist = echo_assist(config, Some(fixed.clone()), Some(answered.clone()));
             let terms = run(&mut assist, &fg, identity, 0);
             let value = f64::from(terms.terms[0].value.clone().into_scalar::<f32>());
             let expected = expected_term(&fg, &(&fixed & &answered), over);
@@ -1099,13 +1101,8 @@ mod tests {
 
     /// The unlabeled item's term with SAM answering `fixed` everywhere, under `config`.
     fn term_value(config: SamConfig, fg: &Array3<f32>, teacher_fg: Option<&Array3<f32>>) -> f64 {
-        let generalist = Box::new(Echo {
-            calls: Arc::new(AtomicUsize::new(0)),
-            fixed: Some(Array3::from_shape_fn(SHAPE, |(i, _, _)| i < 2)),
-            answered: None,
-        });
-        let image = Array3::<f32>::zeros(SHAPE);
-        let mut assist = SamAssist::new(config, generalist, [("unl".to_string(), image)]);
+        let sam = Array3::from_shape_fn(SHAPE, |(i, _, _)| i < 2);
+        let mut assist = echo_assist(config, Some(sam), None);
         let identity = ItemTransform::crop_only(SHAPE, [0; 3], SHAPE);
         let terms = run_with_teacher(&mut assist, fg, teacher_fg, identity, 0);
         f64::from(terms.terms[0].value.clone().into_scalar::<f32>())
@@ -1170,17 +1167,11 @@ mod tests {
         let fg = Array3::from_shape_fn(SHAPE, |(i, _, _)| if i < 2 { 0.9 } else { 0.1 });
         let answered = Array3::from_shape_fn(SHAPE, |(_, _, k)| k == 0);
         let make = || {
-            let generalist = Box::new(Echo {
-                calls: Arc::new(AtomicUsize::new(0)),
-                fixed: None,
-                answered: Some(answered.clone()),
-            });
             let config = SamConfig {
                 refresh_interval: 100,
                 ..Default::default()
             };
-            let image = Array3::<f32>::zeros(SHAPE);
-            SamAssist::new(config, generalist, [("unl".to_string(), image)])
+            echo_assist(config, None, Some(answered.clone()))
         };
         let identity = ItemTransform::crop_only(SHAPE, [0; 3], SHAPE);
         let mut original = make();

@@ -7,6 +7,16 @@ use super::MetricsError;
 use super::statistics::{mean, percentile};
 use crate::morphology::{bounding_box, squared_distance_transform, surface, union_box};
 
+/// Dice from the overlap and the two mask sizes, with the empty-mask policy's "both empty → 1"
+/// (for counts gathered in a pass that does more than score).
+pub fn dice_from_counts(overlap: usize, a: usize, b: usize) -> f64 {
+    if a + b == 0 {
+        1.0
+    } else {
+        2.0 * overlap as f64 / (a + b) as f64
+    }
+}
+
 /// How HD95 combines the two directions of surface distances.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

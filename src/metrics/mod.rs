@@ -11,8 +11,8 @@ mod report;
 mod statistics;
 
 pub use binary::{
-    EMPTY_MASK_POLICY, Hd95Convention, MaskMetrics, SurfaceDistances, evaluate_masks,
-    image_diagonal,
+    EMPTY_MASK_POLICY, Hd95Convention, MaskMetrics, SurfaceDistances, dice_from_counts,
+    evaluate_masks, image_diagonal,
 };
 pub use case::{
     CaseMetrics, ClassMetrics, DistanceUnit, EvaluationOptions, SpacingSource, case_id_from_path,
