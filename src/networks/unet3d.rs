@@ -14,7 +14,7 @@ use rand::RngCore;
 
 use super::NetworkError;
 use crate::ops::trilinear::trilinear_interpolate;
-use crate::ops::{Dropout3d, DropoutMode, max_pool3d};
+use crate::ops::{Dropout3d, DropoutMode, conv3x3x3, max_pool3d};
 
 /// Input sides must be divisible by this (four 2x poolings).
 pub const UNET3D_SIDE_MULTIPLE: usize = 16;
@@ -50,7 +50,7 @@ impl ConvInRelu {
     }
 
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        relu(self.norm.forward(self.conv.forward(x)))
+        relu(self.norm.forward(conv3x3x3(&self.conv, x)))
     }
 }
 

@@ -12,7 +12,7 @@ use burn::tensor::activation::relu;
 use rand::RngCore;
 
 use super::NetworkError;
-use crate::ops::{Dropout3d, DropoutMode};
+use crate::ops::{Dropout3d, DropoutMode, conv3x3x3};
 
 /// Input sides must be divisible by this (four 2x down-samplings).
 pub const VNET_SIDE_MULTIPLE: usize = 16;
@@ -38,7 +38,7 @@ impl ConvBnRelu {
     }
 
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        relu(self.norm.forward(self.conv.forward(x)))
+        relu(self.norm.forward(conv3x3x3(&self.conv, x)))
     }
 }
 

@@ -1,10 +1,12 @@
 //! Tensor operations burn lacks (MaxPool3d, trilinear interpolation, Dropout3d).
 
 pub mod channel_softmax;
+pub mod conv3x3x3;
 pub mod dropout;
 pub mod pool;
 pub mod trilinear;
 
 pub use channel_softmax::{channel_log_softmax, channel_softmax};
+pub use conv3x3x3::conv3x3x3;
 pub use dropout::{Dropout3d, DropoutError, DropoutMode};
 pub use pool::{PoolError, max_pool3d};

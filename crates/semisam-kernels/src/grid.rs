@@ -1,0 +1,161 @@
+//! The padded-grid layout: a volume with one voxel of zero padding on every side, flattened so
+//! that each tap of a 3x3x3 kernel is one constant offset along the row. A convolution then
+//! becomes a sum of shifted rows, which vectorises along the row whatever the volume's shape.
+
+use rayon::prelude::*;
+
+/// Points past the end of each row, so that a kernel tile that overruns the last interior point
+/// reads and writes inside the row. Must be at least the widest tile.
+pub const ROW_SLACK: usize = 128;
+
+/// The interior size (depth, height, width) of a volume laid out on its padded grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PaddedGrid {
+    pub depth: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl PaddedGrid {
+    pub fn new(depth: usize, height: usize, width: usize) -> Self {
+        Self {
+            depth,
+            height,
+            width,
+        }
+    }
+
+    fn padded_width(&self) -> usize {
+        self.width + 2
+    }
+
+    fn plane(&self) -> usize {
+        (self.height + 2) * self.padded_width()
+    }
+
+    /// Points of the padded grid.
+    pub fn points(&self) -> usize {
+        (self.depth + 2) * self.plane()
+    }
+
+    /// Interior voxels.
+    pub fn voxels(&self) -> usize {
+        self.depth * self.height * self.width
+    }
+
+    /// Index of the first interior point; also the largest tap offset, so that every tap of an
+    /// interior point stays inside the grid.
+    pub fn first(&self) -> usize {
+        self.plane() + self.padded_width() + 1
+    }
+
+    /// Length of the run of points, from `first`, that holds every interior point.
+    pub fn span(&self) -> usize {
+        self.points() - 2 * self.first()
+    }
+
+    /// Stored length of one row (one channel of one item).
+    pub fn row_len(&self) -> usize {
+        self.points() + ROW_SLACK
+    }
+
+    fn interior(&self, d: usize, h: usize) -> usize {
+        (d + 1) * self.plane() + (h + 1) * self.padded_width() + 1
+    }
+
+    /// Offsets of the 27 taps, in PyTorch's weight order (kd, kh, kw), relative to the centre.
+    pub fn taps(&self) -> [isize; 27] {
+        let plane = self.plane() as isize;
+        let row = self.padded_width() as isize;
+        std::array::from_fn(|t| {
+            let (kd, kh, kw) = (t / 9, (t / 3) % 3, t % 3);
+            (kd as isize - 1) * plane + (kh as isize - 1) * row + (kw as isize - 1)
+        })
+    }
+
+    /// Lays `items` x `rows` volumes (contiguous, `voxels()` each) out on the grid with
+    /// `grid_rows` rows per item; rows past `rows` and every padding point are zero.
+    pub fn pad(&self, volumes: &[f32], items: usize, rows: usize, grid_rows: usize) -> Vec<f32> {
+        assert_eq!(
+            volumes.len(),
+            items * rows * self.voxels(),
+            "pad: volume size"
+        );
+        assert!(grid_rows >= rows, "pad: fewer grid rows than volumes");
+        let row_len = self.row_len();
+        let mut grid = vec![0.0f32; items * grid_rows * row_len];
+        let (width, height) = (self.width, self.height);
+        grid.par_chunks_mut(row_len)
+            .enumerate()
+            .filter(|(index, _)| index % grid_rows < rows)
+            .for_each(|(index, row)| {
+                let volume_index = index / grid_rows * rows + index % grid_rows;
+                let volume = &volumes[volume_index * self.voxels()..][..self.voxels()];
+                for (line_index, line) in volume.chunks(width).enumerate() {
+                    let start = self.interior(line_index / height, line_index % height);
+                    row[start..start + width].copy_from_slice(line);
+                }
+            });
+        grid
+    }
+
+    /// The interior of the first `rows` of `grid_rows` grid rows per item, back in the contiguous
+    /// layout, for `items` items.
+    pub fn extract(&self, grid: &[f32], items: usize, grid_rows: usize, rows: usize) -> Vec<f32> {
+        let row_len = self.row_len();
+        assert_eq!(
+            grid.len(),
+            items * grid_rows * row_len,
+            "extract: grid size"
+        );
+        let voxels = self.voxels();
+        let (width, height) = (self.width, self.height);
+        let mut volumes = vec![0.0f32; items * rows * voxels];
+        volumes
+            .par_chunks_mut(voxels)
+            .enumerate()
+            .for_each(|(index, volume)| {
+                let (item, channel) = (index / rows, index % rows);
+                let row = &grid[(item * grid_rows + channel) * row_len..][..row_len];
+                for (line_index, line) in volume.chunks_mut(width).enumerate() {
+                    let start = self.interior(line_index / height, line_index % height);
+                    line.copy_from_slice(&row[start..start + width]);
+                }
+            });
+        volumes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taps_reach_the_neighbours_and_first_is_the_largest_tap() {
+        let grid = PaddedGrid::new(2, 3, 4);
+        // padded 4 x 5 x 6: plane 30, row 6.
+        let taps = grid.taps();
+        assert_eq!(taps[0], -30 - 6 - 1);
+        assert_eq!(taps[13], 0);
+        assert_eq!(taps[26], 37);
+        assert_eq!(grid.first(), 37);
+        assert_eq!(grid.points(), 120);
+        assert_eq!(grid.span(), 120 - 74);
+    }
+
+    #[test]
+    fn pad_then_extract_round_trips_and_pads_with_zeros() {
+        let grid = PaddedGrid::new(2, 3, 4);
+        let volumes: Vec<f32> = (0..2 * 24).map(|v| v as f32 + 1.0).collect();
+        let padded = grid.pad(&volumes, 1, 2, 3);
+        assert_eq!(padded.len(), 3 * grid.row_len());
+        // Voxel (d=1, h=2, w=3) of volume 1 sits at interior point (2, 3, 4) of row 1.
+        assert_eq!(
+            padded[grid.row_len() + 2 * 30 + 3 * 6 + 4],
+            volumes[24 + 12 + 8 + 3]
+        );
+        let total: f32 = padded.iter().sum();
+        assert_eq!(total, volumes.iter().sum::<f32>());
+        assert_eq!(grid.extract(&padded, 1, 3, 2), volumes);
+    }
+}
