@@ -1,13 +1,15 @@
 //! `cargo bench --bench conv3d_ops -- [--iters N]`: per-layer cost of the V-Net's 3D
-//! convolutions (forward, gradient of the input, gradient of the weight) at the LA CPU profile's
-//! shapes (batch 4, patch 64 x 64 x 48, width 8), one JSON line per layer and pass.
+//! convolutions (forward, gradient of the input, gradient of the weight) and batch norm + ReLU at
+//! the LA CPU profile's shapes (batch 4, patch 64 x 64 x 48, width 8), one JSON line per layer and
+//! pass. The 3x3x3 layers run as in the networks (the direct kernels where they apply).
 //! `bench/conv3d_reference.py` prints the same lines for PyTorch.
 
 use std::time::Instant;
 
 use burn::module::Param;
-use burn::nn::PaddingConfig3d;
 use burn::nn::conv::{Conv3dConfig, ConvTranspose3dConfig};
+use burn::nn::{BatchNormConfig, PaddingConfig3d};
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor};
 
 /// (name, in channels, out channels, spatial size of the input, kind)
@@ -19,6 +21,8 @@ const LAYERS: &[(&str, usize, usize, [usize; 3], &str)] = &[
     ("stage4 3x3x3 64->64", 64, 64, [8, 8, 6], "conv3"),
     ("down 2x2x2/2 8->16", 8, 16, [64, 64, 48], "down"),
     ("up T2x2x2/2 16->8", 16, 8, [32, 32, 24], "up"),
+    ("stage1 batchnorm+relu 8", 8, 8, [64, 64, 48], "bnrelu"),
+    ("stage2 batchnorm+relu 16", 16, 16, [32, 32, 24], "bnrelu"),
 ];
 
 fn median(mut times: Vec<f64>) -> f64 {
@@ -41,7 +45,12 @@ fn main() {
                 let conv = Conv3dConfig::new([cin, cout], [3, 3, 3])
                     .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
                     .init(&device);
-                Box::new(move |input| conv.forward(input))
+                // The networks' path: the direct kernels where they apply.
+                Box::new(move |input| semisam::ops::conv3x3x3(&conv, input))
+            }
+            "bnrelu" => {
+                let norm = BatchNormConfig::new(cout).init(&device);
+                Box::new(move |input| relu(norm.forward(input)))
             }
             "down" => {
                 let conv = Conv3dConfig::new([cin, cout], [2, 2, 2])

@@ -8,11 +8,10 @@ use burn::nn::conv::{Conv3d, Conv3dConfig, ConvTranspose3d, ConvTranspose3dConfi
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig3d};
 use burn::tensor::Device;
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 use rand::RngCore;
 
 use super::NetworkError;
-use crate::ops::{Dropout3d, DropoutMode, conv3x3x3};
+use crate::ops::{Dropout3d, DropoutMode, batch_norm_relu, conv3x3x3};
 
 /// Input sides must be divisible by this (four 2x down-samplings).
 pub const VNET_SIDE_MULTIPLE: usize = 16;
@@ -38,7 +37,7 @@ impl ConvBnRelu {
     }
 
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        relu(self.norm.forward(conv3x3x3(&self.conv, x)))
+        batch_norm_relu(&self.norm, conv3x3x3(&self.conv, x))
     }
 }
 
@@ -82,7 +81,7 @@ impl DownConv {
     }
 
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        relu(self.norm.forward(self.conv.forward(x)))
+        batch_norm_relu(&self.norm, self.conv.forward(x))
     }
 }
 
@@ -104,7 +103,7 @@ impl UpConv {
     }
 
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        relu(self.norm.forward(self.conv.forward(x)))
+        batch_norm_relu(&self.norm, self.conv.forward(x))
     }
 }
 
@@ -248,30 +247,6 @@ mod tests {
             + (f * 3 + 3);
         let net = VNet::new(1, 3, f, false, &Device::default());
         assert_eq!(super::super::learnable_parameter_count(&net), expected);
-    }
-
-    #[test]
-    fn seeded_init_is_reproducible() {
-        use crate::networks::{Architecture, NetworkConfig};
-        let config = NetworkConfig {
-            architecture: Architecture::VNet,
-            in_channels: 1,
-            num_classes: 2,
-            base_filters: 2,
-            dropout: false,
-        };
-        let device = Device::default();
-        let x = Tensor::<5>::random([1, 1, 16, 16, 16], Distribution::Default, &device);
-        let outputs: Vec<Vec<f32>> = [5u64, 5, 6]
-            .iter()
-            .map(|&seed| {
-                let net = config.init_seeded(&device, seed).unwrap();
-                let y = net.forward(x.clone(), None).unwrap();
-                y.into_data().try_to_vec::<f32>().unwrap()
-            })
-            .collect();
-        assert_eq!(outputs[0], outputs[1]);
-        assert_ne!(outputs[0], outputs[2]);
     }
 
     #[test]

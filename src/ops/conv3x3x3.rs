@@ -14,18 +14,10 @@ use burn::tensor::Tensor;
 pub fn conv3x3x3(conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
     #[cfg(feature = "flex")]
     if direct::applies(conv, &x) {
-        let weight = conv.weight.val();
-        let y = match direct::forward(x.clone(), weight) {
-            Some(y) => y,
-            None => return conv.forward(x),
-        };
-        return match &conv.bias {
-            Some(bias) => {
-                let channels = bias.dims()[0];
-                y + bias.val().reshape([1, channels, 1, 1, 1])
-            }
-            None => y,
-        };
+        let bias = conv.bias.as_ref().map(|bias| bias.val());
+        if let Some(y) = direct::forward(x.clone(), conv.weight.val(), bias) {
+            return y;
+        }
     }
     conv.forward(x)
 }
@@ -34,17 +26,21 @@ pub fn conv3x3x3(conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
 mod direct {
     use burn::backend::Flex;
     use burn::backend::autodiff::{
-        Autodiff,
+        NodeId,
         checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
         grads::Gradients,
         ops::{Backward, Ops, OpsKind},
     };
     use burn::nn::PaddingConfig3d;
     use burn::nn::conv::Conv3d;
-    use burn::tensor::{DType, Shape, Tensor, TensorData};
+    use burn::tensor::{DType, Tensor};
     use burn_flex::FlexTensor;
     use semisam_kernels::conv3x3x3 as kernels;
     use semisam_kernels::grid::PaddedGrid;
+
+    use crate::ops::flex_primitives::{
+        FlexFloat, TrackedFloat, dims, flex_float, flex_tensor, from_plain, from_tracked, values,
+    };
 
     pub(super) fn applies(conv: &Conv3d, x: &Tensor<5>) -> bool {
         conv.kernel_size == [3, 3, 3]
@@ -56,64 +52,88 @@ mod direct {
             && kernels::supported()
     }
 
-    /// The convolution without bias; `None` when the tensors are not flex tensors.
-    pub(super) fn forward(x: Tensor<5>, weight: Tensor<5>) -> Option<Tensor<5>> {
-        if let (Ok(x), Ok(weight)) = (
-            x.clone().try_into_primitive::<Autodiff<Flex>>(),
-            weight.clone().try_into_primitive::<Autodiff<Flex>>(),
-        ) {
-            return Some(Tensor::from_primitive::<Autodiff<Flex>>(tracked(x, weight)));
-        }
-        match (
-            x.try_into_primitive::<Flex>(),
-            weight.try_into_primitive::<Flex>(),
-        ) {
-            (Ok(x), Ok(weight)) => Some(Tensor::from_primitive::<Flex>(convolve(&x, &weight))),
+    /// The convolution; `None` when the tensors are not all flex tensors of one kind.
+    pub(super) fn forward(
+        x: Tensor<5>,
+        weight: Tensor<5>,
+        bias: Option<Tensor<1>>,
+    ) -> Option<Tensor<5>> {
+        let bias = match bias {
+            Some(bias) => Some(flex_float(bias)?),
+            None => None,
+        };
+        match (flex_float(x)?, flex_float(weight)?, bias) {
+            (FlexFloat::Tracked(x), FlexFloat::Tracked(weight), None) => {
+                Some(from_tracked(tracked(x, weight, None)))
+            }
+            (FlexFloat::Tracked(x), FlexFloat::Tracked(weight), Some(FlexFloat::Tracked(b))) => {
+                Some(from_tracked(tracked(x, weight, Some(b))))
+            }
+            (FlexFloat::Plain(x), FlexFloat::Plain(weight), None) => {
+                Some(from_plain(convolve(&x, &weight, None)))
+            }
+            (FlexFloat::Plain(x), FlexFloat::Plain(weight), Some(FlexFloat::Plain(b))) => {
+                Some(from_plain(convolve(&x, &weight, Some(&b))))
+            }
             _ => None,
         }
     }
 
-    type AutodiffFloat = burn::backend::tensor::FloatTensor<Autodiff<Flex>>;
-
-    fn tracked(x: AutodiffFloat, weight: AutodiffFloat) -> AutodiffFloat {
-        match Conv3x3x3Backward
-            .prepare::<NoCheckpointing>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (x, weight) = (x.primitive().clone(), weight.primitive().clone());
-                let output = convolve(&x, &weight);
-                prep.finish((x, weight), output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(convolve(x.primitive(), weight.primitive())),
+    fn tracked(x: TrackedFloat, weight: TrackedFloat, bias: Option<TrackedFloat>) -> TrackedFloat {
+        match bias {
+            None => match Conv3x3x3Backward
+                .prepare::<NoCheckpointing>([x.node(), weight.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let (x, weight) = (x.primitive().clone(), weight.primitive().clone());
+                    let output = convolve(&x, &weight, None);
+                    prep.finish((x, weight), output)
+                }
+                OpsKind::UnTracked(prep) => {
+                    prep.finish(convolve(x.primitive(), weight.primitive(), None))
+                }
+            },
+            Some(bias) => match Conv3x3x3Backward
+                .prepare::<NoCheckpointing>([x.node(), weight.node(), bias.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let (x, weight) = (x.primitive().clone(), weight.primitive().clone());
+                    let output = convolve(&x, &weight, Some(bias.primitive()));
+                    prep.finish((x, weight), output)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(convolve(
+                    x.primitive(),
+                    weight.primitive(),
+                    Some(bias.primitive()),
+                )),
+            },
         }
     }
 
     #[derive(Debug)]
     struct Conv3x3x3Backward;
 
-    impl Backward<Flex, 2> for Conv3x3x3Backward {
-        type State = (FlexTensor, FlexTensor);
-
-        fn backward(
-            self,
-            ops: Ops<Self::State, 2>,
+    impl Conv3x3x3Backward {
+        /// Registers the gradients of x and the weight; returns the output gradient for the bias.
+        fn input_and_weight(
+            ops_state: (FlexTensor, FlexTensor),
+            gradient: &FlexTensor,
+            x_node: Option<NodeId>,
+            weight_node: Option<NodeId>,
             grads: &mut Gradients,
-            _checkpointer: &mut Checkpointer,
         ) {
-            let [x_node, weight_node] = ops.parents;
-            let gradient = grads.consume::<Flex>(&ops.node);
-            let (x, weight) = ops.state;
+            let (x, weight) = ops_state;
             let layer = Layer::of(&x, &weight);
             let out_rows = kernels::padded_channels(layer.out_channels);
-            let padded_gradient = layer.grid.pad(
-                &values(&gradient),
-                layer.items,
-                layer.out_channels,
-                out_rows,
-            );
-            if let Some(node) = x_node {
+            let padded_gradient =
+                layer
+                    .grid
+                    .pad(&values(gradient), layer.items, layer.out_channels, out_rows);
+            if let Some(id) = x_node {
                 let in_rows = kernels::padded_channels(layer.in_channels);
                 let grid = kernels::correlate(
                     &layer.grid,
@@ -130,10 +150,10 @@ mod direct {
                 );
                 let dx = layer
                     .grid
-                    .extract(&grid, layer.items, in_rows, layer.in_channels);
-                grads.register::<Flex>(node.id, layer.tensor(dx, layer.in_channels));
+                    .extract(&grid, layer.items, in_rows, layer.in_channels, None);
+                grads.register::<Flex>(id, layer.volume(dx, layer.in_channels));
             }
-            if let Some(node) = weight_node {
+            if let Some(id) = weight_node {
                 let dw = kernels::weight_gradient(
                     &layer.grid,
                     &layer.pad_input(&x),
@@ -143,9 +163,57 @@ mod direct {
                     layer.out_channels,
                     layer.items,
                 );
-                let shape = Shape::from([layer.out_channels, layer.in_channels, 3, 3, 3]);
-                grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dw, shape)));
+                let shape = [layer.out_channels, layer.in_channels, 3, 3, 3];
+                grads.register::<Flex>(id, flex_tensor(dw, &shape));
             }
+        }
+    }
+
+    impl Backward<Flex, 2> for Conv3x3x3Backward {
+        type State = (FlexTensor, FlexTensor);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 2>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let [x_node, weight_node] = ops.parents;
+            let gradient = grads.consume::<Flex>(&ops.node);
+            Self::input_and_weight(
+                ops.state,
+                &gradient,
+                x_node.map(|node| node.id),
+                weight_node.map(|node| node.id),
+                grads,
+            );
+        }
+    }
+
+    impl Backward<Flex, 3> for Conv3x3x3Backward {
+        type State = (FlexTensor, FlexTensor);
+
+        fn backward(
+            self,
+            ops: Ops<Self::State, 3>,
+            grads: &mut Gradients,
+            _checkpointer: &mut Checkpointer,
+        ) {
+            let [x_node, weight_node, bias_node] = ops.parents;
+            let gradient = grads.consume::<Flex>(&ops.node);
+            if let Some(node) = bias_node {
+                let shape = dims(&gradient);
+                let bias_gradient =
+                    semisam_kernels::grid::channel_sums(&values(&gradient), shape[0], shape[1]);
+                grads.register::<Flex>(node.id, flex_tensor(bias_gradient, &[shape[1]]));
+            }
+            Self::input_and_weight(
+                ops.state,
+                &gradient,
+                x_node.map(|node| node.id),
+                weight_node.map(|node| node.id),
+                grads,
+            );
         }
     }
 
@@ -159,8 +227,7 @@ mod direct {
 
     impl Layer {
         fn of(x: &FlexTensor, weight: &FlexTensor) -> Self {
-            let xs = x.layout().shape();
-            let ws = weight.layout().shape();
+            let (xs, ws) = (dims(x), dims(weight));
             Self {
                 items: xs[0],
                 in_channels: xs[1],
@@ -174,19 +241,19 @@ mod direct {
                 .pad(&values(x), self.items, self.in_channels, self.in_channels)
         }
 
-        fn tensor(&self, volumes: Vec<f32>, channels: usize) -> FlexTensor {
-            let shape = Shape::from([
+        fn volume(&self, values: Vec<f32>, channels: usize) -> FlexTensor {
+            let shape = [
                 self.items,
                 channels,
                 self.grid.depth,
                 self.grid.height,
                 self.grid.width,
-            ]);
-            FlexTensor::from_data(TensorData::new(volumes, shape))
+            ];
+            flex_tensor(values, &shape)
         }
     }
 
-    fn convolve(x: &FlexTensor, weight: &FlexTensor) -> FlexTensor {
+    fn convolve(x: &FlexTensor, weight: &FlexTensor, bias: Option<&FlexTensor>) -> FlexTensor {
         let layer = Layer::of(x, weight);
         let out_rows = kernels::padded_channels(layer.out_channels);
         let grid = kernels::correlate(
@@ -197,24 +264,15 @@ mod direct {
             &kernels::forward_weights(&values(weight), layer.out_channels, layer.in_channels),
             out_rows,
         );
-        let y = layer
-            .grid
-            .extract(&grid, layer.items, out_rows, layer.out_channels);
-        layer.tensor(y, layer.out_channels)
-    }
-
-    /// The tensor's values in row-major order (copied only when its layout is not contiguous).
-    fn values(tensor: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        match tensor.as_slice::<f32>() {
-            Some(values) => std::borrow::Cow::Borrowed(values),
-            None => std::borrow::Cow::Owned(
-                tensor
-                    .to_contiguous()
-                    .as_slice::<f32>()
-                    .expect("a contiguous f32 tensor")
-                    .to_vec(),
-            ),
-        }
+        let bias = bias.map(|bias| values(bias).into_owned());
+        let y = layer.grid.extract(
+            &grid,
+            layer.items,
+            out_rows,
+            layer.out_channels,
+            bias.as_deref(),
+        );
+        layer.volume(y, layer.out_channels)
     }
 }
 
@@ -230,8 +288,18 @@ mod tests {
     }
 
     fn layer(in_channels: usize, out_channels: usize, device: &Device) -> Conv3d {
+        layer_with_bias(in_channels, out_channels, true, device)
+    }
+
+    fn layer_with_bias(
+        in_channels: usize,
+        out_channels: usize,
+        bias: bool,
+        device: &Device,
+    ) -> Conv3d {
         Conv3dConfig::new([in_channels, out_channels], [3, 3, 3])
             .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
+            .with_bias(bias)
             .init(device)
     }
 
@@ -244,12 +312,13 @@ mod tests {
             return;
         }
         let device = Device::default().autodiff();
-        for (items, cin, cout, sides) in [
-            (2, 1, 8, [6, 7, 5]),
-            (3, 6, 5, [4, 9, 6]),
-            (1, 16, 16, [8, 8, 6]),
+        for (items, cin, cout, sides, bias) in [
+            (2, 1, 8, [6, 7, 5], true),
+            (3, 6, 5, [4, 9, 6], true),
+            (1, 16, 16, [8, 8, 6], true),
+            (2, 4, 3, [5, 4, 6], false),
         ] {
-            let conv = layer(cin, cout, &device);
+            let conv = layer_with_bias(cin, cout, bias, &device);
             let shape = [items, cin, sides[0], sides[1], sides[2]];
             let x = Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device);
             let weight_of_output = Tensor::<5>::random(
@@ -258,6 +327,11 @@ mod tests {
                 &device,
             );
 
+            let bias = conv.bias.as_ref().map(|bias| bias.val());
+            assert!(
+                direct::forward(x.clone(), conv.weight.val(), bias).is_some(),
+                "the direct kernels did not run"
+            );
             let x_direct = x.clone().detach().require_grad();
             let direct = conv3x3x3(&conv, x_direct.clone());
             let x_burn = x.clone().detach().require_grad();
@@ -289,12 +363,16 @@ mod tests {
                     "{shape:?} -> {cout}: {what} gradient differs by {error} (relative)"
                 );
             }
-            let bias = conv.bias.as_ref().unwrap().val();
-            let error = max_abs_diff(
-                bias.grad(&direct_grads).unwrap(),
-                bias.grad(&burn_grads).unwrap(),
-            );
-            assert!(error < 1e-3, "bias gradient differs by {error}");
+            if let Some(bias) = &conv.bias {
+                let bias = bias.val();
+                let (a, b) = (
+                    bias.grad(&direct_grads).unwrap(),
+                    bias.grad(&burn_grads).unwrap(),
+                );
+                let scale: f32 = b.clone().abs().max().into_scalar();
+                let error = max_abs_diff(a, b) / scale.max(1.0);
+                assert!(error < 1e-5, "bias gradient differs by {error} (relative)");
+            }
         }
     }
 
@@ -303,6 +381,10 @@ mod tests {
         let device = Device::default();
         let conv = layer(3, 4, &device);
         let x = Tensor::<5>::random([2, 3, 5, 6, 7], Distribution::Normal(0.0, 1.0), &device);
+        if semisam_kernels::conv3x3x3::supported() {
+            let bias = conv.bias.as_ref().map(|bias| bias.val());
+            assert!(direct::forward(x.clone(), conv.weight.val(), bias).is_some());
+        }
         let error = max_abs_diff(conv3x3x3(&conv, x.clone()), conv.forward(x));
         assert!(error < 1e-5, "forward differs by {error}");
     }

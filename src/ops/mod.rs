@@ -1,11 +1,15 @@
 //! Tensor operations burn lacks (MaxPool3d, trilinear interpolation, Dropout3d).
 
+pub mod batch_norm_relu;
 pub mod channel_softmax;
 pub mod conv3x3x3;
 pub mod dropout;
+#[cfg(feature = "flex")]
+mod flex_primitives;
 pub mod pool;
 pub mod trilinear;
 
+pub use batch_norm_relu::batch_norm_relu;
 pub use channel_softmax::{channel_log_softmax, channel_softmax};
 pub use conv3x3x3::conv3x3x3;
 pub use dropout::{Dropout3d, DropoutError, DropoutMode};

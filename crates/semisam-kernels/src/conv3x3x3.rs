@@ -167,45 +167,43 @@ pub fn weight_gradient(
     let taps = grid.taps();
     let chunks = grid.span().div_ceil(CHUNK);
     let size = out_rows * in_rows * TAPS;
-    let total = (0..items * chunks)
+    // One partial sum per job, added in job order: the result must not depend on how rayon
+    // split the work, or a resumed training would not reproduce an uninterrupted one.
+    let partials: Vec<Vec<f32>> = (0..items * chunks)
         .into_par_iter()
-        .fold(
-            || vec![0.0f32; size],
-            |mut partial, job| {
-                let (item, chunk) = (job / chunks, job % chunks);
-                let start = grid.first() + chunk * CHUNK;
-                // Whole registers: the points past the span have a zero gradient.
-                let len = (grid.span() - chunk * CHUNK)
-                    .min(CHUNK)
-                    .next_multiple_of(LANES);
-                // SAFETY: AVX-512F was checked above; reads stay inside the rows because
-                // `start + len + first` is below the row length.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    avx512::weight_gradient_chunk(
-                        &input[item * in_rows * row_len..][..in_rows * row_len],
-                        in_rows,
-                        &output_gradient[item * out_rows * row_len..][..out_rows * row_len],
-                        out_rows,
-                        row_len,
-                        &taps,
-                        start,
-                        len,
-                        &mut partial,
-                    );
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (item, start, len, &taps);
-                partial
-            },
-        )
-        .reduce(
-            || vec![0.0f32; size],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        );
+        .map(|job| {
+            let mut partial = vec![0.0f32; size];
+            let (item, chunk) = (job / chunks, job % chunks);
+            let start = grid.first() + chunk * CHUNK;
+            // Whole registers: the points past the span have a zero gradient.
+            let len = (grid.span() - chunk * CHUNK)
+                .min(CHUNK)
+                .next_multiple_of(LANES);
+            // SAFETY: AVX-512F was checked above; reads stay inside the rows because
+            // `start + len + first` is below the row length.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                avx512::weight_gradient_chunk(
+                    &input[item * in_rows * row_len..][..in_rows * row_len],
+                    in_rows,
+                    &output_gradient[item * out_rows * row_len..][..out_rows * row_len],
+                    out_rows,
+                    row_len,
+                    &taps,
+                    start,
+                    len,
+                    &mut partial,
+                );
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (item, start, len, &taps);
+            partial
+        })
+        .collect();
+    let mut total = vec![0.0f32; size];
+    for partial in &partials {
+        total.iter_mut().zip(partial).for_each(|(t, p)| *t += p);
+    }
     total[..out_channels * in_rows * TAPS].to_vec()
 }
 
@@ -462,7 +460,7 @@ mod tests {
             &forward_weights(&w, cout, cin),
             rows,
         );
-        let got = grid.extract(&out, items, rows, cout);
+        let got = grid.extract(&out, items, rows, cout, None);
         let want = reference_conv(&x, &w, items, cin, cout, dims);
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-4, "{g} vs {w}");
@@ -495,7 +493,7 @@ mod tests {
             &input_gradient_weights(&w, cout, cin, out_rows),
             in_rows,
         );
-        let dx = grid.extract(&dx_grid, items, in_rows, cin);
+        let dx = grid.extract(&dx_grid, items, in_rows, cin, None);
         let through_input: f64 = dx.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
 
         let dw = weight_gradient(

@@ -100,14 +100,24 @@ impl PaddedGrid {
     }
 
     /// The interior of the first `rows` of `grid_rows` grid rows per item, back in the contiguous
-    /// layout, for `items` items.
-    pub fn extract(&self, grid: &[f32], items: usize, grid_rows: usize, rows: usize) -> Vec<f32> {
+    /// layout, for `items` items, plus `bias[row]` where given.
+    pub fn extract(
+        &self,
+        grid: &[f32],
+        items: usize,
+        grid_rows: usize,
+        rows: usize,
+        bias: Option<&[f32]>,
+    ) -> Vec<f32> {
         let row_len = self.row_len();
         assert_eq!(
             grid.len(),
             items * grid_rows * row_len,
             "extract: grid size"
         );
+        if let Some(bias) = bias {
+            assert_eq!(bias.len(), rows, "extract: bias size");
+        }
         let voxels = self.voxels();
         let (width, height) = (self.width, self.height);
         let mut volumes = vec![0.0f32; items * rows * voxels];
@@ -116,14 +126,34 @@ impl PaddedGrid {
             .enumerate()
             .for_each(|(index, volume)| {
                 let (item, channel) = (index / rows, index % rows);
+                let offset = bias.map_or(0.0, |bias| bias[channel]);
                 let row = &grid[(item * grid_rows + channel) * row_len..][..row_len];
                 for (line_index, line) in volume.chunks_mut(width).enumerate() {
                     let start = self.interior(line_index / height, line_index % height);
-                    line.copy_from_slice(&row[start..start + width]);
+                    for (out, &value) in line.iter_mut().zip(&row[start..start + width]) {
+                        *out = value + offset;
+                    }
                 }
             });
         volumes
     }
+}
+
+/// Per-channel sums of `items` x `channels` contiguous volumes (the gradient of a per-channel
+/// bias), accumulated in f64.
+pub fn channel_sums(volumes: &[f32], items: usize, channels: usize) -> Vec<f32> {
+    let voxels = volumes.len() / (items * channels);
+    let rows: Vec<f64> = volumes
+        .par_chunks(voxels)
+        .map(|row| {
+            row.chunks(1024)
+                .map(|block| block.iter().sum::<f32>() as f64)
+                .sum()
+        })
+        .collect();
+    (0..channels)
+        .map(|channel| rows.iter().skip(channel).step_by(channels).sum::<f64>() as f32)
+        .collect()
 }
 
 #[cfg(test)]
@@ -156,6 +186,18 @@ mod tests {
         );
         let total: f32 = padded.iter().sum();
         assert_eq!(total, volumes.iter().sum::<f32>());
-        assert_eq!(grid.extract(&padded, 1, 3, 2), volumes);
+        assert_eq!(grid.extract(&padded, 1, 3, 2, None), volumes);
+        let shifted = grid.extract(&padded, 1, 3, 2, Some(&[10.0, -1.0]));
+        assert_eq!(shifted[0], volumes[0] + 10.0);
+        assert_eq!(shifted[24], volumes[24] - 1.0);
+    }
+
+    #[test]
+    fn channel_sums_add_every_item_of_a_channel() {
+        // 2 items x 2 channels x 3 voxels.
+        let volumes = [
+            1.0, 2.0, 3.0, 10.0, 20.0, 30.0, 4.0, 5.0, 6.0, 40.0, 50.0, 60.0,
+        ];
+        assert_eq!(channel_sums(&volumes, 2, 2), vec![21.0, 210.0]);
     }
 }

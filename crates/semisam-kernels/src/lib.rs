@@ -7,5 +7,6 @@
 //! Only plain `f32` slices cross this boundary; the burn glue (backends, autodiff) is in
 //! `semisam::ops::conv3x3x3`.
 
+pub mod batch_norm_relu;
 pub mod conv3x3x3;
 pub mod grid;
