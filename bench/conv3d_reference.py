@@ -1,5 +1,5 @@
-"""PyTorch reference of `cargo bench --bench conv3d_ops`: the V-Net's 3D convolutions at the LA
-CPU profile's shapes (batch 4, patch 64 x 64 x 48, width 8), forward and backward (input and
+"""PyTorch reference of `cargo bench --bench conv3d_ops`: the V-Net's 3D convolutions and batch
+norm + ReLU at the LA CPU profile's shapes (batch 4, patch 64 x 64 x 48, width 8), forward and backward (input and
 weight gradients) timed separately; one JSON line per layer and pass.
 
 Usage: python bench/conv3d_reference.py [--threads 2] [--iters 5]
@@ -21,6 +21,8 @@ LAYERS = [
     ("stage4 3x3x3 64->64", 64, 64, (8, 8, 6), "conv3"),
     ("down 2x2x2/2 8->16", 8, 16, (64, 64, 48), "down"),
     ("up T2x2x2/2 16->8", 16, 8, (32, 32, 24), "up"),
+    ("stage1 batchnorm+relu 8", 8, 8, (64, 64, 48), "bnrelu"),
+    ("stage2 batchnorm+relu 16", 16, 16, (32, 32, 24), "bnrelu"),
 ]
 
 
@@ -33,6 +35,8 @@ def main():
     for name, cin, cout, size, kind in LAYERS:
         if kind == "conv3":
             layer = nn.Conv3d(cin, cout, 3, padding=1)
+        elif kind == "bnrelu":
+            layer = nn.Sequential(nn.BatchNorm3d(cout), nn.ReLU())
         elif kind == "down":
             layer = nn.Conv3d(cin, cout, 2, stride=2)
         else:

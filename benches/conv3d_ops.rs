@@ -1,7 +1,7 @@
 //! `cargo bench --bench conv3d_ops -- [--iters N]`: per-layer cost of the V-Net's 3D
 //! convolutions (forward, gradient of the input, gradient of the weight) and batch norm + ReLU at
 //! the LA CPU profile's shapes (batch 4, patch 64 x 64 x 48, width 8), one JSON line per layer and
-//! pass. The 3x3x3 layers run as in the networks (the direct kernels where they apply).
+//! pass. Every layer runs as in the networks (the direct kernels where they apply).
 //! `bench/conv3d_reference.py` prints the same lines for PyTorch.
 
 use std::time::Instant;
@@ -9,7 +9,6 @@ use std::time::Instant;
 use burn::module::Param;
 use burn::nn::conv::{Conv3dConfig, ConvTranspose3dConfig};
 use burn::nn::{BatchNormConfig, PaddingConfig3d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor};
 
 /// (name, in channels, out channels, spatial size of the input, kind)
@@ -50,19 +49,20 @@ fn main() {
             }
             "bnrelu" => {
                 let norm = BatchNormConfig::new(cout).init(&device);
-                Box::new(move |input| relu(norm.forward(input)))
+                // The networks' path: fused in training where it applies.
+                Box::new(move |input| semisam::ops::batch_norm_relu(&norm, input))
             }
             "down" => {
                 let conv = Conv3dConfig::new([cin, cout], [2, 2, 2])
                     .with_stride([2, 2, 2])
                     .init(&device);
-                Box::new(move |input| conv.forward(input))
+                Box::new(move |input| semisam::ops::down_conv(&conv, input))
             }
             _ => {
                 let conv = ConvTranspose3dConfig::new([cin, cout], [2, 2, 2])
                     .with_stride([2, 2, 2])
                     .init(&device);
-                Box::new(move |input| conv.forward(input))
+                Box::new(move |input| semisam::ops::up_conv(&conv, input))
             }
         };
         let input = Param::from_tensor(Tensor::<5>::random(

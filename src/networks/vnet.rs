@@ -11,7 +11,7 @@ use burn::tensor::Tensor;
 use rand::RngCore;
 
 use super::NetworkError;
-use crate::ops::{Dropout3d, DropoutMode, batch_norm_relu, conv3x3x3};
+use crate::ops::{Dropout3d, DropoutMode, batch_norm_relu, conv3x3x3, down_conv, up_conv};
 
 /// Input sides must be divisible by this (four 2x down-samplings).
 pub const VNET_SIDE_MULTIPLE: usize = 16;
@@ -81,7 +81,7 @@ impl DownConv {
     }
 
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        batch_norm_relu(&self.norm, self.conv.forward(x))
+        batch_norm_relu(&self.norm, down_conv(&self.conv, x))
     }
 }
 
@@ -103,7 +103,7 @@ impl UpConv {
     }
 
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        batch_norm_relu(&self.norm, self.conv.forward(x))
+        batch_norm_relu(&self.norm, up_conv(&self.conv, x))
     }
 }
 

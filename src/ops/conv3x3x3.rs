@@ -24,13 +24,6 @@ pub fn conv3x3x3(conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
 
 #[cfg(feature = "flex")]
 mod direct {
-    use burn::backend::Flex;
-    use burn::backend::autodiff::{
-        NodeId,
-        checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
-        grads::Gradients,
-        ops::{Backward, Ops, OpsKind},
-    };
     use burn::nn::PaddingConfig3d;
     use burn::nn::conv::Conv3d;
     use burn::tensor::{DType, Tensor};
@@ -38,9 +31,8 @@ mod direct {
     use semisam_kernels::conv3x3x3 as kernels;
     use semisam_kernels::grid::PaddedGrid;
 
-    use crate::ops::flex_primitives::{
-        FlexFloat, TrackedFloat, dims, flex_float, flex_tensor, from_plain, from_tracked, values,
-    };
+    use crate::ops::direct_layer::{self, DirectLayer};
+    use crate::ops::flex_primitives::{dims, flex_tensor, values};
 
     pub(super) fn applies(conv: &Conv3d, x: &Tensor<5>) -> bool {
         conv.kernel_size == [3, 3, 3]
@@ -58,162 +50,75 @@ mod direct {
         weight: Tensor<5>,
         bias: Option<Tensor<1>>,
     ) -> Option<Tensor<5>> {
-        let bias = match bias {
-            Some(bias) => Some(flex_float(bias)?),
-            None => None,
-        };
-        match (flex_float(x)?, flex_float(weight)?, bias) {
-            (FlexFloat::Tracked(x), FlexFloat::Tracked(weight), None) => {
-                Some(from_tracked(tracked(x, weight, None)))
-            }
-            (FlexFloat::Tracked(x), FlexFloat::Tracked(weight), Some(FlexFloat::Tracked(b))) => {
-                Some(from_tracked(tracked(x, weight, Some(b))))
-            }
-            (FlexFloat::Plain(x), FlexFloat::Plain(weight), None) => {
-                Some(from_plain(convolve(&x, &weight, None)))
-            }
-            (FlexFloat::Plain(x), FlexFloat::Plain(weight), Some(FlexFloat::Plain(b))) => {
-                Some(from_plain(convolve(&x, &weight, Some(&b))))
-            }
-            _ => None,
-        }
+        direct_layer::run(Conv3x3x3, x, weight, bias)
     }
 
-    fn tracked(x: TrackedFloat, weight: TrackedFloat, bias: Option<TrackedFloat>) -> TrackedFloat {
-        match bias {
-            None => match Conv3x3x3Backward
-                .prepare::<NoCheckpointing>([x.node(), weight.node()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => {
-                    let (x, weight) = (x.primitive().clone(), weight.primitive().clone());
-                    let output = convolve(&x, &weight, None);
-                    prep.finish((x, weight), output)
-                }
-                OpsKind::UnTracked(prep) => {
-                    prep.finish(convolve(x.primitive(), weight.primitive(), None))
-                }
-            },
-            Some(bias) => match Conv3x3x3Backward
-                .prepare::<NoCheckpointing>([x.node(), weight.node(), bias.node()])
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => {
-                    let (x, weight) = (x.primitive().clone(), weight.primitive().clone());
-                    let output = convolve(&x, &weight, Some(bias.primitive()));
-                    prep.finish((x, weight), output)
-                }
-                OpsKind::UnTracked(prep) => prep.finish(convolve(
-                    x.primitive(),
-                    weight.primitive(),
-                    Some(bias.primitive()),
-                )),
-            },
-        }
-    }
+    #[derive(Debug, Clone)]
+    struct Conv3x3x3;
 
-    #[derive(Debug)]
-    struct Conv3x3x3Backward;
-
-    impl Conv3x3x3Backward {
-        /// Registers the gradients of x and the weight; returns the output gradient for the bias.
-        fn input_and_weight(
-            ops_state: (FlexTensor, FlexTensor),
-            gradient: &FlexTensor,
-            x_node: Option<NodeId>,
-            weight_node: Option<NodeId>,
-            grads: &mut Gradients,
-        ) {
-            let (x, weight) = ops_state;
-            let layer = Layer::of(&x, &weight);
+    impl DirectLayer for Conv3x3x3 {
+        fn forward(&self, x: &FlexTensor, weight: &FlexTensor, bias: Option<&[f32]>) -> FlexTensor {
+            let layer = Layer::of(x, weight);
             let out_rows = kernels::padded_channels(layer.out_channels);
-            let padded_gradient =
-                layer
-                    .grid
-                    .pad(&values(gradient), layer.items, layer.out_channels, out_rows);
-            if let Some(id) = x_node {
-                let in_rows = kernels::padded_channels(layer.in_channels);
-                let grid = kernels::correlate(
-                    &layer.grid,
-                    &padded_gradient,
-                    layer.items,
-                    out_rows,
-                    &kernels::input_gradient_weights(
-                        &values(&weight),
-                        layer.out_channels,
-                        layer.in_channels,
-                        out_rows,
-                    ),
-                    in_rows,
-                );
-                let dx = layer
-                    .grid
-                    .extract(&grid, layer.items, in_rows, layer.in_channels, None);
-                grads.register::<Flex>(id, layer.volume(dx, layer.in_channels));
-            }
-            if let Some(id) = weight_node {
-                let dw = kernels::weight_gradient(
-                    &layer.grid,
-                    &layer.pad_input(&x),
-                    layer.in_channels,
-                    &padded_gradient,
-                    out_rows,
+            let grid = kernels::correlate(
+                &layer.grid,
+                &layer.pad_input(x),
+                layer.items,
+                layer.in_channels,
+                &kernels::forward_weights(&values(weight), layer.out_channels, layer.in_channels),
+                out_rows,
+            );
+            let y = layer
+                .grid
+                .extract(&grid, layer.items, out_rows, layer.out_channels, bias);
+            layer.volume(y, layer.out_channels)
+        }
+
+        fn input_gradient(
+            &self,
+            x: &FlexTensor,
+            weight: &FlexTensor,
+            output_gradient: &[f32],
+        ) -> FlexTensor {
+            let layer = Layer::of(x, weight);
+            let out_rows = kernels::padded_channels(layer.out_channels);
+            let in_rows = kernels::padded_channels(layer.in_channels);
+            let grid = kernels::correlate(
+                &layer.grid,
+                &layer.pad_gradient(output_gradient),
+                layer.items,
+                out_rows,
+                &kernels::input_gradient_weights(
+                    &values(weight),
                     layer.out_channels,
-                    layer.items,
-                );
-                let shape = [layer.out_channels, layer.in_channels, 3, 3, 3];
-                grads.register::<Flex>(id, flex_tensor(dw, &shape));
-            }
-        }
-    }
-
-    impl Backward<Flex, 2> for Conv3x3x3Backward {
-        type State = (FlexTensor, FlexTensor);
-
-        fn backward(
-            self,
-            ops: Ops<Self::State, 2>,
-            grads: &mut Gradients,
-            _checkpointer: &mut Checkpointer,
-        ) {
-            let [x_node, weight_node] = ops.parents;
-            let gradient = grads.consume::<Flex>(&ops.node);
-            Self::input_and_weight(
-                ops.state,
-                &gradient,
-                x_node.map(|node| node.id),
-                weight_node.map(|node| node.id),
-                grads,
+                    layer.in_channels,
+                    out_rows,
+                ),
+                in_rows,
             );
+            let dx = layer
+                .grid
+                .extract(&grid, layer.items, in_rows, layer.in_channels, None);
+            layer.volume(dx, layer.in_channels)
         }
-    }
 
-    impl Backward<Flex, 3> for Conv3x3x3Backward {
-        type State = (FlexTensor, FlexTensor);
-
-        fn backward(
-            self,
-            ops: Ops<Self::State, 3>,
-            grads: &mut Gradients,
-            _checkpointer: &mut Checkpointer,
-        ) {
-            let [x_node, weight_node, bias_node] = ops.parents;
-            let gradient = grads.consume::<Flex>(&ops.node);
-            if let Some(node) = bias_node {
-                let shape = dims(&gradient);
-                let bias_gradient =
-                    semisam_kernels::grid::channel_sums(&values(&gradient), shape[0], shape[1]);
-                grads.register::<Flex>(node.id, flex_tensor(bias_gradient, &[shape[1]]));
-            }
-            Self::input_and_weight(
-                ops.state,
-                &gradient,
-                x_node.map(|node| node.id),
-                weight_node.map(|node| node.id),
-                grads,
+        fn weight_gradient(
+            &self,
+            x: &FlexTensor,
+            weight: &FlexTensor,
+            output_gradient: &[f32],
+        ) -> FlexTensor {
+            let layer = Layer::of(x, weight);
+            let dw = kernels::weight_gradient(
+                &layer.grid,
+                &layer.pad_input(x),
+                layer.in_channels,
+                &layer.pad_gradient(output_gradient),
+                kernels::padded_channels(layer.out_channels),
+                layer.out_channels,
+                layer.items,
             );
+            flex_tensor(dw, &[layer.out_channels, layer.in_channels, 3, 3, 3])
         }
     }
 
@@ -241,6 +146,12 @@ mod direct {
                 .pad(&values(x), self.items, self.in_channels, self.in_channels)
         }
 
+        fn pad_gradient(&self, output_gradient: &[f32]) -> Vec<f32> {
+            let rows = kernels::padded_channels(self.out_channels);
+            self.grid
+                .pad(output_gradient, self.items, self.out_channels, rows)
+        }
+
         fn volume(&self, values: Vec<f32>, channels: usize) -> FlexTensor {
             let shape = [
                 self.items,
@@ -251,28 +162,6 @@ mod direct {
             ];
             flex_tensor(values, &shape)
         }
-    }
-
-    fn convolve(x: &FlexTensor, weight: &FlexTensor, bias: Option<&FlexTensor>) -> FlexTensor {
-        let layer = Layer::of(x, weight);
-        let out_rows = kernels::padded_channels(layer.out_channels);
-        let grid = kernels::correlate(
-            &layer.grid,
-            &layer.pad_input(x),
-            layer.items,
-            layer.in_channels,
-            &kernels::forward_weights(&values(weight), layer.out_channels, layer.in_channels),
-            out_rows,
-        );
-        let bias = bias.map(|bias| values(bias).into_owned());
-        let y = layer.grid.extract(
-            &grid,
-            layer.items,
-            out_rows,
-            layer.out_channels,
-            bias.as_deref(),
-        );
-        layer.volume(y, layer.out_channels)
     }
 }
 

@@ -10,3 +10,4 @@
 pub mod batch_norm_relu;
 pub mod conv3x3x3;
 pub mod grid;
+pub mod stride2;
