@@ -59,21 +59,20 @@ mod direct {
     impl DirectLayer for Conv3x3x3 {
         fn forward(&self, x: &FlexTensor, weight: &FlexTensor, bias: Option<&[f32]>) -> FlexTensor {
             let layer = Layer::of(x, weight);
-            let out_rows = kernels::padded_channels(layer.out_channels);
-            let grid = kernels::correlate(
-                &layer.grid,
+            let weights =
+                kernels::forward_weights(&values(weight), layer.out_channels, layer.in_channels);
+            let y = layer.correlate(
                 &layer.pad_input(x),
-                layer.items,
                 layer.in_channels,
-                &kernels::forward_weights(&values(weight), layer.out_channels, layer.in_channels),
-                out_rows,
+                &weights,
+                layer.out_channels,
+                bias,
             );
-            let y = layer
-                .grid
-                .extract(&grid, layer.items, out_rows, layer.out_channels, bias);
             layer.volume(y, layer.out_channels)
         }
 
+        /// The transposed convolution of the output gradient: the same kernel with the weights
+        /// flipped and transposed.
         fn input_gradient(
             &self,
             x: &FlexTensor,
@@ -82,23 +81,19 @@ mod direct {
         ) -> FlexTensor {
             let layer = Layer::of(x, weight);
             let out_rows = kernels::padded_channels(layer.out_channels);
-            let in_rows = kernels::padded_channels(layer.in_channels);
-            let grid = kernels::correlate(
-                &layer.grid,
-                &layer.pad_gradient(output_gradient),
-                layer.items,
+            let weights = kernels::input_gradient_weights(
+                &values(weight),
+                layer.out_channels,
+                layer.in_channels,
                 out_rows,
-                &kernels::input_gradient_weights(
-                    &values(weight),
-                    layer.out_channels,
-                    layer.in_channels,
-                    out_rows,
-                ),
-                in_rows,
             );
-            let dx = layer
-                .grid
-                .extract(&grid, layer.items, in_rows, layer.in_channels, None);
+            let dx = layer.correlate(
+                &layer.pad_gradient(output_gradient),
+                out_rows,
+                &weights,
+                layer.in_channels,
+                None,
+            );
             layer.volume(dx, layer.in_channels)
         }
 
@@ -141,6 +136,21 @@ mod direct {
             }
         }
 
+        /// `kernels::correlate` of `input` (`in_rows` grid rows per item) into `channels` output
+        /// channels, back in the contiguous layout.
+        fn correlate(
+            &self,
+            input: &[f32],
+            in_rows: usize,
+            weights: &[f32],
+            channels: usize,
+            bias: Option<&[f32]>,
+        ) -> Vec<f32> {
+            let rows = kernels::padded_channels(channels);
+            let grid = kernels::correlate(&self.grid, input, self.items, in_rows, weights, rows);
+            self.grid.extract(&grid, self.items, rows, channels, bias)
+        }
+
         fn pad_input(&self, x: &FlexTensor) -> Vec<f32> {
             self.grid
                 .pad(&values(x), self.items, self.in_channels, self.in_channels)
@@ -168,13 +178,10 @@ mod direct {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::layer_parity::{check_against_burn, max_abs_diff};
     use burn::nn::PaddingConfig3d;
     use burn::nn::conv::Conv3dConfig;
     use burn::tensor::{Device, Distribution};
-
-    fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        (a - b).abs().max().into_scalar()
-    }
 
     fn layer(in_channels: usize, out_channels: usize, device: &Device) -> Conv3d {
         layer_with_bias(in_channels, out_channels, true, device)
@@ -210,58 +217,19 @@ mod tests {
             let conv = layer_with_bias(cin, cout, bias, &device);
             let shape = [items, cin, sides[0], sides[1], sides[2]];
             let x = Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-            let weight_of_output = Tensor::<5>::random(
-                [items, cout, sides[0], sides[1], sides[2]],
-                Distribution::Normal(0.0, 1.0),
-                &device,
-            );
-
             let bias = conv.bias.as_ref().map(|bias| bias.val());
             assert!(
-                direct::forward(x.clone(), conv.weight.val(), bias).is_some(),
+                direct::forward(x.clone(), conv.weight.val(), bias.clone()).is_some(),
                 "the direct kernels did not run"
             );
-            let x_direct = x.clone().detach().require_grad();
-            let direct = conv3x3x3(&conv, x_direct.clone());
-            let x_burn = x.clone().detach().require_grad();
-            let reference = conv.forward(x_burn.clone());
-            let forward_error = max_abs_diff(direct.clone().detach(), reference.clone().detach());
-            assert!(
-                forward_error < 1e-5,
-                "{shape:?} -> {cout}: forward differs by {forward_error}"
+            check_against_burn(
+                &format!("{shape:?} -> {cout}"),
+                x,
+                &[("weight", conv.weight.val())],
+                bias,
+                |x| conv3x3x3(&conv, x),
+                |x| conv.forward(x),
             );
-
-            let direct_grads = (direct * weight_of_output.clone()).sum().backward();
-            let burn_grads = (reference * weight_of_output).sum().backward();
-            let pairs = [
-                (
-                    x_direct.grad(&direct_grads).unwrap(),
-                    x_burn.grad(&burn_grads).unwrap(),
-                ),
-                (
-                    conv.weight.val().grad(&direct_grads).unwrap(),
-                    conv.weight.val().grad(&burn_grads).unwrap(),
-                ),
-            ];
-            for (what, (a, b)) in ["input", "weight"].iter().zip(pairs) {
-                let scale: f32 = b.clone().abs().max().into_scalar();
-                let scale = scale.max(1.0);
-                let error = max_abs_diff(a, b) / scale;
-                assert!(
-                    error < 1e-5,
-                    "{shape:?} -> {cout}: {what} gradient differs by {error} (relative)"
-                );
-            }
-            if let Some(bias) = &conv.bias {
-                let bias = bias.val();
-                let (a, b) = (
-                    bias.grad(&direct_grads).unwrap(),
-                    bias.grad(&burn_grads).unwrap(),
-                );
-                let scale: f32 = b.clone().abs().max().into_scalar();
-                let error = max_abs_diff(a, b) / scale.max(1.0);
-                assert!(error < 1e-5, "bias gradient differs by {error} (relative)");
-            }
         }
     }
 

@@ -8,6 +8,8 @@ mod direct_layer;
 pub mod dropout;
 #[cfg(feature = "flex")]
 mod flex_primitives;
+#[cfg(test)]
+mod layer_parity;
 pub mod pool;
 pub mod stride2;
 pub mod trilinear;

@@ -233,45 +233,9 @@ mod direct {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::layer_parity::{check_against_burn, max_abs_diff, relative};
     use burn::nn::conv::{Conv3dConfig, ConvTranspose3dConfig};
     use burn::tensor::{Device, Distribution};
-
-    fn max_abs_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        (a - b).abs().max().into_scalar()
-    }
-
-    fn relative(a: Tensor<5>, b: Tensor<5>) -> f32 {
-        let scale: f32 = b.clone().abs().max().into_scalar();
-        max_abs_diff(a, b) / scale.max(1.0)
-    }
-
-    /// Forward and the input, weight and bias gradients of `direct` against `reference`.
-    fn check_against_burn(
-        what: &str,
-        x: Tensor<5>,
-        weight: Tensor<5>,
-        bias: Tensor<1>,
-        direct: impl Fn(Tensor<5>) -> Tensor<5>,
-        reference: impl Fn(Tensor<5>) -> Tensor<5>,
-    ) {
-        let x_direct = x.clone().detach().require_grad();
-        let x_burn = x.detach().require_grad();
-        let (a, b) = (direct(x_direct.clone()), reference(x_burn.clone()));
-        assert_eq!(a.dims(), b.dims(), "{what}: shape");
-        let error = relative(a.clone().detach(), b.clone().detach());
-        assert!(error < 1e-5, "{what}: forward differs by {error}");
-        let probe = Tensor::<5>::random(a.dims(), Distribution::Normal(0.0, 1.0), &a.device());
-        let ga = (a * probe.clone()).sum().backward();
-        let gb = (b * probe).sum().backward();
-        let error = relative(x_direct.grad(&ga).unwrap(), x_burn.grad(&gb).unwrap());
-        assert!(error < 1e-5, "{what}: input gradient differs by {error}");
-        let error = relative(weight.grad(&ga).unwrap(), weight.grad(&gb).unwrap());
-        assert!(error < 1e-5, "{what}: weight gradient differs by {error}");
-        let (da, db) = (bias.grad(&ga).unwrap(), bias.grad(&gb).unwrap());
-        let scale: f32 = db.clone().abs().max().into_scalar();
-        let error = max_abs_diff(da, db) / scale.max(1.0);
-        assert!(error < 1e-5, "{what}: bias gradient differs by {error}");
-    }
 
     #[test]
     fn down_conv_matches_burn() {
@@ -285,12 +249,11 @@ mod tests {
             direct::run(direct::Down, x.clone(), conv.weight.val(), None).is_some(),
             "the direct path did not run"
         );
-        let bias = conv.bias.as_ref().unwrap().val();
         check_against_burn(
             "down",
             x,
-            conv.weight.val(),
-            bias,
+            &[("weight", conv.weight.val())],
+            conv.bias.as_ref().map(|bias| bias.val()),
             |x| down_conv(&conv, x),
             |x| conv.forward(x),
         );
@@ -308,12 +271,11 @@ mod tests {
             direct::run(direct::Up, x.clone(), conv.weight.val(), None).is_some(),
             "the direct path did not run"
         );
-        let bias = conv.bias.as_ref().unwrap().val();
         check_against_burn(
             "up",
             x,
-            conv.weight.val(),
-            bias,
+            &[("weight", conv.weight.val())],
+            conv.bias.as_ref().map(|bias| bias.val()),
             |x| up_conv(&conv, x),
             |x| conv.forward(x),
         );
