@@ -5,19 +5,20 @@
 //! profile's first level) and differentiates the transposed one through generic convolutions
 //! (6x PyTorch's backward). Other shapes, backends and dtypes take burn's own layers.
 
+#[cfg(feature = "flex")]
 use burn::nn::PaddingConfig3d;
 use burn::nn::conv::{Conv3d, ConvTranspose3d};
-use burn::tensor::{DType, Tensor};
+#[cfg(feature = "flex")]
+use burn::tensor::DType;
+use burn::tensor::Tensor;
 
 /// `conv.forward(x)` for a down-sampling convolution, directly where it applies.
 pub fn down_conv(conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
-    let plain = matches!(
+    #[cfg(feature = "flex")]
+    if matches!(
         conv.padding,
         PaddingConfig3d::Valid | PaddingConfig3d::Explicit(0, 0, 0)
-    );
-    #[cfg(feature = "flex")]
-    if plain
-        && conv.kernel_size == [2, 2, 2]
+    ) && conv.kernel_size == [2, 2, 2]
         && conv.stride == [2, 2, 2]
         && conv.dilation == [1, 1, 1]
         && conv.groups == 1
@@ -31,7 +32,6 @@ pub fn down_conv(conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
     {
         return y;
     }
-    let _ = plain;
     conv.forward(x)
 }
 
@@ -57,6 +57,7 @@ pub fn up_conv(conv: &ConvTranspose3d, x: Tensor<5>) -> Tensor<5> {
     conv.forward(x)
 }
 
+#[cfg(feature = "flex")]
 fn even_sides(x: &Tensor<5>) -> bool {
     let [_, _, d, h, w] = x.dims();
     x.dtype() == DType::F32 && d.is_multiple_of(2) && h.is_multiple_of(2) && w.is_multiple_of(2)
