@@ -78,6 +78,18 @@ pub enum SamLoss {
     DiceCe,
 }
 
+/// Which network's prediction the prompts are made from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptSource {
+    /// The student's softmax on the patch (SemiSAM).
+    #[default]
+    Student,
+    /// The teacher's softmax (Mean Teacher, UA-MT): a temporal ensemble of the student, steadier
+    /// early in training, when the student's boxes send SAM to the wrong structure.
+    Teacher,
+}
+
 /// Per-voxel weighting of the term.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -144,6 +156,8 @@ pub struct SamConfig {
     pub embedding_dir: Option<std::path::PathBuf>,
     /// `none` or `agreement` (student, teacher and SAM).
     pub confidence: Confidence,
+    /// `student` (SemiSAM) or `teacher` (frameworks with a teacher only).
+    pub prompt_source: PromptSource,
     pub prompts: PromptConfig,
 }
 
@@ -171,6 +185,7 @@ impl Default for SamConfig {
             loss: SamLoss::default(),
             embedding_dir: None,
             confidence: Confidence::default(),
+            prompt_source: PromptSource::default(),
             prompts: PromptConfig::default(),
         }
     }
@@ -693,6 +708,18 @@ impl AuxiliaryLoss for SamAssist {
         let probabilities = to_array5(student.clone().detach());
         let teacher = ctx.teacher_probabilities.clone().map(to_array5);
         let networks = 1 + usize::from(teacher.is_some());
+        let prompt_probabilities = match (self.config.prompt_source, &teacher) {
+            (PromptSource::Student, _) => &probabilities,
+            (PromptSource::Teacher, Some(teacher)) => teacher,
+            (PromptSource::Teacher, None) => {
+                return Err(FrameworkError::Auxiliary {
+                    name: "sam".into(),
+                    message: "sam.prompt_source = \"teacher\" needs a framework with a teacher \
+                              (mean_teacher, ua_mt)"
+                        .into(),
+                });
+            }
+        };
         let [_, channels, x, y, z] = student.dims();
 
         let mut stats = SamStepStats::default();
@@ -701,7 +728,8 @@ impl AuxiliaryLoss for SamAssist {
         let mut masks = Vec::new();
         let (mut area, mut agreement) = (0.0, 0.0);
         for (u, item) in unlabeled_items.iter().enumerate() {
-            let Some(refreshed) = self.source_label(item, &probabilities, u, ctx.index.step)?
+            let Some(refreshed) =
+                self.source_label(item, prompt_probabilities, u, ctx.index.step)?
             else {
                 stats.items_without += 1;
                 continue;
@@ -956,6 +984,52 @@ mod tests {
         assert!((value - expected).abs() < 1e-6, "{value} vs {expected}");
         assert_eq!(diagnostic(&terms, "sam/items_with_term"), 1.0);
         assert_eq!(diagnostic(&terms, "sam/mean_area"), 2.0 * 6.0 * 2.0);
+    }
+
+    #[test]
+    fn prompts_come_from_the_teacher_when_asked() {
+        // The student is confident nowhere; the teacher is confident on the first two rows.
+        let student = Array3::from_elem(SHAPE, 0.2f32);
+        let teacher = Array3::from_shape_fn(SHAPE, |(i, _, _)| if i < 2 { 0.9 } else { 0.1 });
+        let identity = ItemTransform::crop_only(SHAPE, [0; 3], SHAPE);
+
+        let (mut from_student, _) = assist(None, 1);
+        let terms = run_with_teacher(&mut from_student, &student, Some(&teacher), identity, 0);
+        assert_eq!(diagnostic(&terms, "sam/items_with_term"), 0.0);
+
+        let (mut from_teacher, _) = assist(None, 1);
+        from_teacher.config.prompt_source = PromptSource::Teacher;
+        let terms = run_with_teacher(&mut from_teacher, &student, Some(&teacher), identity, 0);
+        assert_eq!(diagnostic(&terms, "sam/items_with_term"), 1.0);
+        // The echoing generalist answers the teacher's confident voxels.
+        let (classes, _) = from_teacher.patch_label(&provenance(identity, false));
+        for (&c, &t) in classes.iter().zip(teacher.iter()) {
+            assert_eq!(c, u8::from(t > 0.5));
+        }
+
+        let (mut without_teacher, _) = assist(None, 1);
+        without_teacher.config.prompt_source = PromptSource::Teacher;
+        let (batch, probabilities) = context_parts(&student);
+        without_teacher.prepare(&[provenance(identity, true), provenance(identity, false)]);
+        let ctx = StepContext {
+            index: StepIndex {
+                step: 0,
+                max_steps: 6000,
+            },
+            batch: &batch,
+            student_logits: probabilities.clone(),
+            student_probabilities: probabilities,
+            teacher_probabilities: None,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let error = without_teacher
+            .loss_terms(&ctx, &mut rng)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("needs a framework with a teacher"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -294,6 +294,15 @@ impl RunConfig {
                 n.in_channels, n.base_filters, n.num_classes
             ));
         }
+        if let Some(sam) = &self.sam
+            && sam.prompt_source == crate::frameworks::sam_assist::PromptSource::Teacher
+            && !semi_supervised
+        {
+            return Err(
+                "sam.prompt_source = \"teacher\" needs a framework with a teacher (mean_teacher, ua_mt)"
+                    .into(),
+            );
+        }
         self.framework.build().map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -436,6 +445,15 @@ lr = 0.01
         assert!(err.contains("unknown field `augmentation`"), "{err}");
         let err = parse(&["sam.weigth=1"]).unwrap_err().to_string();
         assert!(err.contains("unknown field `weigth`"), "{err}");
+    }
+
+    #[test]
+    fn teacher_prompts_need_a_teacher() {
+        assert!(parse(&["sam.prompt_source=\"teacher\""]).is_ok());
+        let err = parse(&["framework.kind=supervised", "sam.prompt_source=\"teacher\""])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs a framework with a teacher"), "{err}");
     }
 
     #[test]
