@@ -5,6 +5,7 @@
 //! coordinates, and the mask is cropped back onto the region.
 
 use ndarray::{Array2, Array3, ArrayView2, Axis};
+use rayon::prelude::*;
 
 use super::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
 use super::embedding_store::EmbeddingStore;
@@ -12,7 +13,7 @@ use super::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
 use crate::prompts::{PromptConfig, SlicePrompt, slice_prompts};
 
 /// The two operations a 2D promptable model offers.
-pub trait SliceModel: Send {
+pub trait SliceModel: Send + Sync {
     type Embedding: Send + Sync;
     /// Model and weights identity (weights checksum), part of every cache key.
     fn identity(&self) -> String;
@@ -118,8 +119,9 @@ impl<M: SliceModel> Generalist for SliceWise<M> {
         let (row_axis, col_axis) = in_plane_axes(self.axis);
         let (rows, cols) = (&request.region[row_axis], &request.region[col_axis]);
         let weights = self.model.identity();
-        let mut mask = Array3::from_elem(request.probability.raw_dim(), false);
-        let mut known = Array3::from_elem(request.probability.raw_dim(), false);
+        // Embeddings first (the cache is not shared), then the decoder runs on the slices in
+        // parallel: one slice's decode keeps about one core busy.
+        let mut embeddings = Vec::with_capacity(prompts.len());
         for prompt in &prompts {
             let slice = request.region[self.axis].start + prompt.slice;
             let image = request.image.index_axis(Axis(self.axis), slice);
@@ -130,7 +132,7 @@ impl<M: SliceModel> Generalist for SliceWise<M> {
                 weights: weights.clone(),
             };
             let (model, store, axis) = (&self.model, &self.store, self.axis);
-            let embedding = self.cache.get_or_compute(key, || {
+            embeddings.push(self.cache.get_or_compute(key, || {
                 let Some(store) = store else {
                     return model.embed(image);
                 };
@@ -144,15 +146,25 @@ impl<M: SliceModel> Generalist for SliceWise<M> {
                 let embedding = model.embed(image)?;
                 store.store(&path, &model.embedding_to_bytes(&embedding))?;
                 Ok(embedding)
-            })?;
-            let shifted = shift_prompt(prompt, rows.start, cols.start);
-            let full =
-                self.model
-                    .segment(&embedding, image.dim(), std::slice::from_ref(&shifted))?;
-            let full = full
-                .into_iter()
-                .next()
-                .ok_or_else(|| GeneralistError::Model("model returned no mask".into()))?;
+            })?);
+        }
+        let model = &self.model;
+        let slice_shape = request.image.index_axis(Axis(self.axis), 0).dim();
+        let masks: Vec<Array2<bool>> = prompts
+            .par_iter()
+            .zip(embeddings.par_iter())
+            .map(|(prompt, embedding)| {
+                let shifted = shift_prompt(prompt, rows.start, cols.start);
+                model
+                    .segment(embedding, slice_shape, std::slice::from_ref(&shifted))?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| GeneralistError::Model("model returned no mask".into()))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut mask = Array3::from_elem(request.probability.raw_dim(), false);
+        let mut known = Array3::from_elem(request.probability.raw_dim(), false);
+        for (prompt, full) in prompts.iter().zip(&masks) {
             let cropped = full.slice(ndarray::s![rows.clone(), cols.clone()]);
             mask.index_axis_mut(Axis(self.axis), prompt.slice)
                 .assign(&cropped);
