@@ -63,13 +63,14 @@ run_one() {
     local sets=(--set "data.root=\"$root\"" --set "data.labeled=$labeled"
         --set "training.iterations=$iterations" --set "training.lr_schedule.every=$every"
         --set "training.checkpoint_every=$checkpoint" --set "validation.every=$validation")
-    local extra
-    for extra in ${EXTRA_SETS:-}; do sets+=(--set "$extra"); done
     case $variant in semisam-*)
         sets+=(--set "sam.iterations_per_epoch=$per_epoch" --set "sam.start_iteration=$sam_start"
             --set "sam.refresh_interval=$sam_refresh"
             --set "sam.embedding_dir=\"$embeddings\"") ;;
     esac
+    # Last, so that an ablation can override the scaled schedules too.
+    local extra
+    for extra in ${EXTRA_SETS:-}; do sets+=(--set "$extra"); done
     if [ -f "$out/runs/$name/checkpoints/final.ckpt" ]; then echo "$name already done"; return; fi
     local resume=()
     [ -f "$out/runs/$name/checkpoints/last.ckpt" ] && resume=(--resume)
