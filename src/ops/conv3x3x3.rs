@@ -24,6 +24,8 @@ pub fn conv3x3x3(conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
 
 #[cfg(feature = "flex")]
 mod direct {
+    use std::borrow::Cow;
+
     use burn::nn::PaddingConfig3d;
     use burn::nn::conv::Conv3d;
     use burn::tensor::{DType, Tensor};
@@ -71,6 +73,16 @@ mod direct {
             layer.volume(y, layer.out_channels)
         }
 
+        /// The output gradient on the padded grid, in rows padded to the kernel's block.
+        fn prepare_gradient<'a>(
+            &self,
+            x: &FlexTensor,
+            weight: &FlexTensor,
+            output_gradient: &'a [f32],
+        ) -> Cow<'a, [f32]> {
+            Cow::Owned(Layer::of(x, weight).pad_gradient(output_gradient))
+        }
+
         /// The transposed convolution of the output gradient: the same kernel with the weights
         /// flipped and transposed.
         fn input_gradient(
@@ -87,13 +99,7 @@ mod direct {
                 layer.in_channels,
                 out_rows,
             );
-            let dx = layer.correlate(
-                &layer.pad_gradient(output_gradient),
-                out_rows,
-                &weights,
-                layer.in_channels,
-                None,
-            );
+            let dx = layer.correlate(output_gradient, out_rows, &weights, layer.in_channels, None);
             layer.volume(dx, layer.in_channels)
         }
 
@@ -108,7 +114,7 @@ mod direct {
                 &layer.grid,
                 &layer.pad_input(x),
                 layer.in_channels,
-                &layer.pad_gradient(output_gradient),
+                output_gradient,
                 kernels::padded_channels(layer.out_channels),
                 layer.out_channels,
                 layer.items,

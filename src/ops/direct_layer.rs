@@ -3,6 +3,7 @@
 //! input and weight; the wrapper routes tracked and plain tensors, records the backward step and
 //! computes the bias gradient, which is the same per-channel sum for all of them.
 
+use std::borrow::Cow;
 use std::fmt::Debug;
 
 use burn::backend::Flex;
@@ -24,7 +25,18 @@ pub(crate) trait DirectLayer: Debug + Clone + Send + Sync + 'static {
     /// `f(x, weight)` plus `bias[channel]` where given.
     fn forward(&self, x: &FlexTensor, weight: &FlexTensor, bias: Option<&[f32]>) -> FlexTensor;
 
-    /// The gradient of `x` given the output gradient.
+    /// The output gradient in the layout both gradient kernels read, computed once per backward
+    /// step (the padded grid, space-to-depth); as it is by default.
+    fn prepare_gradient<'a>(
+        &self,
+        _x: &FlexTensor,
+        _weight: &FlexTensor,
+        output_gradient: &'a [f32],
+    ) -> Cow<'a, [f32]> {
+        Cow::Borrowed(output_gradient)
+    }
+
+    /// The gradient of `x` given the prepared output gradient.
     fn input_gradient(
         &self,
         x: &FlexTensor,
@@ -32,7 +44,7 @@ pub(crate) trait DirectLayer: Debug + Clone + Send + Sync + 'static {
         output_gradient: &[f32],
     ) -> FlexTensor;
 
-    /// The gradient of `weight` given the output gradient.
+    /// The gradient of `weight` given the prepared output gradient.
     fn weight_gradient(
         &self,
         x: &FlexTensor,
@@ -114,6 +126,11 @@ impl<L: DirectLayer> LayerBackward<L> {
         weight_node: Option<NodeId>,
         grads: &mut Gradients,
     ) {
+        if x_node.is_none() && weight_node.is_none() {
+            return;
+        }
+        let gradient = self.0.prepare_gradient(&x, &weight, gradient);
+        let gradient = gradient.as_ref();
         if let Some(id) = x_node {
             grads.register::<Flex>(id, self.0.input_gradient(&x, &weight, gradient));
         }

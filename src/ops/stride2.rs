@@ -65,6 +65,8 @@ fn even_sides(x: &Tensor<5>) -> bool {
 
 #[cfg(feature = "flex")]
 mod direct {
+    use std::borrow::Cow;
+
     use burn_flex::FlexTensor;
     use semisam_kernels::stride2::{FineGrid, Matrix, depth_to_space, matmul, space_to_depth};
 
@@ -186,12 +188,22 @@ mod direct {
             flex_tensor(y, &[grid.items, out, grid.depth, grid.height, grid.width])
         }
 
-        fn input_gradient(&self, x: &FlexTensor, weight: &FlexTensor, dy: &[f32]) -> FlexTensor {
+        /// The output gradient in space-to-depth layout.
+        fn prepare_gradient<'a>(
+            &self,
+            x: &FlexTensor,
+            weight: &FlexTensor,
+            dy: &'a [f32],
+        ) -> Cow<'a, [f32]> {
+            let grid = fine(&dims(x), dims(weight)[1], 2);
+            Cow::Owned(space_to_depth(dy, grid))
+        }
+
+        fn input_gradient(&self, x: &FlexTensor, weight: &FlexTensor, depth: &[f32]) -> FlexTensor {
             let shape = dims(x);
             let (channels, out) = (shape[1], dims(weight)[1]);
             let grid = fine(&shape, out, 2);
             let (k, cells) = (8 * out, grid.cells());
-            let depth = space_to_depth(dy, grid);
             let weight = values(weight);
             let mut dx = vec![0.0; grid.items * channels * cells];
             for (dx, depth) in dx.chunks_mut(channels * cells).zip(depth.chunks(k * cells)) {
@@ -205,13 +217,17 @@ mod direct {
             flex_tensor(dx, &shape)
         }
 
-        fn weight_gradient(&self, x: &FlexTensor, weight: &FlexTensor, dy: &[f32]) -> FlexTensor {
+        fn weight_gradient(
+            &self,
+            x: &FlexTensor,
+            weight: &FlexTensor,
+            depth: &[f32],
+        ) -> FlexTensor {
             let shape = dims(x);
             let weight_shape = dims(weight);
             let (channels, out) = (shape[1], weight_shape[1]);
             let grid = fine(&shape, out, 2);
             let (k, cells) = (8 * out, grid.cells());
-            let depth = space_to_depth(dy, grid);
             let x = values(x);
             let mut dw = vec![0.0; channels * k];
             for (item, (x, depth)) in x
