@@ -245,10 +245,11 @@ impl DepthwiseConv3x3Nhwc {
 }
 
 /// `nn.ConvTranspose2d` with kernel = stride = 2 on channel-last input. The 2x2 windows do not
-/// overlap, so it is one matmul `(pixels, C_in) @ (C_in, C_out·2·2)` followed by a pixel shuffle.
+/// overlap, so it is one matmul `(pixels, C_in) @ (C_in, 2·2·C_out)`; the outputs stay in
+/// sub-pixel order (each input pixel's 2x2 block together) until the caller interleaves them.
 #[derive(Clone, Debug)]
 pub(crate) struct ConvTranspose2x2 {
-    /// (C_in, 2·2·C_out), columns ordered (a, b, o) so the shuffle lands channel-last.
+    /// (C_in, 2·2·C_out), columns ordered (a, b, o): kernel row, kernel column, output channel.
     weight: Tensor<2>,
     bias: Tensor<1>,
     c_out: usize,
@@ -279,14 +280,13 @@ impl ConvTranspose2x2 {
         })
     }
 
-    /// (B, H, W, C_in) → (B, 2H, 2W, C_out).
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [b, h, w, c_in] = x.dims();
-        let y = x.reshape([b * h * w, c_in]).matmul(self.weight.clone());
-        let y = y
-            .reshape([b, h, w, 2, 2, self.c_out])
-            .permute([0, 1, 3, 2, 4, 5]);
-        y.reshape([b, 2 * h, 2 * w, self.c_out]) + self.bias.clone().unsqueeze::<4>()
+    /// (B, N, C_in) → (B, 4N, C_out): row `4n + 2a + b` is output pixel (2y + a, 2x + b) of input
+    /// pixel `n` = (y, x). Interleaving is left to the caller so that per-pixel operations in
+    /// between (norms, activations, another such layer) need no copy.
+    pub fn forward_subpixel(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, n, c_in] = x.dims();
+        let y = x.reshape([b * n, c_in]).matmul(self.weight.clone());
+        y.reshape([b, 4 * n, self.c_out]) + self.bias.clone().unsqueeze::<3>()
     }
 }
 

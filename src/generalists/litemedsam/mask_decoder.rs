@@ -123,10 +123,15 @@ impl TwoWayBlock {
         let queries = self.norm1.forward(queries);
 
         let q = queries.clone() + query_pe.clone();
-        let k = keys.clone() + key_pe.clone();
-        let queries = self
-            .norm2
-            .forward(queries + self.cross_token_to_image.forward(q, k, keys.clone()));
+        // The keys do not change until the end of the block: one positional sum for both
+        // cross-attentions.
+        let keys_pe = keys.clone() + key_pe.clone();
+        let queries = self.norm2.forward(
+            queries
+                + self
+                    .cross_token_to_image
+                    .forward(q, keys_pe.clone(), keys.clone()),
+        );
 
         let mlp = self
             .lin2
@@ -134,17 +139,18 @@ impl TwoWayBlock {
         let queries = self.norm3.forward(queries + mlp);
 
         let q = queries.clone() + query_pe.clone();
-        let k = keys.clone() + key_pe.clone();
-        let keys = self
-            .norm4
-            .forward(keys + self.cross_image_to_token.forward(k, q, queries.clone()));
+        let keys = self.norm4.forward(
+            keys + self
+                .cross_image_to_token
+                .forward(keys_pe, q, queries.clone()),
+        );
         (queries, keys)
     }
 }
 
 /// Output of the decoder for a batch of prompt sets on one image embedding.
 pub(crate) struct DecoderOutput {
-    /// (B, 4, 256, 256) mask logits, one per mask token.
+    /// (B, M, 256, 256) mask logits of the first M mask tokens.
     pub masks: Tensor<4>,
     /// (B, 4) predicted IoU per mask token.
     pub iou: Tensor<2>,
@@ -235,14 +241,20 @@ impl MaskDecoder {
     }
 
     /// `sparse`: (B, T, 256) prompt tokens; `image`: (4096, 256) image embedding tokens with the
-    /// dense (no-mask) embedding already added; `image_pe`: (4096, 256).
+    /// dense (no-mask) embedding already added; `image_pe`: (4096, 256). Masks come for the first
+    /// `mask_tokens` tokens (1 is SAM's `multimask_output=False`).
     pub fn forward(
         &self,
         sparse: Tensor<3>,
         image: Tensor<2>,
         image_pe: Tensor<2>,
+        mask_tokens: usize,
         mut observer: Option<DecoderObserver<'_>>,
     ) -> DecoderOutput {
+        assert!(
+            (1..=NUM_MASK_TOKENS).contains(&mask_tokens),
+            "1 to {NUM_MASK_TOKENS} mask tokens"
+        );
         let [b, _, _] = sparse.dims();
         let [pixels, _] = image.dims();
         let output_tokens = Tensor::cat(vec![self.iou_token.clone(), self.mask_tokens.clone()], 0)
@@ -264,29 +276,42 @@ impl MaskDecoder {
         observe(&mut observer, "transformer_hs", || queries.to_data());
         observe(&mut observer, "transformer_keys", || keys.to_data());
 
-        let grid = keys.reshape([b, EMBED_GRID, EMBED_GRID, EMBED_DIM]);
-        let up = gelu(self.upscale_norm.forward(self.upscale1.forward(grid)));
-        let up = gelu(self.upscale2.forward(up));
-        let [_, h, w, _] = up.dims();
+        // Both upscalings and everything between them act per pixel, so the 16 outputs of each
+        // grid cell stay together (rows (cell, a1, b1, a2, b2)) and only the masks get
+        // interleaved onto the 256x256 grid: output pixel (4y + 2·a1 + a2, 4x + 2·b1 + b2).
+        let up = gelu(
+            self.upscale_norm
+                .forward(self.upscale1.forward_subpixel(keys)),
+        );
+        let up = gelu(self.upscale2.forward_subpixel(up));
+        let side = 4 * EMBED_GRID;
+        let to_grid = [0, 7, 1, 3, 5, 2, 4, 6];
+        let grid_dims = [b, EMBED_GRID, EMBED_GRID, 2, 2, 2, 2];
         observe(&mut observer, "upscaled", || {
-            up.clone().permute([0, 3, 1, 2]).into_data()
+            let [a, g, h, i, j, k, l] = grid_dims;
+            up.clone()
+                .reshape([a, g, h, i, j, k, l, UPSCALED_CHANNELS])
+                .permute(to_grid)
+                .reshape([b, UPSCALED_CHANNELS, side, side])
+                .into_data()
         });
 
-        let hyper_in: Vec<Tensor<3>> = self
-            .hypernetworks
+        let hyper_in: Vec<Tensor<3>> = self.hypernetworks[..mask_tokens]
             .iter()
             .enumerate()
             .map(|(i, mlp)| mlp.forward(queries.clone().narrow(1, 1 + i, 1)))
             .collect();
         let hyper_in = Tensor::cat(hyper_in, 1);
-        let masks = hyper_in.matmul(up.reshape([b, h * w, UPSCALED_CHANNELS]).swap_dims(1, 2));
+        let [a, g, h, i, j, k, l] = grid_dims;
+        let masks = up
+            .matmul(hyper_in.swap_dims(1, 2))
+            .reshape([a, g, h, i, j, k, l, mask_tokens])
+            .permute(to_grid)
+            .reshape([b, mask_tokens, side, side]);
         let iou = self
             .iou_head
             .forward(queries.narrow(1, 0, 1))
             .reshape([b, NUM_MASK_TOKENS]);
-        DecoderOutput {
-            masks: masks.reshape([b, NUM_MASK_TOKENS, h, w]),
-            iou,
-        }
+        DecoderOutput { masks, iou }
     }
 }

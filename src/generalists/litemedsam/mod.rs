@@ -300,13 +300,12 @@ impl LiteMedSam {
             + self.no_mask.clone();
         let out = self
             .mask_decoder
-            .forward(sparse, image, self.image_pe.clone(), observer);
+            .forward(sparse, image, self.image_pe.clone(), 1, observer);
         let size = INPUT_SIZE * INPUT_SIZE;
         let [_, _, h, w] = out.masks.dims();
         debug_assert_eq!(h * w, size);
         let masks = out
             .masks
-            .narrow(1, 0, 1)
             .into_data()
             .try_into_vec::<f32>()
             .expect("f32 logits");
