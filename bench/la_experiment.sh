@@ -31,15 +31,15 @@ mkdir -p "$out/configs"
 awk '/^\[framework/ {skip=1; next} /^\[/ {skip=0} !skip' "$here/configs/la_cpu.toml" > "$out/configs/base.toml"
 awk '/^\[sam/ {keep=1} keep' "$here/configs/la_cpu_semisam.toml" > "$out/configs/sam.toml"
 
-# 600 iterations: LR x0.1 every 250, ramps over 40 "epochs" of 15 iterations (8 for the SAM
-# ramp-down), SAM from 100, pseudo-labels refreshed every 40.
+# 600 iterations: LR x0.1 every 250, ramps over 40 "epochs" of 15 iterations; SAM from 100, with
+# the SemiSAM profile's own ramp-down epochs and refresh interval.
 scale() { python3 -c "import sys; print(max(1, round($1 * $iterations / 600)))"; }
 every=$(scale 250)
 per_epoch=$(scale 15)
-# The SAM ramp-down keeps the SemiSAM profile's own epoch length, scaled the same way.
-sam_per_epoch=$(scale "$(awk -F= '/^iterations_per_epoch/ {gsub(/ /, "", $2); print $2}' "$out/configs/sam.toml")")
+sam_value() { awk -F= -v key="$1" '$1 ~ "^"key" *$" {gsub(/ /, "", $2); print $2}' "$out/configs/sam.toml"; }
+sam_per_epoch=$(scale "$(sam_value iterations_per_epoch)")
 sam_start=$(scale 100)
-sam_refresh=$(scale 40)
+sam_refresh=$(scale "$(sam_value refresh_interval)")
 # SemiSAM runs share their slice embeddings (the unlabeled cases overlap across runs).
 embeddings=$(realpath -m "${EMBEDDINGS:-$out/embeddings}")
 checkpoint=$(scale 100)
