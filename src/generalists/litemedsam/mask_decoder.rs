@@ -284,16 +284,8 @@ impl MaskDecoder {
                 .forward(self.upscale1.forward_subpixel(keys)),
         );
         let up = gelu(self.upscale2.forward_subpixel(up));
-        let side = 4 * EMBED_GRID;
-        let to_grid = [0, 7, 1, 3, 5, 2, 4, 6];
-        let grid_dims = [b, EMBED_GRID, EMBED_GRID, 2, 2, 2, 2];
         observe(&mut observer, "upscaled", || {
-            let [a, g, h, i, j, k, l] = grid_dims;
-            up.clone()
-                .reshape([a, g, h, i, j, k, l, UPSCALED_CHANNELS])
-                .permute(to_grid)
-                .reshape([b, UPSCALED_CHANNELS, side, side])
-                .into_data()
+            interleave_subpixels(up.clone()).into_data()
         });
 
         let hyper_in: Vec<Tensor<3>> = self.hypernetworks[..mask_tokens]
@@ -302,16 +294,21 @@ impl MaskDecoder {
             .map(|(i, mlp)| mlp.forward(queries.clone().narrow(1, 1 + i, 1)))
             .collect();
         let hyper_in = Tensor::cat(hyper_in, 1);
-        let [a, g, h, i, j, k, l] = grid_dims;
-        let masks = up
-            .matmul(hyper_in.swap_dims(1, 2))
-            .reshape([a, g, h, i, j, k, l, mask_tokens])
-            .permute(to_grid)
-            .reshape([b, mask_tokens, side, side]);
+        let masks = interleave_subpixels(up.matmul(hyper_in.swap_dims(1, 2)));
         let iou = self
             .iou_head
             .forward(queries.narrow(1, 0, 1))
             .reshape([b, NUM_MASK_TOKENS]);
         DecoderOutput { masks, iou }
     }
+}
+
+/// (B, 16·4096, C) rows in sub-pixel order (cell (y, x), a1, b1, a2, b2) → (B, C, 256, 256) with
+/// output pixel (4y + 2·a1 + a2, 4x + 2·b1 + b2).
+fn interleave_subpixels(x: Tensor<3>) -> Tensor<4> {
+    let [b, _, channels] = x.dims();
+    let side = 4 * EMBED_GRID;
+    x.reshape([b, EMBED_GRID, EMBED_GRID, 2, 2, 2, 2, channels])
+        .permute([0, 7, 1, 3, 5, 2, 4, 6])
+        .reshape([b, channels, side, side])
 }
