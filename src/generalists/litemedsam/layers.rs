@@ -37,6 +37,15 @@ impl Linear {
         Ok(Self { weight_t, bias })
     }
 
+    /// (d_in, d_out).
+    pub fn weight_t(&self) -> &Tensor<2> {
+        &self.weight_t
+    }
+
+    pub fn bias(&self) -> &Tensor<1> {
+        &self.bias
+    }
+
     /// Apply to the last dimension of `x`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let dims = x.dims();

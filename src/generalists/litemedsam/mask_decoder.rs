@@ -59,17 +59,173 @@ impl Attention {
     }
 }
 
+/// A copy of `x` in row-major order, so that matmuls on it read contiguous memory.
+fn materialise<const D: usize>(ckpt: &Checkpoint, x: Tensor<D>) -> Tensor<D> {
+    let dims = x.dims();
+    ckpt.tensor(x.into_data().try_into_vec::<f32>().expect("f32"), dims)
+}
+
+/// `(d_in, heads·head_dim)` → `(heads, d_in, head_dim)`.
+fn split_head_columns(ckpt: &Checkpoint, weight_t: &Tensor<2>) -> Tensor<3> {
+    let [d_in, d_out] = weight_t.dims();
+    let split = weight_t
+        .clone()
+        .reshape([d_in, HEADS, d_out / HEADS])
+        .swap_dims(0, 1);
+    materialise(ckpt, split)
+}
+
+/// `(heads·head_dim, d_out)` → `(heads, head_dim, d_out)`.
+fn split_head_rows(ckpt: &Checkpoint, weight_t: &Tensor<2>) -> Tensor<3> {
+    let [d_in, d_out] = weight_t.dims();
+    materialise(ckpt, weight_t.clone().reshape([HEADS, d_in / HEADS, d_out]))
+}
+
+fn expand_heads(weights: &Tensor<3>, batch: usize) -> Tensor<4> {
+    let [h, r, c] = weights.dims();
+    weights.clone().unsqueeze::<4>().expand([batch, h, r, c])
+}
+
+/// The prompt tokens (a handful) attend to the 4096 image tokens. The image-side key and value
+/// projections are folded into the token side: with T tokens and 8 heads, `(q·Wkᵀ)·imageᵀ` and
+/// `(P·image)·Wv` cost 8T·256 per pixel instead of the 2·256·128 of projecting every pixel. The
+/// key bias adds the same constant to a whole softmax row, so it drops out; the value bias passes
+/// through because attention rows sum to one.
+#[derive(Clone, Debug)]
+struct TokenToImageAttention {
+    q_proj: Linear,
+    /// (heads, head_dim, 256): each head's key projection, transposed.
+    k_heads: Tensor<3>,
+    /// (heads, 256, head_dim).
+    v_heads: Tensor<3>,
+    /// (1, heads, 1, head_dim).
+    v_bias: Tensor<4>,
+    out_proj: Linear,
+}
+
+impl TokenToImageAttention {
+    fn load(ckpt: &mut Checkpoint, prefix: &str, internal: usize) -> Result<Self, LiteMedSamError> {
+        let k_proj = Linear::load(ckpt, &format!("{prefix}.k_proj"), EMBED_DIM, internal)?;
+        let v_proj = Linear::load(ckpt, &format!("{prefix}.v_proj"), EMBED_DIM, internal)?;
+        Ok(Self {
+            q_proj: Linear::load(ckpt, &format!("{prefix}.q_proj"), EMBED_DIM, internal)?,
+            k_heads: split_head_rows(ckpt, &k_proj.weight_t().clone().transpose()),
+            v_heads: split_head_columns(ckpt, v_proj.weight_t()),
+            v_bias: v_proj
+                .bias()
+                .clone()
+                .reshape([1, HEADS, 1, internal / HEADS]),
+            out_proj: Linear::load(ckpt, &format!("{prefix}.out_proj"), internal, EMBED_DIM)?,
+        })
+    }
+
+    /// `tokens`: (B, T, 256) queries; `image_keys`: (B, P, 256) image tokens plus PE;
+    /// `image_values`: (B, P, 256).
+    fn forward(
+        &self,
+        tokens: Tensor<3>,
+        image_keys: Tensor<3>,
+        image_values: Tensor<3>,
+    ) -> Tensor<3> {
+        let [b, t, _] = tokens.dims();
+        let [_, _, head_dim] = self.v_heads.dims();
+        let q = Attention::separate_heads(self.q_proj.forward(tokens));
+        let scale = (head_dim as f64).powf(-0.5);
+        let q_keys = q.matmul(expand_heads(&self.k_heads, b)).mul_scalar(scale);
+        let scores = q_keys
+            .reshape([b, HEADS * t, EMBED_DIM])
+            .matmul(image_keys.swap_dims(1, 2));
+        let mixed = activation::softmax(scores, 2).matmul(image_values);
+        let out = mixed
+            .reshape([b, HEADS, t, EMBED_DIM])
+            .matmul(expand_heads(&self.v_heads, b))
+            + self.v_bias.clone();
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([b, t, HEADS * head_dim]))
+    }
+}
+
+/// The 4096 image tokens attend to the prompt tokens. The image-side query and output
+/// projections are folded into the token side (see [`TokenToImageAttention`]): scores are
+/// `image·(Wq·kᵀ) + bq·kᵀ` and the output is `P·(v·Wo)`, both 8T wide instead of 128.
+#[derive(Clone, Debug)]
+struct ImageToTokenAttention {
+    /// (heads, 256, head_dim).
+    q_heads: Tensor<3>,
+    /// (1, heads, 1, head_dim).
+    q_bias: Tensor<4>,
+    k_proj: Linear,
+    v_proj: Linear,
+    /// (heads, head_dim, 256).
+    out_heads: Tensor<3>,
+    out_bias: Tensor<1>,
+}
+
+impl ImageToTokenAttention {
+    fn load(ckpt: &mut Checkpoint, prefix: &str, internal: usize) -> Result<Self, LiteMedSamError> {
+        let q_proj = Linear::load(ckpt, &format!("{prefix}.q_proj"), EMBED_DIM, internal)?;
+        let out_proj = Linear::load(ckpt, &format!("{prefix}.out_proj"), internal, EMBED_DIM)?;
+        Ok(Self {
+            q_heads: split_head_columns(ckpt, q_proj.weight_t()),
+            q_bias: q_proj
+                .bias()
+                .clone()
+                .reshape([1, HEADS, 1, internal / HEADS]),
+            k_proj: Linear::load(ckpt, &format!("{prefix}.k_proj"), EMBED_DIM, internal)?,
+            v_proj: Linear::load(ckpt, &format!("{prefix}.v_proj"), EMBED_DIM, internal)?,
+            out_heads: split_head_rows(ckpt, out_proj.weight_t()),
+            out_bias: out_proj.bias().clone(),
+        })
+    }
+
+    /// `image_queries`: (B, P, 256) image tokens plus PE; `tokens_keys`, `tokens_values`:
+    /// (B, T, 256).
+    fn forward(
+        &self,
+        image_queries: Tensor<3>,
+        tokens_keys: Tensor<3>,
+        tokens_values: Tensor<3>,
+    ) -> Tensor<3> {
+        let [b, pixels, _] = image_queries.dims();
+        let [_, t, _] = tokens_keys.dims();
+        let [_, _, head_dim] = self.q_heads.dims();
+        let scale = (head_dim as f64).powf(-0.5);
+        let keys_t = Attention::separate_heads(self.k_proj.forward(tokens_keys)).swap_dims(2, 3);
+        let values = Attention::separate_heads(self.v_proj.forward(tokens_values));
+        // (B, heads, 256, T) → (B, 256, heads·T), columns grouped by head.
+        let query_keys = expand_heads(&self.q_heads, b)
+            .matmul(keys_t.clone())
+            .mul_scalar(scale)
+            .swap_dims(1, 2)
+            .reshape([b, EMBED_DIM, HEADS * t]);
+        let bias_keys = self
+            .q_bias
+            .clone()
+            .expand([b, HEADS, 1, head_dim])
+            .matmul(keys_t)
+            .mul_scalar(scale)
+            .reshape([b, 1, HEADS * t]);
+        let scores = (image_queries.matmul(query_keys) + bias_keys).reshape([b, pixels, HEADS, t]);
+        let weights = activation::softmax(scores, 3).reshape([b, pixels, HEADS * t]);
+        let value_out =
+            values
+                .matmul(expand_heads(&self.out_heads, b))
+                .reshape([b, HEADS * t, EMBED_DIM]);
+        weights.matmul(value_out) + self.out_bias.clone().unsqueeze::<3>()
+    }
+}
+
 #[derive(Clone, Debug)]
 struct TwoWayBlock {
     self_attn: Attention,
     norm1: LayerNorm,
-    cross_token_to_image: Attention,
+    cross_token_to_image: TokenToImageAttention,
     norm2: LayerNorm,
     lin1: Linear,
     lin2: Linear,
     norm3: LayerNorm,
     norm4: LayerNorm,
-    cross_image_to_token: Attention,
+    cross_image_to_token: ImageToTokenAttention,
     skip_first_layer_pe: bool,
 }
 
@@ -86,7 +242,7 @@ impl TwoWayBlock {
         Ok(Self {
             self_attn: Attention::load(ckpt, &format!("{prefix}.self_attn"), EMBED_DIM)?,
             norm1: norm(ckpt, "norm1")?,
-            cross_token_to_image: Attention::load(
+            cross_token_to_image: TokenToImageAttention::load(
                 ckpt,
                 &format!("{prefix}.cross_attn_token_to_image"),
                 cross,
@@ -96,7 +252,7 @@ impl TwoWayBlock {
             lin2: Linear::load(ckpt, &format!("{prefix}.mlp.lin2"), MLP_DIM, EMBED_DIM)?,
             norm3: norm(ckpt, "norm3")?,
             norm4: norm(ckpt, "norm4")?,
-            cross_image_to_token: Attention::load(
+            cross_image_to_token: ImageToTokenAttention::load(
                 ckpt,
                 &format!("{prefix}.cross_attn_image_to_token"),
                 cross,
@@ -161,7 +317,7 @@ pub(crate) struct MaskDecoder {
     iou_token: Tensor<2>,
     mask_tokens: Tensor<2>,
     blocks: Vec<TwoWayBlock>,
-    final_attn: Attention,
+    final_attn: TokenToImageAttention,
     norm_final: LayerNorm,
     upscale1: ConvTranspose2x2,
     upscale_norm: LayerNorm,
@@ -202,7 +358,7 @@ impl MaskDecoder {
                 [NUM_MASK_TOKENS, EMBED_DIM],
             )?,
             blocks,
-            final_attn: Attention::load(
+            final_attn: TokenToImageAttention::load(
                 ckpt,
                 &format!("{prefix}.transformer.final_attn_token_to_image"),
                 EMBED_DIM / CROSS_ATTENTION_DOWNSAMPLE,
