@@ -9,7 +9,8 @@ use burn::tensor::TensorData;
 use ndarray::{Array2, Array3, ArrayD};
 use ndarray_npy::{ReadableElement, read_npy};
 use semisam::generalists::litemedsam::{
-    Embedding, LiteMedSam, PreparedImage, Prompts, postprocess_mask, prepare_image, resize_area,
+    Embedding, LiteMedSam, LogitWindow, PreparedImage, Prompts, postprocess_mask,
+    postprocess_mask_region, prepare_image, resize_area,
 };
 use semisam::generalists::weights::{self, LITEMEDSAM};
 
@@ -164,7 +165,7 @@ fn check_case(case: &str) {
         IOU_ATOL,
     );
 
-    let mask = postprocess_mask(&logits, &run.prepared.geometry);
+    let mask = postprocess_mask(&logits, &run.prepared.geometry).unwrap();
     let expected_mask: Array2<u8> = load::<u8>(&format!("{case}/mask_orig.npy"))
         .into_dimensionality()
         .unwrap();
@@ -336,7 +337,9 @@ fn batched_decode_equals_single_decodes() {
             }],
         },
     );
-    let batched = model().decode_batch(&run.embedding, &prompts).unwrap();
+    let batched = model()
+        .decode_batch(&run.embedding, &prompts, &LogitWindow::full())
+        .unwrap();
     assert_eq!(batched.len(), 3);
     for (i, p) in prompts.iter().enumerate() {
         let single = model().decode(&run.embedding, p).unwrap();
@@ -358,6 +361,73 @@ fn batched_decode_equals_single_decodes() {
         &expected_logits,
         LOGITS_ATOL,
     );
+}
+
+/// Decoding only a window of the logit grid (what a training patch needs) gives the full decode's
+/// logits there, and the region's mask is the full mask cropped: the PyTorch reference mask too.
+#[test]
+fn windowed_decode_equals_the_full_decode_cropped() {
+    for case in CASES {
+        let run = prepare_case(case);
+        let geometry = run.prepared.geometry;
+        let [h, _] = geometry.original_hw;
+        let reference: Array2<u8> = load::<u8>(&format!("{case}/mask_orig.npy"))
+            .into_dimensionality()
+            .unwrap();
+        // From a few pixels above-left of the reference mask to its centre: the region cuts
+        // through the mask, as a training patch does.
+        let foreground: Vec<(usize, usize)> = reference
+            .indexed_iter()
+            .filter(|&(_, &v)| v == 1)
+            .map(|(at, _)| at)
+            .collect();
+        let extent = |pick: fn(&(usize, usize)) -> usize| {
+            let lo = foreground.iter().map(pick).min().unwrap();
+            let hi = foreground.iter().map(pick).max().unwrap();
+            lo.saturating_sub(7)..(lo + hi) / 2 + 1
+        };
+        let (rows, cols) = (extent(|p| p.0), extent(|p| p.1));
+        let window = LogitWindow::covering(&geometry, rows.clone(), cols.clone());
+        assert!(
+            window.height() < 256 && window.width() < 256,
+            "{case}: {window:?}"
+        );
+        let full = model().decode(&run.embedding, &run.prompts).unwrap();
+        let windowed = model()
+            .decode_batch(&run.embedding, std::slice::from_ref(&run.prompts), &window)
+            .unwrap()
+            .remove(0);
+        let expected: Vec<f32> = (0..window.height())
+            .flat_map(|y| {
+                let row = 4 * window.cell_rows.start + y;
+                let start = row * 256 + 4 * window.cell_cols.start;
+                full.values[start..start + window.width()].to_vec()
+            })
+            .collect();
+        assert_close(&format!("{case} window"), &windowed.values, &expected, 1e-5);
+
+        let region =
+            postprocess_mask_region(&windowed, &geometry, rows.clone(), cols.clone()).unwrap();
+        let full_mask = postprocess_mask(&full, &geometry).unwrap();
+        assert_eq!(
+            region,
+            full_mask.slice(ndarray::s![rows.clone(), cols.clone()])
+        );
+        let differing = region
+            .iter()
+            .zip(reference.slice(ndarray::s![rows.clone(), cols.clone()]))
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(differing, 0, "{case}: {differing} mask pixels differ");
+        assert!(
+            region.iter().any(|&v| v == 1),
+            "{case}: region holds foreground"
+        );
+
+        // A window that misses part of the region is refused, naming the region.
+        let err = postprocess_mask_region(&windowed, &geometry, 0..h, cols).unwrap_err();
+        assert!(err.to_string().contains("do not cover"), "{err}");
+    }
 }
 
 /// The dense positional encoding (`get_dense_pe`) at a 7-strided subsample of the grid.

@@ -104,7 +104,7 @@ pub fn run(args: Sam2dArgs) -> anyhow::Result<()> {
     };
     let embedding = model.embed(&prepared);
     let logits = model.decode(&embedding, &prompts)?;
-    let mask = postprocess_mask(&logits, &geometry);
+    let mask = postprocess_mask(&logits, &geometry)?;
     write_mask_png(&args.out, &mask)?;
     let pixels = mask.iter().filter(|&&v| v > 0).count();
     println!(

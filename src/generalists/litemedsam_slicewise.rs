@@ -2,12 +2,14 @@
 //! 8-bit RGB input by min-max scaling, as the upstream pre-processing expects of an image, and
 //! each slice prompt becomes a box (plus points) in model-input space.
 
+use std::ops::Range;
+
 use ndarray::{Array2, ArrayView2};
 
 use super::GeneralistError;
 use super::litemedsam::{
-    Embedding, ImageGeometry, LiteMedSam, LiteMedSamError, PointPrompt, Prompts, gray_to_rgb,
-    postprocess_mask, prepare_image,
+    Embedding, ImageGeometry, LiteMedSam, LiteMedSamError, LogitWindow, PointPrompt, Prompts,
+    gray_to_rgb, postprocess_mask_region, prepare_image,
 };
 use super::slicewise::SliceModel;
 use crate::prompts::SlicePrompt;
@@ -124,6 +126,8 @@ impl SliceModel for LiteMedSamSlices {
         &self,
         (embedding, geometry): &Self::Embedding,
         slice_shape: (usize, usize),
+        rows: Range<usize>,
+        cols: Range<usize>,
         prompts: &[SlicePrompt],
     ) -> Result<Vec<Array2<bool>>, GeneralistError> {
         if geometry.original_hw != [slice_shape.0, slice_shape.1] {
@@ -134,11 +138,17 @@ impl SliceModel for LiteMedSamSlices {
         }
         let model_prompts: Vec<Prompts> =
             prompts.iter().map(|p| model_prompts(p, geometry)).collect();
-        let logits = self.model.decode_batch(embedding, &model_prompts)?;
-        Ok(logits
+        let window = LogitWindow::covering(geometry, rows.clone(), cols.clone());
+        let logits = self
+            .model
+            .decode_batch(embedding, &model_prompts, &window)?;
+        logits
             .iter()
-            .map(|l| postprocess_mask(l, geometry).mapv(|v| v > 0))
-            .collect())
+            .map(|l| {
+                let mask = postprocess_mask_region(l, geometry, rows.clone(), cols.clone())?;
+                Ok(mask.mapv(|v| v > 0))
+            })
+            .collect()
     }
 }
 

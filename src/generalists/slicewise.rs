@@ -2,7 +2,9 @@
 //!
 //! Prompts come from the specialist's probability on the patch region; each prompted slice is
 //! encoded once at its full, un-augmented size (cached), decoded with the box moved into full-slice
-//! coordinates, and the mask is cropped back onto the region.
+//! coordinates, and the mask comes back for the region's rows and columns only.
+
+use std::ops::Range;
 
 use ndarray::{Array2, Array3, ArrayView2, Axis};
 use rayon::prelude::*;
@@ -23,11 +25,14 @@ pub trait SliceModel: Send + Sync {
     fn embedding_to_bytes(&self, embedding: &Self::Embedding) -> Vec<u8>;
     /// What [`SliceModel::embedding_to_bytes`] wrote; an error when the bytes do not fit.
     fn embedding_from_bytes(&self, bytes: &[u8]) -> Result<Self::Embedding, GeneralistError>;
-    /// One binary mask of `slice_shape` per prompt, for prompts on the slice `embedding` encodes.
+    /// One binary mask per prompt, for prompts on the slice `embedding` encodes (of
+    /// `slice_shape`), over the slice's `rows` x `cols` only: a model may skip work outside them.
     fn segment(
         &self,
         embedding: &Self::Embedding,
         slice_shape: (usize, usize),
+        rows: Range<usize>,
+        cols: Range<usize>,
         prompts: &[SlicePrompt],
     ) -> Result<Vec<Array2<bool>>, GeneralistError>;
 }
@@ -155,19 +160,32 @@ impl<M: SliceModel> Generalist for SliceWise<M> {
             .zip(embeddings.par_iter())
             .map(|(prompt, embedding)| {
                 let shifted = shift_prompt(prompt, rows.start, cols.start);
-                model
-                    .segment(embedding, slice_shape, std::slice::from_ref(&shifted))?
+                let mask = model
+                    .segment(
+                        embedding,
+                        slice_shape,
+                        rows.clone(),
+                        cols.clone(),
+                        std::slice::from_ref(&shifted),
+                    )?
                     .into_iter()
                     .next()
-                    .ok_or_else(|| GeneralistError::Model("model returned no mask".into()))
+                    .ok_or_else(|| GeneralistError::Model("model returned no mask".into()))?;
+                if mask.dim() != (rows.len(), cols.len()) {
+                    return Err(GeneralistError::Model(format!(
+                        "model returned a {:?} mask for a {:?} region",
+                        mask.dim(),
+                        (rows.len(), cols.len())
+                    )));
+                }
+                Ok(mask)
             })
             .collect::<Result<_, _>>()?;
         let mut mask = Array3::from_elem(request.probability.raw_dim(), false);
         let mut known = Array3::from_elem(request.probability.raw_dim(), false);
-        for (prompt, full) in prompts.iter().zip(&masks) {
-            let cropped = full.slice(ndarray::s![rows.clone(), cols.clone()]);
+        for (prompt, region_mask) in prompts.iter().zip(&masks) {
             mask.index_axis_mut(Axis(self.axis), prompt.slice)
-                .assign(&cropped);
+                .assign(region_mask);
             known
                 .index_axis_mut(Axis(self.axis), prompt.slice)
                 .fill(true);
@@ -211,13 +229,16 @@ mod tests {
         fn segment(
             &self,
             _: &f32,
-            shape: (usize, usize),
+            _: (usize, usize),
+            rows: Range<usize>,
+            cols: Range<usize>,
             prompts: &[SlicePrompt],
         ) -> Result<Vec<Array2<bool>>, GeneralistError> {
             Ok(prompts
                 .iter()
                 .map(|p| {
-                    Array2::from_shape_fn(shape, |(r, c)| {
+                    Array2::from_shape_fn((rows.len(), cols.len()), |(r, c)| {
+                        let (r, c) = (r + rows.start, c + cols.start);
                         (c as f32) >= p.bbox[0]
                             && (c as f32) <= p.bbox[2]
                             && (r as f32) >= p.bbox[1]

@@ -11,6 +11,7 @@ use super::gelu::gelu;
 use super::layers::{
     ConvTranspose2x2, LAYER_NORM_2D_EPS, LAYER_NORM_EPS, LayerNorm, Linear, ReluMlp,
 };
+use super::preprocess::LogitWindow;
 use super::{EMBED_DIM, EMBED_GRID, LiteMedSamError};
 
 const HEADS: usize = 8;
@@ -306,7 +307,7 @@ impl TwoWayBlock {
 
 /// Output of the decoder for a batch of prompt sets on one image embedding.
 pub(crate) struct DecoderOutput {
-    /// (B, M, 256, 256) mask logits of the first M mask tokens.
+    /// (B, M, H, W) mask logits of the first M mask tokens over the decoded window.
     pub masks: Tensor<4>,
     /// (B, 4) predicted IoU per mask token.
     pub iou: Tensor<2>,
@@ -398,13 +399,15 @@ impl MaskDecoder {
 
     /// `sparse`: (B, T, 256) prompt tokens; `image`: (4096, 256) image embedding tokens with the
     /// dense (no-mask) embedding already added; `image_pe`: (4096, 256). Masks come for the first
-    /// `mask_tokens` tokens (1 is SAM's `multimask_output=False`).
+    /// `mask_tokens` tokens (1 is SAM's `multimask_output=False`), over `window` of the 256x256
+    /// grid (non-empty, inside the grid).
     pub fn forward(
         &self,
         sparse: Tensor<3>,
         image: Tensor<2>,
         image_pe: Tensor<2>,
         mask_tokens: usize,
+        window: &LogitWindow,
         mut observer: Option<DecoderObserver<'_>>,
     ) -> DecoderOutput {
         assert!(
@@ -435,13 +438,15 @@ impl MaskDecoder {
         // Both upscalings and everything between them act per pixel, so the 16 outputs of each
         // grid cell stay together (rows (cell, a1, b1, a2, b2)) and only the masks get
         // interleaved onto the 256x256 grid: output pixel (4y + 2·a1 + a2, 4x + 2·b1 + b2).
+        // For the same reason only the cells under the window need upscaling.
+        let cells = window_cells(keys, window);
         let up = gelu(
             self.upscale_norm
-                .forward(self.upscale1.forward_subpixel(keys)),
+                .forward(self.upscale1.forward_subpixel(cells)),
         );
         let up = gelu(self.upscale2.forward_subpixel(up));
         observe(&mut observer, "upscaled", || {
-            interleave_subpixels(up.clone()).into_data()
+            interleave_subpixels(up.clone(), window).into_data()
         });
 
         let hyper_in: Vec<Tensor<3>> = self.hypernetworks[..mask_tokens]
@@ -450,7 +455,7 @@ impl MaskDecoder {
             .map(|(i, mlp)| mlp.forward(queries.clone().narrow(1, 1 + i, 1)))
             .collect();
         let hyper_in = Tensor::cat(hyper_in, 1);
-        let masks = interleave_subpixels(up.matmul(hyper_in.swap_dims(1, 2)));
+        let masks = interleave_subpixels(up.matmul(hyper_in.swap_dims(1, 2)), window);
         let iou = self
             .iou_head
             .forward(queries.narrow(1, 0, 1))
@@ -459,12 +464,26 @@ impl MaskDecoder {
     }
 }
 
-/// (B, 16·4096, C) rows in sub-pixel order (cell (y, x), a1, b1, a2, b2) → (B, C, 256, 256) with
-/// output pixel (4y + 2·a1 + a2, 4x + 2·b1 + b2).
-fn interleave_subpixels(x: Tensor<3>) -> Tensor<4> {
+/// The image tokens (B, 4096, C) of the window's cells, row by row: (B, cells, C).
+fn window_cells(tokens: Tensor<3>, window: &LogitWindow) -> Tensor<3> {
+    if *window == LogitWindow::full() {
+        return tokens;
+    }
+    let (first, width) = (window.cell_cols.start, window.cell_cols.len());
+    let rows: Vec<Tensor<3>> = window
+        .cell_rows
+        .clone()
+        .map(|y| tokens.clone().narrow(1, y * EMBED_GRID + first, width))
+        .collect();
+    Tensor::cat(rows, 1)
+}
+
+/// (B, 16·cells, C) rows in sub-pixel order (cell (y, x), a1, b1, a2, b2) → (B, C, H, W) over the
+/// window, with output pixel (4y + 2·a1 + a2, 4x + 2·b1 + b2) relative to its corner.
+fn interleave_subpixels(x: Tensor<3>, window: &LogitWindow) -> Tensor<4> {
     let [b, _, channels] = x.dims();
-    let side = 4 * EMBED_GRID;
-    x.reshape([b, EMBED_GRID, EMBED_GRID, 2, 2, 2, 2, channels])
+    let (rows, cols) = (window.cell_rows.len(), window.cell_cols.len());
+    x.reshape([b, rows, cols, 2, 2, 2, 2, channels])
         .permute([0, 7, 1, 3, 5, 2, 4, 6])
-        .reshape([b, channels, side, side])
+        .reshape([b, channels, window.height(), window.width()])
 }

@@ -19,8 +19,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 pub use mask_decoder::DecoderObserver;
 pub use preprocess::{
-    ImageGeometry, PreparedImage, gray_to_rgb, postprocess_mask, prepare_image, resize_area,
-    upsample_logits,
+    ImageGeometry, LogitWindow, PreparedImage, gray_to_rgb, postprocess_mask,
+    postprocess_mask_region, prepare_image, resize_area, upsample_logits, upsample_logits_region,
 };
 pub use tiny_vit::StageObserver;
 
@@ -138,8 +138,11 @@ impl LiteMedSam {
 /// The decoder's single-mask output (`multimask_output=False`, i.e. mask token 0).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MaskLogits {
-    /// Low-resolution logits, (256, 256) row-major, in model-input space.
+    /// Low-resolution logits in model-input space, row-major over `window` (the whole grid:
+    /// (256, 256)).
     pub values: Vec<f32>,
+    /// The part of the 256x256 grid that was decoded.
+    pub window: LogitWindow,
     /// Predicted IoU of the mask.
     pub iou: f32,
 }
@@ -243,17 +246,23 @@ impl LiteMedSam {
         prompts: &Prompts,
         observer: Option<DecoderObserver<'_>>,
     ) -> Result<MaskLogits, LiteMedSamError> {
-        let mut out = self.decode_group(embedding, std::slice::from_ref(prompts), observer)?;
+        let mut out = self.decode_group(
+            embedding,
+            std::slice::from_ref(prompts),
+            &LogitWindow::full(),
+            observer,
+        )?;
         Ok(out.remove(0))
     }
 
-    /// Decode many prompt sets against one embedding. Prompt sets with the same number of
-    /// tokens (e.g. all box-only) run as one batch through the decoder; results keep the input
-    /// order.
+    /// Decode many prompt sets against one embedding, each over `window` of the logit grid.
+    /// Prompt sets with the same number of tokens (e.g. all box-only) run as one batch through
+    /// the decoder; results keep the input order.
     pub fn decode_batch(
         &self,
         embedding: &Embedding,
         prompts: &[Prompts],
+        window: &LogitWindow,
     ) -> Result<Vec<MaskLogits>, LiteMedSamError> {
         let mut results: Vec<Option<MaskLogits>> = vec![None; prompts.len()];
         let mut counts: Vec<usize> = prompts.iter().map(Prompts::token_count).collect();
@@ -266,7 +275,7 @@ impl LiteMedSam {
             let group: Vec<Prompts> = members.iter().map(|&i| prompts[i].clone()).collect();
             for (i, logits) in members
                 .into_iter()
-                .zip(self.decode_group(embedding, &group, None)?)
+                .zip(self.decode_group(embedding, &group, window, None)?)
             {
                 results[i] = Some(logits);
             }
@@ -281,8 +290,18 @@ impl LiteMedSam {
         &self,
         embedding: &Embedding,
         prompts: &[Prompts],
+        window: &LogitWindow,
         observer: Option<DecoderObserver<'_>>,
     ) -> Result<Vec<MaskLogits>, LiteMedSamError> {
+        if window.cell_rows.end > EMBED_GRID
+            || window.cell_cols.end > EMBED_GRID
+            || window.cell_rows.is_empty()
+            || window.cell_cols.is_empty()
+        {
+            return Err(LiteMedSamError::Input(format!(
+                "logit window {window:?} is empty or outside the {EMBED_GRID}x{EMBED_GRID} grid"
+            )));
+        }
         let tokens = prompts[0].token_count();
         let mut sparse = Vec::with_capacity(prompts.len() * tokens * EMBED_DIM);
         for p in prompts {
@@ -298,10 +317,10 @@ impl LiteMedSam {
             .reshape([EMBED_DIM, EMBED_GRID * EMBED_GRID])
             .transpose()
             + self.no_mask.clone();
-        let out = self
-            .mask_decoder
-            .forward(sparse, image, self.image_pe.clone(), 1, observer);
-        let size = INPUT_SIZE * INPUT_SIZE;
+        let out =
+            self.mask_decoder
+                .forward(sparse, image, self.image_pe.clone(), 1, window, observer);
+        let size = window.height() * window.width();
         let [_, _, h, w] = out.masks.dims();
         debug_assert_eq!(h * w, size);
         let masks = out
@@ -320,6 +339,7 @@ impl LiteMedSam {
             .zip(iou)
             .map(|(values, iou)| MaskLogits {
                 values: values.to_vec(),
+                window: window.clone(),
                 iou,
             })
             .collect())

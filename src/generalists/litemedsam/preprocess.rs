@@ -3,9 +3,11 @@
 //! normalisation, zero padding bottom/right, box scaling by truncation, and the final mask from
 //! the cropped low-res logits resized bilinearly back to the original size.
 
+use std::ops::Range;
+
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 
-use super::{INPUT_SIZE, LiteMedSamError, MaskLogits};
+use super::{EMBED_GRID, INPUT_SIZE, LiteMedSamError, MaskLogits};
 
 /// Original and resized (unpadded) size of an image, (height, width).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,25 +185,130 @@ fn upscale_taps(src: usize, dst: usize) -> Vec<(usize, [i32; 2])> {
         .collect()
 }
 
+/// A rectangle of the 256x256 low-res logit grid in whole 4x4 cells, one cell per token of the
+/// 64x64 image embedding. Upscaling acts per token, so a decoder asked for a window upscales
+/// only the tokens under it: a training patch covers a few percent of a slice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogitWindow {
+    pub cell_rows: Range<usize>,
+    pub cell_cols: Range<usize>,
+}
+
+impl LogitWindow {
+    /// The whole 256x256 grid.
+    pub fn full() -> Self {
+        Self {
+            cell_rows: 0..EMBED_GRID,
+            cell_cols: 0..EMBED_GRID,
+        }
+    }
+
+    /// The smallest window holding every low-res logit that the bilinear resize reads for the
+    /// output pixels `rows` x `cols` (original pixels; empty ranges give an empty window).
+    pub fn covering(geometry: &ImageGeometry, rows: Range<usize>, cols: Range<usize>) -> Self {
+        let [h, w] = geometry.original_hw;
+        let [nh, nw] = geometry.resized_hw;
+        let cells = |range: Range<usize>, src: usize, dst: usize| {
+            let range = range.start.min(dst)..range.end.min(dst);
+            if range.is_empty() {
+                return 0..0;
+            }
+            let taps = bilinear_taps(src, dst);
+            let first = taps[range.start].0;
+            let last = taps[range.end - 1].1;
+            first / CELL..last / CELL + 1
+        };
+        Self {
+            cell_rows: cells(rows, nh, h),
+            cell_cols: cells(cols, nw, w),
+        }
+    }
+
+    /// Logit rows (and columns) of the window: 4 per cell.
+    pub fn height(&self) -> usize {
+        CELL * self.cell_rows.len()
+    }
+
+    pub fn width(&self) -> usize {
+        CELL * self.cell_cols.len()
+    }
+
+    fn contains(&self, other: &LogitWindow) -> bool {
+        let within = |outer: &Range<usize>, inner: &Range<usize>| {
+            inner.is_empty() || (outer.start <= inner.start && inner.end <= outer.end)
+        };
+        within(&self.cell_rows, &other.cell_rows) && within(&self.cell_cols, &other.cell_cols)
+    }
+}
+
+/// Low-res logits per side of one embedding token.
+const CELL: usize = INPUT_SIZE / EMBED_GRID;
+
 /// The final binary mask at the original size: crop the 256x256 logits to the resized extent,
 /// resize bilinearly (PyTorch `align_corners=False`) and threshold `sigmoid > 0.5` (logit > 0).
-pub fn postprocess_mask(logits: &MaskLogits, geometry: &ImageGeometry) -> Array2<u8> {
-    let upsampled = upsample_logits(logits, geometry);
-    upsampled.mapv(|v| u8::from(v > 0.0))
+pub fn postprocess_mask(
+    logits: &MaskLogits,
+    geometry: &ImageGeometry,
+) -> Result<Array2<u8>, LiteMedSamError> {
+    let [h, w] = geometry.original_hw;
+    postprocess_mask_region(logits, geometry, 0..h, 0..w)
+}
+
+/// [`postprocess_mask`] for the output pixels `rows` x `cols` only; `logits` must cover them
+/// (decode with [`LogitWindow::covering`] the same ranges).
+pub fn postprocess_mask_region(
+    logits: &MaskLogits,
+    geometry: &ImageGeometry,
+    rows: Range<usize>,
+    cols: Range<usize>,
+) -> Result<Array2<u8>, LiteMedSamError> {
+    let upsampled = upsample_logits_region(logits, geometry, rows, cols)?;
+    Ok(upsampled.mapv(|v| u8::from(v > 0.0)))
 }
 
 /// The cropped logits resized to the original size (before thresholding).
-pub fn upsample_logits(logits: &MaskLogits, geometry: &ImageGeometry) -> Array2<f32> {
+pub fn upsample_logits(
+    logits: &MaskLogits,
+    geometry: &ImageGeometry,
+) -> Result<Array2<f32>, LiteMedSamError> {
     let [h, w] = geometry.original_hw;
+    upsample_logits_region(logits, geometry, 0..h, 0..w)
+}
+
+/// [`upsample_logits`] for the output pixels `rows` x `cols` only.
+pub fn upsample_logits_region(
+    logits: &MaskLogits,
+    geometry: &ImageGeometry,
+    rows: Range<usize>,
+    cols: Range<usize>,
+) -> Result<Array2<f32>, LiteMedSamError> {
+    let [h, w] = geometry.original_hw;
+    if rows.end > h || cols.end > w {
+        return Err(LiteMedSamError::Input(format!(
+            "output region {rows:?} x {cols:?} outside the {h}x{w} image"
+        )));
+    }
+    let needed = LogitWindow::covering(geometry, rows.clone(), cols.clone());
+    if !logits.window.contains(&needed) {
+        return Err(LiteMedSamError::Input(format!(
+            "logits of window {:?} do not cover the output region {rows:?} x {cols:?} (needs {needed:?})",
+            logits.window
+        )));
+    }
     let [nh, nw] = geometry.resized_hw;
-    let rows = bilinear_taps(nh, h);
-    let cols = bilinear_taps(nw, w);
-    let at = |y: usize, x: usize| logits.values[y * INPUT_SIZE + x];
-    Array2::from_shape_fn((h, w), |(y, x)| {
-        let (y0, y1, ly0, ly1) = rows[y];
-        let (x0, x1, lx0, lx1) = cols[x];
+    let row_taps = bilinear_taps(nh, h);
+    let col_taps = bilinear_taps(nw, w);
+    let (top, left, stride) = (
+        CELL * logits.window.cell_rows.start,
+        CELL * logits.window.cell_cols.start,
+        logits.window.width(),
+    );
+    let at = |y: usize, x: usize| logits.values[(y - top) * stride + x - left];
+    Ok(Array2::from_shape_fn((rows.len(), cols.len()), |(r, c)| {
+        let (y0, y1, ly0, ly1) = row_taps[rows.start + r];
+        let (x0, x1, lx0, lx1) = col_taps[cols.start + c];
         (lx0 * at(y0, x0) + lx1 * at(y0, x1)) * ly0 + (lx0 * at(y1, x0) + lx1 * at(y1, x1)) * ly1
-    })
+    }))
 }
 
 /// PyTorch's `upsample_bilinear2d` source indices and weights (f32, `align_corners=False`).
