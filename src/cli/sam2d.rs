@@ -8,8 +8,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use ndarray::{Array2, Array3, ArrayD, Axis, Ix2, Ix3};
 use semisam::generalists::litemedsam::{
-    ImageGeometry, LiteMedSam, PointPrompt, PreparedImage, Prompts, gray_to_rgb, postprocess_mask,
-    prepare_image,
+    ImageGeometry, LiteMedSam, LogitWindow, PointPrompt, PreparedImage, Prompts, gray_to_rgb,
+    postprocess_mask, prepare_image,
 };
 use semisam::generalists::weights::{self, LITEMEDSAM};
 
@@ -329,6 +329,16 @@ pub fn run_bench(args: Sam2dBenchArgs) -> anyhow::Result<()> {
     let decoder = time_runs(args.warmup + 1, args.repeats, || {
         model.decode(&embedding, &prompts).expect("valid prompt");
     });
+    // What a training refresh decodes per slice: the logits under a 64x64-pixel patch.
+    let patch_window = LogitWindow {
+        cell_rows: 24..40,
+        cell_cols: 24..40,
+    };
+    let decoder_window = time_runs(args.warmup + 1, args.repeats, || {
+        model
+            .decode_batch(&embedding, std::slice::from_ref(&prompts), &patch_window)
+            .expect("valid prompt");
+    });
     let rss_peak = peak_rss_mib();
     let fmt = |t: &Timing| {
         let all: Vec<String> = t.all_ms.iter().map(|v| format!("{v:.1}")).collect();
@@ -349,6 +359,7 @@ pub fn run_bench(args: Sam2dBenchArgs) -> anyhow::Result<()> {
     println!("LiteMedSAM (burn, {threads} threads)");
     println!("  encoder: {}", fmt(&encoder));
     println!("  decoder: {}", fmt(&decoder));
+    println!("  decoder, 16x16-token window: {}", fmt(&decoder_window));
     println!(
         "  peak RSS: start {}, after load {}, after encoder {}, final {}",
         mib(rss_start),
@@ -366,6 +377,7 @@ pub fn run_bench(args: Sam2dBenchArgs) -> anyhow::Result<()> {
             "decoder_ms": decoder.all_ms,
             "decoder_median_ms": decoder.median_ms,
             "decoder_cpu_per_wall": decoder.cpu_per_wall,
+            "decoder_window_median_ms": decoder_window.median_ms,
             "peak_rss_mib": rss_peak,
             "rss_after_load_mib": rss_loaded,
         });
