@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use burn::tensor::TensorData;
-use ndarray::{Array2, Array3, ArrayD};
+use ndarray::{Array2, Array3, ArrayD, ArrayView2};
 use ndarray_npy::{ReadableElement, read_npy};
 use semisam::generalists::litemedsam::{
     Embedding, LiteMedSam, LogitWindow, PreparedImage, Prompts, postprocess_mask,
@@ -46,6 +46,11 @@ fn model() -> &'static LiteMedSam {
         LiteMedSam::load(&path, &semisam::backend::default_device())
             .unwrap_or_else(|e| panic!("{e}"))
     })
+}
+
+fn count_differing(a: ArrayView2<u8>, b: ArrayView2<u8>) -> usize {
+    assert_eq!(a.dim(), b.dim(), "mask sizes");
+    a.iter().zip(b.iter()).filter(|(x, y)| x != y).count()
 }
 
 /// Max |a − b| after checking the lengths agree.
@@ -170,11 +175,7 @@ fn check_case(case: &str) {
         .into_dimensionality()
         .unwrap();
     assert_eq!(mask.dim(), expected_mask.dim(), "{case}: mask size");
-    let differing = mask
-        .iter()
-        .zip(&expected_mask)
-        .filter(|(a, b)| a != b)
-        .count();
+    let differing = count_differing(mask.view(), expected_mask.view());
     assert_eq!(differing, 0, "{case}: {differing} mask pixels differ");
     assert!(
         expected_mask.iter().any(|&v| v == 1),
@@ -413,11 +414,10 @@ fn windowed_decode_equals_the_full_decode_cropped() {
             region,
             full_mask.slice(ndarray::s![rows.clone(), cols.clone()])
         );
-        let differing = region
-            .iter()
-            .zip(reference.slice(ndarray::s![rows.clone(), cols.clone()]))
-            .filter(|(a, b)| a != b)
-            .count();
+        let differing = count_differing(
+            region.view(),
+            reference.slice(ndarray::s![rows.clone(), cols.clone()]),
+        );
         assert_eq!(differing, 0, "{case}: {differing} mask pixels differ");
         assert!(
             region.iter().any(|&v| v == 1),

@@ -20,7 +20,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 pub use mask_decoder::DecoderObserver;
 pub use preprocess::{
     ImageGeometry, LogitWindow, PreparedImage, gray_to_rgb, postprocess_mask,
-    postprocess_mask_region, prepare_image, resize_area, upsample_logits, upsample_logits_region,
+    postprocess_mask_region, prepare_image, resize_area, upsample_logits_region,
 };
 pub use tiny_vit::StageObserver;
 

@@ -266,16 +266,8 @@ pub fn postprocess_mask_region(
     Ok(upsampled.mapv(|v| u8::from(v > 0.0)))
 }
 
-/// The cropped logits resized to the original size (before thresholding).
-pub fn upsample_logits(
-    logits: &MaskLogits,
-    geometry: &ImageGeometry,
-) -> Result<Array2<f32>, LiteMedSamError> {
-    let [h, w] = geometry.original_hw;
-    upsample_logits_region(logits, geometry, 0..h, 0..w)
-}
-
-/// [`upsample_logits`] for the output pixels `rows` x `cols` only.
+/// The cropped logits resized to the original size (before thresholding), for the output pixels
+/// `rows` x `cols` only.
 pub fn upsample_logits_region(
     logits: &MaskLogits,
     geometry: &ImageGeometry,
