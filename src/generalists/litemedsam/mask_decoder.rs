@@ -82,6 +82,17 @@ fn split_head_rows(ckpt: &Checkpoint, weight_t: &Tensor<2>) -> Tensor<3> {
     materialise(ckpt, weight_t.clone().reshape([HEADS, d_in / HEADS, d_out]))
 }
 
+/// A projection's bias as (1, heads, 1, head_dim), to add to per-head tensors.
+fn head_bias(proj: &Linear) -> Tensor<4> {
+    let [d_out] = proj.bias().dims();
+    proj.bias().clone().reshape([1, HEADS, 1, d_out / HEADS])
+}
+
+/// `softmax(q·kᵀ/√head_dim)`'s scale, folded into one side's weights at load time.
+fn attention_scale(internal: usize) -> f64 {
+    ((internal / HEADS) as f64).powf(-0.5)
+}
+
 fn expand_heads(weights: &Tensor<3>, batch: usize) -> Tensor<4> {
     let [h, r, c] = weights.dims();
     weights.clone().unsqueeze::<4>().expand([batch, h, r, c])
@@ -95,7 +106,7 @@ fn expand_heads(weights: &Tensor<3>, batch: usize) -> Tensor<4> {
 #[derive(Clone, Debug)]
 struct TokenToImageAttention {
     q_proj: Linear,
-    /// (heads, head_dim, 256): each head's key projection, transposed.
+    /// (heads, head_dim, 256): each head's key projection, transposed, times the softmax scale.
     k_heads: Tensor<3>,
     /// (heads, 256, head_dim).
     v_heads: Tensor<3>,
@@ -106,17 +117,23 @@ struct TokenToImageAttention {
 
 impl TokenToImageAttention {
     fn load(ckpt: &mut Checkpoint, prefix: &str, internal: usize) -> Result<Self, LiteMedSamError> {
-        let k_proj = Linear::load(ckpt, &format!("{prefix}.k_proj"), EMBED_DIM, internal)?;
-        let v_proj = Linear::load(ckpt, &format!("{prefix}.v_proj"), EMBED_DIM, internal)?;
+        let Attention {
+            q_proj,
+            k_proj,
+            v_proj,
+            out_proj,
+        } = Attention::load(ckpt, prefix, internal)?;
+        let k_scaled = k_proj
+            .weight_t()
+            .clone()
+            .transpose()
+            .mul_scalar(attention_scale(internal));
         Ok(Self {
-            q_proj: Linear::load(ckpt, &format!("{prefix}.q_proj"), EMBED_DIM, internal)?,
-            k_heads: split_head_rows(ckpt, &k_proj.weight_t().clone().transpose()),
+            q_proj,
+            k_heads: split_head_rows(ckpt, &k_scaled),
             v_heads: split_head_columns(ckpt, v_proj.weight_t()),
-            v_bias: v_proj
-                .bias()
-                .clone()
-                .reshape([1, HEADS, 1, internal / HEADS]),
-            out_proj: Linear::load(ckpt, &format!("{prefix}.out_proj"), internal, EMBED_DIM)?,
+            v_bias: head_bias(&v_proj),
+            out_proj,
         })
     }
 
@@ -131,8 +148,7 @@ impl TokenToImageAttention {
         let [b, t, _] = tokens.dims();
         let [_, _, head_dim] = self.v_heads.dims();
         let q = Attention::separate_heads(self.q_proj.forward(tokens));
-        let scale = (head_dim as f64).powf(-0.5);
-        let q_keys = q.matmul(expand_heads(&self.k_heads, b)).mul_scalar(scale);
+        let q_keys = q.matmul(expand_heads(&self.k_heads, b));
         let scores = q_keys
             .reshape([b, HEADS * t, EMBED_DIM])
             .matmul(image_keys.swap_dims(1, 2));
@@ -151,9 +167,9 @@ impl TokenToImageAttention {
 /// `image·(Wq·kᵀ) + bq·kᵀ` and the output is `P·(v·Wo)`, both 8T wide instead of 128.
 #[derive(Clone, Debug)]
 struct ImageToTokenAttention {
-    /// (heads, 256, head_dim).
+    /// (heads, 256, head_dim), times the softmax scale.
     q_heads: Tensor<3>,
-    /// (1, heads, 1, head_dim).
+    /// (1, heads, 1, head_dim), times the softmax scale.
     q_bias: Tensor<4>,
     k_proj: Linear,
     v_proj: Linear,
@@ -164,16 +180,18 @@ struct ImageToTokenAttention {
 
 impl ImageToTokenAttention {
     fn load(ckpt: &mut Checkpoint, prefix: &str, internal: usize) -> Result<Self, LiteMedSamError> {
-        let q_proj = Linear::load(ckpt, &format!("{prefix}.q_proj"), EMBED_DIM, internal)?;
-        let out_proj = Linear::load(ckpt, &format!("{prefix}.out_proj"), internal, EMBED_DIM)?;
+        let Attention {
+            q_proj,
+            k_proj,
+            v_proj,
+            out_proj,
+        } = Attention::load(ckpt, prefix, internal)?;
+        let scale = attention_scale(internal);
         Ok(Self {
-            q_heads: split_head_columns(ckpt, q_proj.weight_t()),
-            q_bias: q_proj
-                .bias()
-                .clone()
-                .reshape([1, HEADS, 1, internal / HEADS]),
-            k_proj: Linear::load(ckpt, &format!("{prefix}.k_proj"), EMBED_DIM, internal)?,
-            v_proj: Linear::load(ckpt, &format!("{prefix}.v_proj"), EMBED_DIM, internal)?,
+            q_heads: split_head_columns(ckpt, &q_proj.weight_t().clone().mul_scalar(scale)),
+            q_bias: head_bias(&q_proj).mul_scalar(scale),
+            k_proj,
+            v_proj,
             out_heads: split_head_rows(ckpt, out_proj.weight_t()),
             out_bias: out_proj.bias().clone(),
         })
@@ -190,13 +208,11 @@ impl ImageToTokenAttention {
         let [b, pixels, _] = image_queries.dims();
         let [_, t, _] = tokens_keys.dims();
         let [_, _, head_dim] = self.q_heads.dims();
-        let scale = (head_dim as f64).powf(-0.5);
         let keys_t = Attention::separate_heads(self.k_proj.forward(tokens_keys)).swap_dims(2, 3);
         let values = Attention::separate_heads(self.v_proj.forward(tokens_values));
         // (B, heads, 256, T) → (B, 256, heads·T), columns grouped by head.
         let query_keys = expand_heads(&self.q_heads, b)
             .matmul(keys_t.clone())
-            .mul_scalar(scale)
             .swap_dims(1, 2)
             .reshape([b, EMBED_DIM, HEADS * t]);
         let bias_keys = self
@@ -204,7 +220,6 @@ impl ImageToTokenAttention {
             .clone()
             .expand([b, HEADS, 1, head_dim])
             .matmul(keys_t)
-            .mul_scalar(scale)
             .reshape([b, 1, HEADS * t]);
         let scores = (image_queries.matmul(query_keys) + bias_keys).reshape([b, pixels, HEADS, t]);
         let weights = activation::softmax(scores, 3).reshape([b, pixels, HEADS * t]);
