@@ -399,6 +399,59 @@ fn tiny_semisam_run_produces_a_complete_run_folder_and_report() {
     ok(&["report", run_arg, "--data-root", moved.to_str().unwrap()]);
     std::fs::rename(&moved, &dataset).unwrap();
 
+    // sam-oracle from the trained model; --set changes the checkpoint's prompt settings.
+    let checkpoint = run.join("checkpoints").join("final.ckpt");
+    let oracle = |extra: &[&str]| {
+        let mut args = vec![
+            "sam-oracle",
+            dataset.to_str().unwrap(),
+            "--limit",
+            "1",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = semisam(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "semisam {args:?} failed:\n{stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The `slices` column: how many slices were prompted, per (case, class).
+        let slices: Vec<usize> = stdout
+            .lines()
+            .skip(1)
+            .filter(|line| !line.starts_with("mean Dice"))
+            .map(|line| line.split('\t').nth(3).unwrap().parse().unwrap())
+            .collect();
+        assert!(!slices.is_empty(), "{stdout}");
+        slices
+    };
+    assert!(oracle(&[]).iter().any(|&n| n > 0));
+    assert!(
+        oracle(&["--set", "sam.prompts.threshold=1.0"])
+            .iter()
+            .all(|&n| n == 0),
+        "no probability exceeds 1: nothing may be prompted"
+    );
+    let err = fails(&[
+        "sam-oracle",
+        dataset.to_str().unwrap(),
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--set",
+        "sam.prompts.no_such_key=1",
+    ]);
+    assert!(
+        err.contains("no_such_key") && err.contains(checkpoint.to_str().unwrap()),
+        "{err}"
+    );
+    let err = fails(&[
+        "sam-oracle",
+        dataset.to_str().unwrap(),
+        "--set",
+        "sam.prompts.threshold=1.0",
+    ]);
+    assert!(err.contains("--checkpoint"), "{err}");
+
     // The same name again is refused unless --overwrite.
     let err = fails(&train);
     assert!(

@@ -18,9 +18,9 @@ use semisam::generalists::PseudoLabelRequest;
 use semisam::inference::SlidingWindow;
 use semisam::metrics::{Hd95Convention, dice_from_counts, evaluate_masks};
 use semisam::training::dataset::prepare_image;
-use semisam::training::load_checkpoint_model;
 use semisam::training::resample::{downsample_image, downsample_label};
 use semisam::training::validation::{model_device, predict_case};
+use semisam::training::{RunConfig, load_checkpoint_model};
 
 #[derive(Args)]
 pub struct OracleArgs {
@@ -46,6 +46,14 @@ pub struct OracleArgs {
     /// normalisation, down-sampling and `[sam]` prompt settings; --axis and --margin are ignored).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+    /// With --checkpoint: override its run's configuration for the pseudo-labels, e.g.
+    /// `--set sam.prompts.box_margin=8` (repeatable), to compare prompt settings on one model.
+    #[arg(
+        long = "set",
+        value_name = "SECTION.KEY=VALUE",
+        requires = "checkpoint"
+    )]
+    pub set: Vec<String>,
 }
 
 pub fn run(args: OracleArgs) -> anyhow::Result<()> {
@@ -53,7 +61,17 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
     let specialist = args
         .checkpoint
         .as_ref()
-        .map(|path| load_checkpoint_model(path))
+        .map(|path| -> anyhow::Result<_> {
+            let (run, model) = load_checkpoint_model(path)?;
+            if args.set.is_empty() {
+                return Ok((run, model));
+            }
+            let origin = format!("the configuration of {}", path.display());
+            Ok((
+                RunConfig::from_toml_str(&run.to_toml(), &args.set, &origin)?,
+                model,
+            ))
+        })
         .transpose()?;
     let mut config = match specialist.as_ref().and_then(|(run, _)| run.sam.clone()) {
         Some(sam) => sam,
