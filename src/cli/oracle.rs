@@ -62,15 +62,12 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
         .checkpoint
         .as_ref()
         .map(|path| -> anyhow::Result<_> {
-            let (run, model) = load_checkpoint_model(path)?;
-            if args.set.is_empty() {
-                return Ok((run, model));
+            let (mut run, model) = load_checkpoint_model(path)?;
+            if !args.set.is_empty() {
+                let origin = format!("the configuration of {}", path.display());
+                run = RunConfig::from_toml_str(&run.to_toml(), &args.set, &origin)?;
             }
-            let origin = format!("the configuration of {}", path.display());
-            Ok((
-                RunConfig::from_toml_str(&run.to_toml(), &args.set, &origin)?,
-                model,
-            ))
+            Ok((run, model))
         })
         .transpose()?;
     let mut config = match specialist.as_ref().and_then(|(run, _)| run.sam.clone()) {
