@@ -51,6 +51,7 @@ fn checkpoint(dir: &Path, downsample: usize) -> std::path::PathBuf {
             unlabeled: vec![],
         },
         validation: vec![],
+        oracle_labels: vec![],
     };
     let run = RunDir::create(dir, "run", false).unwrap();
     train(&config(downsample), &data, &run, &TrainOptions::default()).unwrap();

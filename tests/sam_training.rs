@@ -25,6 +25,10 @@ const CASES: [&str; 4] = ["case_a", "case_b", "case_c", "case_d"];
 const UNLABELED: [&str; 2] = ["case_b", "case_c"];
 
 fn config(root: &Path) -> RunConfig {
+    config_with(root, &[])
+}
+
+fn config_with(root: &Path, overrides: &[&str]) -> RunConfig {
     let text = format!(
         r#"
 [data]
@@ -71,7 +75,8 @@ min_slice_area = 4
 "#,
         root.display()
     );
-    RunConfig::from_toml_str(&text, &[], "test.toml").unwrap()
+    let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
+    RunConfig::from_toml_str(&text, &overrides, "test.toml").unwrap()
 }
 
 /// A bright disc stack (label 1) on a noisy background, 4 slices deep so that LiteMedSAM embeds
@@ -226,4 +231,37 @@ fn garbage_or_missing_unlabeled_labels_give_bit_identical_semisam_training_and_r
         "resumed run: weights differ"
     );
     assert_eq!(log_without_times(&resumed), log, "resumed run: logs differ");
+}
+
+/// The analysis-only oracle reads the unlabeled cases' labels, and only it does.
+#[test]
+fn only_the_ground_truth_oracle_loads_unlabeled_labels_and_it_needs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    write_dataset(&root, UnlabeledLabels::True);
+    let dataset = Dataset::open(&root).unwrap();
+    let student_prompts = config(&root);
+    let splits = make_splits(&student_prompts, &dataset).unwrap();
+    let data = load_training_data(&student_prompts, &dataset, &splits).unwrap();
+    assert!(data.oracle_labels.is_empty());
+
+    let oracle = config_with(&root, &["sam.prompt_source=\"ground_truth_oracle\""]);
+    let data = load_training_data(&oracle, &dataset, &splits).unwrap();
+    let ids: Vec<&str> = data
+        .oracle_labels
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(ids, UNLABELED);
+    assert_eq!(data.oracle_labels[0].1, case(1).1);
+
+    let removed = dir.path().join("removed");
+    write_dataset(&removed, UnlabeledLabels::Removed);
+    let error = load_training_data(&oracle, &Dataset::open(&removed).unwrap(), &splits)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("case_b/mri_norm2.h5") && error.contains("missing dataset `label`"),
+        "{error}"
+    );
 }

@@ -113,6 +113,7 @@ fn data() -> TrainingData {
             image,
             label,
         }],
+        oracle_labels: vec![],
     }
 }
 

@@ -92,6 +92,7 @@ fn data() -> TrainingData {
             image,
             label,
         }],
+        oracle_labels: vec![],
     }
 }
 

@@ -88,6 +88,11 @@ pub enum PromptSource {
     /// The teacher's softmax (Mean Teacher, UA-MT): a temporal ensemble of the student, steadier
     /// early in training, when the student's boxes send SAM to the wrong structure.
     Teacher,
+    /// Analysis only, never a result: prompts from the ground truth of the unlabeled cases (as
+    /// the published SemiSAM code does by mistake, SPEC §5). A run with it reads the unlabeled
+    /// cases' label files, and measures how far pseudo-labels with perfect localisation could
+    /// take the student: the upper bound of any prompt from a network.
+    GroundTruthOracle,
 }
 
 /// Per-voxel weighting of the term.
@@ -353,6 +358,8 @@ pub struct SamAssist {
     /// Provenance of the batch about to be trained on (set by [`SamAssist::prepare`]).
     items: Vec<ItemProvenance>,
     labels: HashMap<String, CachedLabel>,
+    /// Labels of the unlabeled cases, for `prompt_source = "ground_truth_oracle"` only.
+    ground_truth: HashMap<String, Array3<u8>>,
     last: SamStepStats,
 }
 
@@ -368,8 +375,19 @@ impl SamAssist {
             images: unlabeled.into_iter().collect(),
             items: Vec::new(),
             labels: HashMap::new(),
+            ground_truth: HashMap::new(),
             last: SamStepStats::default(),
         }
+    }
+
+    /// The unlabeled cases' labels, on the same grid as their images, for
+    /// `prompt_source = "ground_truth_oracle"` (ignored otherwise).
+    pub fn with_ground_truth(
+        mut self,
+        labels: impl IntoIterator<Item = (String, Array3<u8>)>,
+    ) -> Self {
+        self.ground_truth = labels.into_iter().collect();
+        self
     }
 
     pub fn config(&self) -> &SamConfig {
@@ -565,14 +583,37 @@ impl SamAssist {
         let mut classes = Array3::<u8>::zeros((shape[0], shape[1], shape[2]));
         let mut known = Array3::from_elem(classes.raw_dim(), false);
         let mut any = false;
+        let ground_truth = if self.config.prompt_source == PromptSource::GroundTruthOracle {
+            let label =
+                self.ground_truth
+                    .get(&item.case_id)
+                    .ok_or_else(|| FrameworkError::Auxiliary {
+                        name: "sam".into(),
+                        message: format!(
+                            "sam.prompt_source = \"ground_truth_oracle\" but case {} has no label",
+                            item.case_id
+                        ),
+                    })?;
+            Some(label.slice(s![region[0].clone(), region[1].clone(), region[2].clone()]))
+        } else {
+            None
+        };
         for class in 1..probabilities.shape()[1] {
-            let patch = probabilities.slice(s![u, class, .., .., ..]);
-            let window = transform.invert(patch);
-            let probability = window.slice(s![
-                window_part[0].clone(),
-                window_part[1].clone(),
-                window_part[2].clone()
-            ]);
+            let probability = match ground_truth {
+                Some(label) => label.mapv(|c| f32::from(u8::from(usize::from(c) == class))),
+                None => {
+                    let patch = probabilities.slice(s![u, class, .., .., ..]);
+                    transform
+                        .invert(patch)
+                        .slice(s![
+                            window_part[0].clone(),
+                            window_part[1].clone(),
+                            window_part[2].clone()
+                        ])
+                        .to_owned()
+                }
+            };
+            let probability = probability.view();
             let request = PseudoLabelRequest {
                 case_id: &item.case_id,
                 image: image.view(),
@@ -709,7 +750,8 @@ impl AuxiliaryLoss for SamAssist {
         let teacher = ctx.teacher_probabilities.clone().map(to_array5);
         let networks = 1 + usize::from(teacher.is_some());
         let prompt_probabilities = match (self.config.prompt_source, &teacher) {
-            (PromptSource::Student, _) => &probabilities,
+            // The oracle's prompts come from the labels (`source_label`); this is not read.
+            (PromptSource::Student | PromptSource::GroundTruthOracle, _) => &probabilities,
             (PromptSource::Teacher, Some(teacher)) => teacher,
             (PromptSource::Teacher, None) => {
                 return Err(FrameworkError::Auxiliary {
@@ -899,6 +941,16 @@ mod tests {
         transform: ItemTransform,
         step: usize,
     ) -> LossTerms {
+        try_run_with_teacher(assist, fg, teacher_fg, transform, step).unwrap()
+    }
+
+    fn try_run_with_teacher(
+        assist: &mut SamAssist,
+        fg: &Array3<f32>,
+        teacher_fg: Option<&Array3<f32>>,
+        transform: ItemTransform,
+        step: usize,
+    ) -> Result<LossTerms, FrameworkError> {
         let (batch, probabilities) = context_parts(fg);
         let teacher_probabilities = teacher_fg.map(|t| {
             let [x, y, z] = SHAPE;
@@ -921,7 +973,7 @@ mod tests {
             teacher_probabilities,
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        assist.loss_terms(&ctx, &mut rng).unwrap()
+        assist.loss_terms(&ctx, &mut rng)
     }
 
     fn diagnostic(terms: &LossTerms, name: &str) -> f64 {
@@ -1009,27 +1061,42 @@ mod tests {
 
         let (mut without_teacher, _) = assist(None, 1);
         without_teacher.config.prompt_source = PromptSource::Teacher;
-        let (batch, probabilities) = context_parts(&student);
-        without_teacher.prepare(&[provenance(identity, true), provenance(identity, false)]);
-        let ctx = StepContext {
-            index: StepIndex {
-                step: 0,
-                max_steps: 6000,
-            },
-            batch: &batch,
-            student_logits: probabilities.clone(),
-            student_probabilities: probabilities,
-            teacher_probabilities: None,
-        };
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        let error = without_teacher
-            .loss_terms(&ctx, &mut rng)
+        let error = try_run_with_teacher(&mut without_teacher, &student, None, identity, 0)
             .unwrap_err()
             .to_string();
         assert!(
             error.contains("needs a framework with a teacher"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn oracle_prompts_come_from_the_ground_truth_and_need_it() {
+        // The student is confident everywhere; the label marks the first two rows only.
+        let student = Array3::from_elem(SHAPE, 0.9f32);
+        let label = Array3::from_shape_fn(SHAPE, |(i, _, _)| u8::from(i < 2));
+        // Shifted into the padding and flipped: the label is looked up on the source grid.
+        let transform = ItemTransform {
+            flip: [true, false],
+            ..ItemTransform::crop_only(SHAPE, [1, 0, 0], SHAPE)
+        };
+
+        let (oracle, _) = assist(None, 1);
+        let mut oracle = oracle.with_ground_truth([("unl".to_string(), label.clone())]);
+        oracle.config.prompt_source = PromptSource::GroundTruthOracle;
+        let terms = run(&mut oracle, &student, transform, 0);
+        assert_eq!(diagnostic(&terms, "sam/items_with_term"), 1.0);
+        let (classes, _) = oracle.patch_label(&provenance(transform, false));
+        let expected = transform.apply(label.view());
+        assert_eq!(classes, expected);
+        assert_eq!(classes.iter().filter(|&&c| c == 1).count(), 6 * 2);
+
+        let (mut missing, _) = assist(None, 1);
+        missing.config.prompt_source = PromptSource::GroundTruthOracle;
+        let error = try_run_with_teacher(&mut missing, &student, None, transform, 0)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("case unl has no label"), "{error}");
     }
 
     #[test]

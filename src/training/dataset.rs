@@ -2,7 +2,9 @@
 //! down-sampling.
 //!
 //! Unlabeled cases are read with [`read_image`] alone: their label files are never opened, so a
-//! label that happens to exist for them cannot leak into training.
+//! label that happens to exist for them cannot leak into training. The one exception is asked for
+//! by name: `sam.prompt_source = "ground_truth_oracle"`, an analysis of the pseudo-labels' upper
+//! bound, reads them for the SAM prompts.
 
 use std::path::Path;
 
@@ -16,6 +18,7 @@ use super::validation::EvalCase;
 use crate::data::batches::{LabeledCase, TrainingPool, UnlabeledCase};
 use crate::data::validate::check_finite;
 use crate::data::{Case, DataError, Dataset, Splits, normalize, read_image};
+use crate::frameworks::sam_assist::PromptSource;
 
 /// The run's splits: the explicit `data.splits_file`, or the paper protocol on the training list
 /// (the first `labeled` IDs labeled, the last `validation` IDs for validation, the IDs between
@@ -91,7 +94,7 @@ pub fn load_training_data(
     dataset: &Dataset,
     splits: &Splits,
 ) -> Result<TrainingData, DataError> {
-    let labeled = load_labeled(config, dataset, &splits.labeled)?
+    let labeled = load_labeled(config, dataset, &splits.labeled, "labeled")?
         .into_iter()
         .map(|(id, image, label)| LabeledCase { id, image, label })
         .collect();
@@ -108,13 +111,27 @@ pub fn load_training_data(
             })
         })
         .collect::<Result<Vec<_>, DataError>>()?;
-    let validation = load_labeled(config, dataset, &splits.validation)?
+    let validation = load_labeled(config, dataset, &splits.validation, "validation")?
         .into_iter()
         .map(|(id, image, label)| EvalCase { id, image, label })
         .collect();
+    let oracle = config
+        .sam
+        .as_ref()
+        .is_some_and(|sam| sam.prompt_source == PromptSource::GroundTruthOracle);
+    let oracle_labels = if oracle {
+        let role = "unlabeled with sam.prompt_source = \"ground_truth_oracle\"";
+        load_labeled(config, dataset, &splits.unlabeled, role)?
+            .into_iter()
+            .map(|(id, _, label)| (id, label))
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(TrainingData {
         pool: TrainingPool { labeled, unlabeled },
         validation,
+        oracle_labels,
     })
 }
 
@@ -124,6 +141,7 @@ fn load_labeled(
     config: &RunConfig,
     dataset: &Dataset,
     ids: &[String],
+    role: &str,
 ) -> Result<Vec<Prepared>, DataError> {
     ids.par_iter()
         .map(|id| {
@@ -132,7 +150,7 @@ fn load_labeled(
             let label = loaded.label.ok_or_else(|| {
                 DataError::invalid(
                     &case.image,
-                    format!("case {id} is used as labeled or validation but has no label file"),
+                    format!("case {id} is used as {role} but has no label file"),
                 )
             })?;
             if let Some(&bad) = label

@@ -17,6 +17,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use ndarray::Array3;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -45,6 +46,9 @@ const SAM_LABELS_SECTION: &str = "sam_labels";
 pub struct TrainingData {
     pub pool: TrainingPool,
     pub validation: Vec<EvalCase>,
+    /// Labels of the unlabeled cases: empty unless `sam.prompt_source = "ground_truth_oracle"`
+    /// (analysis only) asked for them.
+    pub oracle_labels: Vec<(String, Array3<u8>)>,
 }
 
 /// How to run, beyond the configuration.
@@ -141,7 +145,8 @@ pub fn train(
                 .unlabeled
                 .iter()
                 .map(|c| (c.id.clone(), c.image.clone()));
-            let mut sam = SamAssist::new(sam_config.clone(), generalist, unlabeled);
+            let mut sam = SamAssist::new(sam_config.clone(), generalist, unlabeled)
+                .with_ground_truth(data.oracle_labels.iter().cloned());
             if let Some(bytes) = &state.sam_labels {
                 sam.import_labels(bytes)?;
             }
