@@ -6,7 +6,9 @@ validation cases (`metrics/per_case.csv`). The runs of one seed are joined by a 
 that paired differences stand out from the spread between seeds; a black bar marks each
 method's mean. The numbers are also written as a TSV next to the picture.
 
-    bench/seed_plot.py OUT.png --method NAME RUN... [--method NAME RUN...]
+    bench/seed_plot.py OUT.png --method NAME RUN... [--method NAME RUN...] [--target NAME POINTS]
+
+`--target MT 10` draws a dashed line at MT's mean plus 10 points in each panel (issue #5's bar).
 
 Needs matplotlib (analysis only; the product writes its own pictures).
 """
@@ -44,6 +46,8 @@ def main():
     parser.add_argument("out")
     parser.add_argument("--method", nargs="+", action="append", required=True,
                         metavar=("NAME", "RUN"), help="a method's name, then its run folders")
+    parser.add_argument("--target", nargs=2, metavar=("NAME", "POINTS"),
+                        help="dashed line at this method's mean plus POINTS")
     args = parser.parse_args()
     methods = [group[0] for group in args.method]
     rows = []
@@ -73,6 +77,16 @@ def main():
             axis.hlines(mean, x - 0.25, x + 0.25, colors="black", lw=2.5)
             axis.annotate(f"{mean:.1f} (n={len(values)})", (x, mean), xytext=(0, 6),
                           textcoords="offset points", ha="center", fontsize=8)
+        if args.target:
+            name, points = args.target[0], float(args.target[1])
+            values = [r[3] for r in rows if r[0] == name and r[1] == labeled]
+            if not values:
+                raise SystemExit(f"--target {name}: no run of it at {labeled} labeled")
+            level = sum(values) / len(values) + points
+            axis.axhline(level, color="grey", ls="--", lw=1)
+            axis.annotate(f"{name} + {points:g}", (0, level), xycoords=("axes fraction", "data"),
+                          xytext=(4, -3), textcoords="offset points", ha="left", va="top",
+                          fontsize=8, color="grey")
         axis.set_xticks(range(len(shown)), shown, rotation=20, ha="right", fontsize=8)
         axis.set_title(f"{labeled} labeled case{'s' if labeled > 1 else ''}")
         axis.grid(axis="y", alpha=0.3)
