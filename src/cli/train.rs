@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use semisam::data::{Dataset, Splits};
-use semisam::frameworks::sam_assist::PromptSource;
 use semisam::inference::pipeline::PredictOptions;
 use semisam::reports::rescore::{HeldOut, held_out_cases};
 use semisam::reports::{ReportOptions, generate};
@@ -72,11 +71,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         splits.unlabeled.len(),
         splits.validation.len()
     );
-    if config
-        .sam
-        .as_ref()
-        .is_some_and(|sam| sam.prompt_source == PromptSource::GroundTruthOracle)
-    {
+    if config.uses_ground_truth_oracle() {
         eprintln!(
             "warning: sam.prompt_source = \"ground_truth_oracle\" prompts SAM from the unlabeled \
              cases' ground truth: an upper bound for analysis, not a semi-supervised result"

@@ -599,21 +599,21 @@ impl SamAssist {
             None
         };
         for class in 1..probabilities.shape()[1] {
+            let (window, oracle_mask);
             let probability = match ground_truth {
-                Some(label) => label.mapv(|c| f32::from(u8::from(usize::from(c) == class))),
+                Some(label) => {
+                    oracle_mask = label.mapv(|c| f32::from(u8::from(usize::from(c) == class)));
+                    oracle_mask.view()
+                }
                 None => {
-                    let patch = probabilities.slice(s![u, class, .., .., ..]);
-                    transform
-                        .invert(patch)
-                        .slice(s![
-                            window_part[0].clone(),
-                            window_part[1].clone(),
-                            window_part[2].clone()
-                        ])
-                        .to_owned()
+                    window = transform.invert(probabilities.slice(s![u, class, .., .., ..]));
+                    window.slice(s![
+                        window_part[0].clone(),
+                        window_part[1].clone(),
+                        window_part[2].clone()
+                    ])
                 }
             };
-            let probability = probability.view();
             let request = PseudoLabelRequest {
                 case_id: &item.case_id,
                 image: image.view(),

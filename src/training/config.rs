@@ -185,6 +185,14 @@ fn checkpoint_every_default() -> usize {
 }
 
 impl RunConfig {
+    /// Whether SAM is prompted from the unlabeled cases' ground truth (analysis only): the one
+    /// setting under which their labels are read.
+    pub fn uses_ground_truth_oracle(&self) -> bool {
+        self.sam.as_ref().is_some_and(|sam| {
+            sam.prompt_source == crate::frameworks::sam_assist::PromptSource::GroundTruthOracle
+        })
+    }
+
     /// Read a configuration file and apply `section.key=value` overrides.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -18,7 +18,6 @@ use super::validation::EvalCase;
 use crate::data::batches::{LabeledCase, TrainingPool, UnlabeledCase};
 use crate::data::validate::check_finite;
 use crate::data::{Case, DataError, Dataset, Splits, normalize, read_image};
-use crate::frameworks::sam_assist::PromptSource;
 
 /// The run's splits: the explicit `data.splits_file`, or the paper protocol on the training list
 /// (the first `labeled` IDs labeled, the last `validation` IDs for validation, the IDs between
@@ -98,9 +97,44 @@ pub fn load_training_data(
         .into_iter()
         .map(|(id, image, label)| LabeledCase { id, image, label })
         .collect();
-    let unlabeled = splits
-        .unlabeled
-        .par_iter()
+    let (unlabeled, oracle_labels) = if config.uses_ground_truth_oracle() {
+        let role = "unlabeled with sam.prompt_source = \"ground_truth_oracle\"";
+        load_labeled(config, dataset, &splits.unlabeled, role)?
+            .into_iter()
+            .map(|(id, image, label)| {
+                (
+                    UnlabeledCase {
+                        id: id.clone(),
+                        image,
+                    },
+                    (id, label),
+                )
+            })
+            .unzip()
+    } else {
+        (
+            load_unlabeled(config, dataset, &splits.unlabeled)?,
+            Vec::new(),
+        )
+    };
+    let validation = load_labeled(config, dataset, &splits.validation, "validation")?
+        .into_iter()
+        .map(|(id, image, label)| EvalCase { id, image, label })
+        .collect();
+    Ok(TrainingData {
+        pool: TrainingPool { labeled, unlabeled },
+        validation,
+        oracle_labels,
+    })
+}
+
+/// The images of unlabeled cases; their label files are not opened.
+fn load_unlabeled(
+    config: &RunConfig,
+    dataset: &Dataset,
+    ids: &[String],
+) -> Result<Vec<UnlabeledCase>, DataError> {
+    ids.par_iter()
         .map(|id| {
             let case = find(dataset, id)?;
             let volume = read_image(&case.image)?;
@@ -110,29 +144,7 @@ pub fn load_training_data(
                 image: prepare_image(volume.data, config, &case.image)?,
             })
         })
-        .collect::<Result<Vec<_>, DataError>>()?;
-    let validation = load_labeled(config, dataset, &splits.validation, "validation")?
-        .into_iter()
-        .map(|(id, image, label)| EvalCase { id, image, label })
-        .collect();
-    let oracle = config
-        .sam
-        .as_ref()
-        .is_some_and(|sam| sam.prompt_source == PromptSource::GroundTruthOracle);
-    let oracle_labels = if oracle {
-        let role = "unlabeled with sam.prompt_source = \"ground_truth_oracle\"";
-        load_labeled(config, dataset, &splits.unlabeled, role)?
-            .into_iter()
-            .map(|(id, _, label)| (id, label))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    Ok(TrainingData {
-        pool: TrainingPool { labeled, unlabeled },
-        validation,
-        oracle_labels,
-    })
+        .collect()
 }
 
 type Prepared = (String, Array3<f32>, Array3<u8>);
