@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The LA-dev experiment of issues #4 and #5: supervised-only, Mean Teacher, UA-MT, SemiSAM-MT and
+# The LA-dev experiment of docs/results.md: supervised-only, Mean Teacher, UA-MT, SemiSAM-MT and
 # SemiSAM-UA-MT at 1 and 2 labeled cases, same seed, same iterations, scored on the 4 validation
 # cases at full resolution. Two runs at a time (one per core pair-share); peak RSS from
 # /usr/bin/time. A table is collected into OUT/table.md by bench/la_table.py.

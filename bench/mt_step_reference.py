@@ -38,7 +38,7 @@ def up(cin, cout):
 
 
 class VNet(nn.Module):
-    """The UA-MT V-Net layout (SPEC §3), written from the description; modules are registered
+    """The UA-MT V-Net layout (docs/method.md §3), written from the description; modules are registered
     in the same order as the Rust port's fields, so the state dicts line up."""
 
     def __init__(self, width=16, classes=2, in_channels=1):

@@ -8,7 +8,8 @@ method's mean. The numbers are also written as a TSV next to the picture.
 
     bench/seed_plot.py OUT.png --method NAME RUN... [--method NAME RUN...] [--target NAME POINTS]
 
-`--target MT 10` draws a dashed line at MT's mean plus 10 points in each panel (issue #5's bar).
+`--target MT 10` draws a dashed line at MT's mean plus 10 points in each panel (a goal to read
+the methods against).
 
 Needs matplotlib (analysis only; the product writes its own pictures).
 """

@@ -1,5 +1,5 @@
 //! Speed of the surface-distance metrics on a 256×256×128 volume with spacing (0.7, 0.7, 2.5) mm
-//! (SPEC target: HD95 in under 1 s in release mode). Run with `cargo bench --bench hd95`.
+//! (target: HD95 in under 1 s in release mode). Run with `cargo bench --bench hd95`.
 //!
 //! Self-timed (no criterion): criterion's dependencies would change the feature set of crates
 //! shared with burn and force a rebuild of the whole dependency tree for tests.

@@ -7,7 +7,7 @@ ASSD with medpy and the MONAI-convention HD95 with MONAI, and writes masks and v
 tests/fixtures/metrics/reference_cases.json (read by tests/metrics_reference.rs).
 
 Cases with an empty mask have no medpy/MONAI value (both libraries refuse or return inf/nan);
-their expected values are semisam's documented empty-mask policy (SPEC section 7) and are marked
+their expected values are semisam's documented empty-mask policy (docs/method.md §7) and are marked
 "source": "policy".
 
 Usage: python scripts/metrics_reference.py   (needs numpy, scipy, medpy, torch, monai)
@@ -63,7 +63,7 @@ def monai_hd95(prediction, reference, spacing):
 
 
 def policy_values(prediction, reference, spacing):
-    """semisam's empty-mask policy (SPEC section 7); no library defines these cases."""
+    """semisam's empty-mask policy (docs/method.md §7); no library defines these cases."""
     if not prediction.any() and not reference.any():
         dice, distance = 1.0, 0.0
     else:

@@ -1,4 +1,5 @@
-//! SAM assistance (SemiSAM, SPEC §5) as an [`AuxiliaryLoss`] that plugs into any framework.
+//! SAM assistance (SemiSAM, docs/method.md §5) as an [`AuxiliaryLoss`] that plugs into any
+//! framework.
 //!
 //! For every unlabeled item of a batch the student's class probabilities on the patch are mapped
 //! back onto the un-augmented volume (the augmentation is invertible), each foreground class gets
@@ -89,9 +90,9 @@ pub enum PromptSource {
     /// early in training, when the student's boxes send SAM to the wrong structure.
     Teacher,
     /// Analysis only, never a result: prompts from the ground truth of the unlabeled cases (as
-    /// the published SemiSAM code does by mistake, SPEC §5). A run with it reads the unlabeled
-    /// cases' label files, and measures how far pseudo-labels with perfect localisation could
-    /// take the student: the upper bound of any prompt from a network.
+    /// the published SemiSAM code does by mistake, docs/method.md §1). A run with it reads the
+    /// unlabeled cases' label files, and measures how far pseudo-labels with perfect
+    /// localisation could take the student: the upper bound of any prompt from a network.
     GroundTruthOracle,
 }
 

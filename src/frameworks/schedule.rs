@@ -1,4 +1,4 @@
-//! Weight schedules of the semi-supervised frameworks (SPEC §4). All take the 0-based
+//! Weight schedules of the semi-supervised frameworks (docs/method.md §4). All take the 0-based
 //! iteration index `step` of the training loop.
 
 /// Sigmoid ramp of Laine & Aila: `exp(-5 (1 - clip(x, 0, L)/L)²)`, and 1 when `L = 0`.

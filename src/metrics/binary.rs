@@ -1,5 +1,5 @@
-//! Metrics of one binary prediction mask against one binary reference mask (SPEC §7), including
-//! the empty-mask policy.
+//! Metrics of one binary prediction mask against one binary reference mask, including the
+//! empty-mask policy (docs/method.md §7).
 
 use ndarray::{ArrayView3, Zip};
 

@@ -1,6 +1,6 @@
-//! Segmentation metrics (SPEC §7): Dice, Jaccard, HD95 (medpy or MONAI convention), ASD and ASSD,
-//! per case and per class, with surface distances from the exact Euclidean distance transform of
-//! [`crate::morphology`] and an explicit empty-mask policy ([`EMPTY_MASK_POLICY`]).
+//! Segmentation metrics (docs/method.md §7): Dice, Jaccard, HD95 (medpy or MONAI convention),
+//! ASD and ASSD, per case and per class, with surface distances from the exact Euclidean distance
+//! transform of [`crate::morphology`] and an explicit empty-mask policy ([`EMPTY_MASK_POLICY`]).
 //!
 //! Layers: [`evaluate_masks`] (one binary pair) → [`evaluate_pair`] (one labelled case, several
 //! classes) → [`write_evaluation_report`] (CSV + JSON + Markdown over cases).

@@ -1,5 +1,5 @@
 //! Prompts for the generalist, made from the specialist's (student's) foreground probability —
-//! never from a ground truth (SPEC §1, §5).
+//! never from a ground truth (docs/method.md §1, §5).
 //!
 //! The confident object is the largest connected component of `p > threshold`. A 2D generalist
 //! used slice by slice gets one box per slice that the object crosses (plus optional interior
