@@ -35,12 +35,16 @@ const THIS_FILE: &str = "tests/repository_hygiene.rs";
 fn finding(line: &str, extension: &str) -> Option<&'static str> {
     let lower = line.to_lowercase();
     if has_word(line, "SPEC") {
-        return Some("cites a specification file the repository does not hold (cite docs/method.md)");
+        return Some(
+            "cites a specification file the repository does not hold (cite docs/method.md)",
+        );
     }
     if words_followed_by_number(&lower, &["session", "sessions"], false)
-        || ["this", "next", "last", "previous", "earlier", "same", "that"]
-            .iter()
-            .any(|w| lower.contains(&format!("{w} session")))
+        || [
+            "this", "next", "last", "previous", "earlier", "same", "that",
+        ]
+        .iter()
+        .any(|w| lower.contains(&format!("{w} session")))
     {
         return Some("refers to a round of work");
     }
@@ -62,11 +66,13 @@ fn is_word_char(c: char) -> bool {
 
 /// Start indices of `word` in `text` where it stands as a whole word.
 fn word_positions<'a>(text: &'a str, word: &'a str) -> impl Iterator<Item = usize> + 'a {
-    text.match_indices(word).map(|(at, _)| at).filter(move |&at| {
-        let before = text[..at].chars().next_back();
-        let after = text[at + word.len()..].chars().next();
-        !before.is_some_and(is_word_char) && !after.is_some_and(is_word_char)
-    })
+    text.match_indices(word)
+        .map(|(at, _)| at)
+        .filter(move |&at| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + word.len()..].chars().next();
+            !before.is_some_and(is_word_char) && !after.is_some_and(is_word_char)
+        })
 }
 
 fn has_word(text: &str, word: &str) -> bool {
@@ -115,7 +121,13 @@ fn has_iso_date(line: &str) -> bool {
     let bytes = line.as_bytes();
     bytes.windows(10).any(|w| {
         let digit = |i: usize| w[i].is_ascii_digit();
-        (0..4).all(digit) && w[4] == b'-' && digit(5) && digit(6) && w[7] == b'-' && digit(8) && digit(9)
+        (0..4).all(digit)
+            && w[4] == b'-'
+            && digit(5)
+            && digit(6)
+            && w[7] == b'-'
+            && digit(8)
+            && digit(9)
     })
 }
 
@@ -213,10 +225,7 @@ fn history_patterns_are_found() {
         ("## Results (2026-11-27, afternoon)", "md"),
     ];
     for (line, extension) in bad {
-        assert!(
-            finding(line, extension).is_some(),
-            "not flagged: {line:?}"
-        );
+        assert!(finding(line, extension).is_some(), "not flagged: {line:?}");
     }
 }
 
@@ -226,9 +235,18 @@ fn legitimate_text_is_not_flagged() {
         ("#[derive(Debug, Clone)]", "rs"),
         ("#![allow(clippy::too_many_arguments)]", "rs"),
         ("    ax.plot(x, y, color=\"#1f77b4\")", "py"),
-        ("//! 3D max pooling, which burn 0.22 lacks (tracel-ai/burn#4213).", "rs"),
-        ("out.extend_from_slice(&h.session_error.to_le_bytes());", "rs"),
-        ("ANY GENERAL, SPECIAL, INDIRECT, OR CONSEQUENTIAL DAMAGES", "txt"),
+        (
+            "//! 3D max pooling, which burn 0.22 lacks (tracel-ai/burn#4213).",
+            "rs",
+        ),
+        (
+            "out.extend_from_slice(&h.session_error.to_le_bytes());",
+            "rs",
+        ),
+        (
+            "ANY GENERAL, SPECIAL, INDIRECT, OR CONSEQUENTIAL DAMAGES",
+            "txt",
+        ),
         ("# 600 iterations: LR x0.1 every 250", "toml"),
         ("## 7. Inference and metrics", "md"),
         ("/// UTC time as `2026-11-27T12:00:00Z` (`iso`)", "rs"),
