@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use ndarray::Array3;
 use semisam::data::{Geometry, SourceFormat, Splits, Volume, read_image, read_label};
 use semisam::reports::curves::CURVES_SIZE;
-use semisam::reports::pseudo_labels::PseudoLabelEntry;
+use semisam::training::pseudo_labels::PseudoLabelEntry;
 use semisam::training::RunConfig;
 use semisam::training::checkpoint::Checkpoint;
 
@@ -198,7 +198,7 @@ fn link_targets(markdown: &str) -> Vec<String> {
 #[test]
 fn tiny_semisam_run_produces_a_complete_run_folder_and_report() {
     if let Err(e) =
-        semisam::generalists::weights::locate(&semisam::generalists::weights::LITEMEDSAM)
+        semisam::generalists::weights_cache::locate(&semisam::generalists::weights_cache::LITEMEDSAM)
     {
         panic!(
             "this end-to-end test trains with LiteMedSAM pseudo-labels and needs its weights: run `semisam weights fetch` (scripts/test does) — {e}"

@@ -6,10 +6,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use semisam::generalists::litemedsam::LiteMedSam;
-use semisam::generalists::weights::{self, LITEMEDSAM};
+use semisam::generalists::weights_cache::{self, LITEMEDSAM};
 
 fn real_checkpoint() -> PathBuf {
-    weights::locate(&LITEMEDSAM)
+    weights_cache::locate(&LITEMEDSAM)
         .unwrap_or_else(|e| panic!("LiteMedSAM checkpoint tests need the real checkpoint: {e}"))
 }
 

@@ -7,7 +7,7 @@ use burn::tensor::Device;
 use ndarray::{Array3, ArrayView3};
 use sammed3d_support::*;
 use semisam::generalists::sammed3d::SamMed3d;
-use semisam::generalists::sammed3d_clicks::{ClickLoopConfig, FirstMaskPrompt, SamMed3dClicks};
+use semisam::generalists::clicks3d::{ClickLoopConfig, FirstMaskPrompt, SamMed3dClicks};
 use semisam::generalists::{Generalist, PseudoLabelRequest};
 use semisam::ops::trilinear::trilinear_interpolate;
 use semisam::prompts::confident_object;

@@ -18,7 +18,7 @@ use semisam::generalists::PseudoLabelRequest;
 use semisam::inference::SlidingWindow;
 use semisam::metrics::{Hd95Convention, dice_from_counts, evaluate_masks};
 use semisam::training::dataset::prepare_image;
-use semisam::training::resample::{downsample_image, downsample_label};
+use semisam::data::resample::{downsample_image, downsample_label};
 use semisam::training::validation::{model_device, predict_case};
 use semisam::training::{RunConfig, load_checkpoint_model};
 

@@ -15,6 +15,7 @@ pub mod labels;
 pub mod nifti_file;
 pub mod normalize;
 pub mod npy;
+pub mod resample;
 pub mod splits;
 pub mod validate;
 pub mod volume;

@@ -9,14 +9,11 @@
 //!   get that from [`slicewise::SliceWise`], which also owns the embedding cache.
 
 pub mod cache;
-pub mod embedding_store;
+pub mod clicks3d;
 pub mod litemedsam;
-pub mod litemedsam_slicewise;
 pub mod sammed3d;
-pub mod sammed3d_clicks;
-pub mod sammed3d_crop;
 pub mod slicewise;
-pub mod weights;
+pub mod weights_cache;
 
 use ndarray::{Array3, ArrayView3};
 use std::ops::Range;

@@ -14,7 +14,7 @@ use crate::inference::SlidingWindow;
 use crate::networks::{NetworkError, Specialist};
 use crate::training::RunConfig;
 use crate::training::dataset::prepare_image;
-use crate::training::resample::upsample_label;
+use crate::data::resample::upsample_label;
 use crate::training::validation::predict_case;
 
 #[derive(Debug, thiserror::Error)]

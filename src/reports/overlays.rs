@@ -8,9 +8,10 @@ use super::slices::{
     Contour, PREDICTION_COLOR, PSEUDO_LABEL_COLOR, REFERENCE_COLOR, SliceFigure, intensity_window,
     largest_slices, render_figure,
 };
-use super::{ReportError, RunContents, pseudo_labels, rescore};
+use super::{ReportError, RunContents, rescore};
+use crate::training::pseudo_labels;
 use crate::data::read_label;
-use crate::training::resample::{downsample_image, downsample_label};
+use crate::data::resample::{downsample_image, downsample_label};
 
 pub const OVERLAYS_DIR: &str = "overlays";
 /// Slices shown per case.

@@ -256,7 +256,7 @@ pub fn train(
     }
     save(config, &state, sam.as_ref(), &run.checkpoint_path("final"))?;
     if let Some(sam) = &sam {
-        crate::reports::pseudo_labels::save(
+        crate::training::pseudo_labels::save(
             run.root(),
             &sam.pseudo_labels(),
             config.data.downsample,

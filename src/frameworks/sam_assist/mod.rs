@@ -33,12 +33,12 @@ use serde::{Deserialize, Serialize};
 use super::{AuxiliaryLoss, FrameworkError, LossTerms, RampUp, StepContext};
 use crate::data::augment::ItemTransform;
 use crate::data::batches::ItemProvenance;
-use crate::generalists::embedding_store::EmbeddingStore;
+use crate::generalists::slicewise::embedding_store::EmbeddingStore;
 use crate::generalists::litemedsam::LiteMedSam;
-use crate::generalists::litemedsam_slicewise::LiteMedSamSlices;
+use crate::generalists::slicewise::litemedsam::LiteMedSamSlices;
 use crate::generalists::sammed3d::{ModelConfig, SamMed3d};
-use crate::generalists::sammed3d_clicks::{ClickLoopConfig, FirstMaskPrompt, SamMed3dClicks};
-use crate::generalists::sammed3d_crop::CropNormalization;
+use crate::generalists::clicks3d::{ClickLoopConfig, FirstMaskPrompt, SamMed3dClicks};
+use crate::generalists::clicks3d::crop::CropNormalization;
 use crate::generalists::slicewise::SliceWise;
 use crate::generalists::{Generalist, GeneralistError, PseudoLabelRequest};
 use crate::losses::{masked_squared_error, weighted_dice_cross_entropy};
@@ -220,11 +220,11 @@ impl SamConfig {
         }
         match self.generalist {
             GeneralistKind::LiteMedSam => {
-                let spec = &crate::generalists::weights::LITEMEDSAM;
+                let spec = &crate::generalists::weights_cache::LITEMEDSAM;
                 let (path, identity) = match &self.weights {
                     Some(path) => (path.clone(), format!("file:{}", path.display())),
                     None => (
-                        crate::generalists::weights::locate(spec)
+                        crate::generalists::weights_cache::locate(spec)
                             .map_err(|e| GeneralistError::Model(e.to_string()))?,
                         spec.sha256[..12].to_string(),
                     ),

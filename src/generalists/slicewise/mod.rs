@@ -4,14 +4,17 @@
 //! encoded once at its full, un-augmented size (cached), decoded with the box moved into full-slice
 //! coordinates, and the mask comes back for the region's rows and columns only.
 
+pub mod embedding_store;
+pub mod litemedsam;
+
 use std::ops::Range;
 
 use ndarray::{Array2, Array3, ArrayView2, Axis};
 use rayon::prelude::*;
 
-use super::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
-use super::embedding_store::EmbeddingStore;
-use super::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
+use crate::generalists::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
+use embedding_store::EmbeddingStore;
+use crate::generalists::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
 use crate::prompts::{PromptConfig, SlicePrompt, slice_prompts};
 
 /// The two operations a 2D promptable model offers.
