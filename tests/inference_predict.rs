@@ -83,7 +83,7 @@ fn nifti_and_h5_predictions_keep_the_input_geometry() {
             let jobs = list_jobs(input, &out).unwrap();
             assert_eq!(jobs.len(), 1);
             let mut calls = 0;
-            let summary = run_job(&model, &config, &jobs[0], options, &device, |_, _| {
+            let summary = run_job(&model, &config.model_input(), &jobs[0], options, &device, |_, _| {
                 calls += 1
             })
             .unwrap();

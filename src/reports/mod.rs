@@ -66,6 +66,12 @@ boxed_from!(
     Metrics(crate::metrics::MetricsError),
 );
 
+impl From<crate::io_util::WriteError> for ReportError {
+    fn from(e: crate::io_util::WriteError) -> Self {
+        ReportError::Output(Box::new(e.into()))
+    }
+}
+
 impl From<crate::training::pseudo_labels::PseudoLabelFileError> for ReportError {
     fn from(e: crate::training::pseudo_labels::PseudoLabelFileError) -> Self {
         ReportError::File {

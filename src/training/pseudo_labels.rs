@@ -12,6 +12,7 @@ use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use serde::{Deserialize, Serialize};
 
 use crate::frameworks::sam_assist::PseudoLabelView;
+use crate::io_util::WriteError;
 
 pub const PSEUDO_LABELS_DIR: &str = "pseudo_labels";
 pub const INDEX_FILE: &str = "index.json";
@@ -61,7 +62,7 @@ pub fn save(
     run_root: &Path,
     labels: &[PseudoLabelView<'_>],
     downsample: usize,
-) -> Result<(), crate::Error> {
+) -> Result<(), WriteError> {
     let dir = dir(run_root);
     let mut index = Vec::new();
     for label in labels.iter().take(SAVED_CASES) {
