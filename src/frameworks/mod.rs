@@ -41,6 +41,7 @@ use burn::tensor::{Int, Tensor};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::data::batches::ItemProvenance;
 use crate::losses::LossError;
 use crate::networks::{NetworkError, Specialist};
 use crate::ops::channel_softmax;
@@ -77,6 +78,9 @@ pub struct Batch {
     /// `[labeled_bs, X, Y, Z]` class indices of the labeled items only.
     pub labels: Tensor<4, Int>,
     pub labeled_bs: usize,
+    /// Where each item's patch came from (case, augmentation), in batch order; empty for
+    /// batches built without it. Terms that map patches back onto their cases read it.
+    pub provenance: Vec<ItemProvenance>,
 }
 
 impl Batch {
@@ -102,7 +106,21 @@ impl Batch {
             images,
             labels,
             labeled_bs,
+            provenance: Vec::new(),
         })
+    }
+
+    /// The batch with the provenance of every item (labeled first).
+    pub fn with_provenance(mut self, items: Vec<ItemProvenance>) -> Result<Self, FrameworkError> {
+        if items.len() != self.batch_size() {
+            return Err(FrameworkError::Batch(format!(
+                "{} item provenances for a batch of {}",
+                items.len(),
+                self.batch_size()
+            )));
+        }
+        self.provenance = items;
+        Ok(self)
     }
 
     pub fn batch_size(&self) -> usize {
@@ -229,10 +247,6 @@ pub trait Framework: Send + Sync {
 /// A loss term added on top of any framework (the SAM pseudo-label term plugs in here).
 pub trait AuxiliaryLoss {
     fn name(&self) -> &str;
-
-    /// Called with the provenance of every item (labeled first) before the batch's step, for
-    /// terms that need to know where the patches came from. Nothing by default.
-    fn prepare(&mut self, _items: &[crate::data::batches::ItemProvenance]) {}
 
     fn loss_terms(
         &mut self,

@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod clicks3d;
+pub mod factory;
 pub mod litemedsam;
 pub mod sammed3d;
 pub mod slicewise;

@@ -38,7 +38,12 @@ pub struct Overlay {
 /// The axis the pictures slice along: the generalist's when the run used SAM (its pseudo-labels
 /// are made slice by slice along it), else the third array axis.
 pub fn display_axis(contents: &RunContents) -> usize {
-    contents.config.sam.as_ref().map_or(2, |sam| sam.axis)
+    contents
+        .config
+        .sam
+        .as_ref()
+        .and_then(|sam| sam.generalist.slicing_axis())
+        .unwrap_or(2)
 }
 
 /// Write the overlays of the held-out cases `ids` that have a saved prediction and of every saved
