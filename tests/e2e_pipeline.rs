@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+
 use ndarray::Array3;
 use semisam::data::{Geometry, SourceFormat, Splits, Volume, read_image, read_label};
 use semisam::reports::curves::CURVES_SIZE;
@@ -107,45 +109,20 @@ fn splits() -> Splits {
 }
 
 fn config_text(dataset: &Path, splits_file: &Path) -> String {
-    format!(
-        r#"
-[data]
-root = {dataset:?}
-splits_file = {splits_file:?}
-labeled = 2
-
-[network]
-architecture = "v_net"
-in_channels = 1
-num_classes = 2
-base_filters = 2
-dropout = true
-
-[framework]
-kind = "mean_teacher"
-
-[framework.teacher.consistency]
-weight = 0.1
-rampup_epochs = 4.0
-iterations_per_epoch = 1
-
-[training]
-iterations = {ITERATIONS}
-batch_size = 2
-labeled_bs = 1
-patch = [16, 16, 16]
-lr = 0.05
-seed = 21
-checkpoint_every = 4
-
-[validation]
-every = 4
-stride = [8, 8, 8]
-
-[inference]
-stride = [8, 8, 8]
-
-[sam]
+    common::tiny_run()
+        .set("data", "root", common::toml_path(dataset))
+        .set("data", "splits_file", common::toml_path(splits_file))
+        .set("training", "iterations", ITERATIONS)
+        .set("training", "batch_size", 2)
+        .set("training", "seed", 21)
+        .set("training", "checkpoint_every", 4)
+        .set("validation", "every", 4)
+        .set("inference", "stride", "[8, 8, 8]")
+        .set("framework.teacher.consistency", "weight", 0.1)
+        .set("framework.teacher.consistency", "rampup_epochs", "4.0")
+        .set("framework.teacher.consistency", "iterations_per_epoch", 1)
+        .with_sections(
+            r#"[sam]
 generalist = "litemedsam"
 axis = 2
 weight = 0.1
@@ -158,8 +135,9 @@ refresh_interval = 1000
 # prompted (with a box around the patch) and pseudo-labels exist to be saved and shown.
 [sam.prompts]
 threshold = 0.0
-"#
-    )
+"#,
+        )
+        .text()
 }
 
 fn semisam(args: &[&str]) -> Output {
