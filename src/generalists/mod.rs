@@ -12,6 +12,7 @@ pub mod cache;
 pub mod clicks3d;
 pub mod factory;
 pub mod litemedsam;
+pub mod param_loader;
 pub mod sammed3d;
 pub mod slicewise;
 pub mod weights_cache;

@@ -6,7 +6,7 @@ use super::config::{
     DECODER_MLP_DIM, LAYERNORM3D_EPS, ModelConfig,
 };
 use super::layers::{ConvTranspose3d, LayerNorm, Linear, Mlp};
-use super::params::ParamLoader;
+use crate::generalists::param_loader::ParamLoader;
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, relu, softmax};
 

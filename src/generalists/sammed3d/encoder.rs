@@ -7,7 +7,7 @@
 use super::config::{LAYERNORM3D_EPS, ModelConfig};
 use super::layers::{Conv3d, ConvShape, LayerNorm, Linear};
 use super::padded_window::{QkvBias, padded_window_attention};
-use super::params::ParamLoader;
+use crate::generalists::param_loader::ParamLoader;
 use super::rel_pos::RelPosTables;
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, softmax};

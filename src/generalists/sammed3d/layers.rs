@@ -1,6 +1,6 @@
 //! The few building blocks SAM-Med3D is made of, holding plain tensors loaded by key.
 
-use super::params::ParamLoader;
+use crate::generalists::param_loader::ParamLoader;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{conv_transpose3d, conv3d};

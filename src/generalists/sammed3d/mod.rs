@@ -11,7 +11,6 @@ pub mod error;
 mod layers;
 pub mod mask_prompt;
 mod padded_window;
-pub mod params;
 pub mod prompt;
 mod rel_pos;
 pub mod weights;
@@ -25,7 +24,7 @@ use crate::ops::trilinear::trilinear_interpolate;
 use burn::tensor::{Device, Tensor};
 use decoder::{DecoderTrace, MaskDecoder};
 use encoder::ImageEncoder;
-use params::{ParamLoader, ParamProblems, ParamSource};
+use crate::generalists::param_loader::{ParamLoader, ParamProblems, ParamSource};
 use prompt::PromptEncoder;
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 
 use super::config::{LAYERNORM3D_EPS, ModelConfig};
 use super::layers::{Conv3d, ConvShape, LayerNorm};
-use super::params::ParamLoader;
+use crate::generalists::param_loader::ParamLoader;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Tensor, TensorData};
 
