@@ -14,6 +14,7 @@ pub mod factory;
 pub mod litemedsam;
 pub mod param_loader;
 pub mod sammed3d;
+mod shared_layers;
 pub mod slicewise;
 pub mod weights_cache;
 
