@@ -7,7 +7,8 @@
 //! let mut student = network_config.init(&device.autodiff())?;
 //! let mut teacher = framework.uses_teacher().then(|| new_teacher(&student));
 //! for step in start..max_steps {
-//!     let batch = Batch::new(images, labels, labeled_bs)?;   // [B,1,X,Y,Z], [labeled_bs,X,Y,Z]
+//!     let batch = Batch::new(images, labels, labeled_bs)?    // [B,1,X,Y,Z], [labeled_bs,X,Y,Z]
+//!         .with_provenance(items)?;                       // where each patch came from
 //!     let out = train_step(&*framework, &student, teacher.as_ref(),
 //!                          &batch, StepIndex { step, max_steps }, &mut rng, &mut [])?;
 //!     let grads = out.loss.backward();                        // then optimizer step on student

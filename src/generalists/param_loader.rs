@@ -140,7 +140,7 @@ impl ParamLoader {
                     Distribution::Normal(0.0, *std),
                     &self.device,
                 );
-                return random.into_data().to_vec().expect("f32 values");
+                return random.into_data().try_into_vec::<f32>().expect("f32 values");
             }
             ParamSource::Checkpoint(tensors) => tensors,
         };
