@@ -461,8 +461,8 @@ fn empty_prompt_is_rejected() {
 /// The on-disk store's bytes give back the same embedding and geometry (bit for bit).
 #[test]
 fn slice_embeddings_round_trip_through_bytes() {
-    use semisam::generalists::slicewise::litemedsam::LiteMedSamSlices;
     use semisam::generalists::slicewise::SliceModel;
+    use semisam::generalists::slicewise::litemedsam::LiteMedSamSlices;
     let slices = LiteMedSamSlices::new(model().clone(), "test");
     let slice = Array2::from_shape_fn((40, 70), |(i, j)| ((i * 7 + j * 3) % 50) as f32);
     let (embedding, geometry) = slices.embed(slice.view()).unwrap();

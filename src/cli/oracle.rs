@@ -12,14 +12,14 @@ use burn::module::Module;
 use clap::Args;
 use ndarray::{Array3, Axis};
 
+use semisam::data::resample::{downsample_image, downsample_label};
 use semisam::data::{Dataset, Normalization, normalize};
 use semisam::frameworks::sam_assist::SamConfig;
-use semisam::generalists::factory::{GeneralistConfig, LiteMedSamConfig};
 use semisam::generalists::PseudoLabelRequest;
+use semisam::generalists::factory::{GeneralistConfig, LiteMedSamConfig};
 use semisam::inference::SlidingWindow;
-use semisam::metrics::{Hd95Convention, dice_from_counts, evaluate_masks};
-use semisam::data::resample::{downsample_image, downsample_label};
 use semisam::inference::predictor::predict_case;
+use semisam::metrics::{Hd95Convention, dice_from_counts, evaluate_masks};
 use semisam::training::validation::model_device;
 use semisam::training::{RunConfig, load_checkpoint_model};
 

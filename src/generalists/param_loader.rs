@@ -125,7 +125,10 @@ impl ParamLoader {
             self.requested.push((key.to_string(), shape.to_vec()));
             return Tensor::random(shape, Distribution::Normal(0.0, std), &self.device);
         }
-        Tensor::from_data(TensorData::new(self.values(key, &shape), shape), &self.device)
+        Tensor::from_data(
+            TensorData::new(self.values(key, &shape), shape),
+            &self.device,
+        )
     }
 
     /// The values stored under `key` (row-major), for parameters the model transforms before
@@ -140,7 +143,10 @@ impl ParamLoader {
                     Distribution::Normal(0.0, *std),
                     &self.device,
                 );
-                return random.into_data().try_into_vec::<f32>().expect("f32 values");
+                return random
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 values");
             }
             ParamSource::Checkpoint(tensors) => tensors,
         };
@@ -149,9 +155,11 @@ impl ParamLoader {
             return zeros;
         };
         if stored.shape() != shape {
-            self.problems
-                .mis_shaped
-                .push((key.to_string(), stored.shape().to_vec(), shape.to_vec()));
+            self.problems.mis_shaped.push((
+                key.to_string(),
+                stored.shape().to_vec(),
+                shape.to_vec(),
+            ));
             return zeros;
         }
         stored.values().unwrap_or_else(|why| {
@@ -171,7 +179,10 @@ impl ParamLoader {
             Some(StoredTensor::File(t)) if t.shape().is_empty() && t.dtype() == DType::I64 => {}
             Some(other) => self.problems.unreadable.push((
                 key.to_string(),
-                format!("expected an int64 scalar counter, found shape {:?}", other.shape()),
+                format!(
+                    "expected an int64 scalar counter, found shape {:?}",
+                    other.shape()
+                ),
             )),
         }
     }

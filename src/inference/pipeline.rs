@@ -82,14 +82,7 @@ pub fn predict_volume(
         stride: options.stride,
         batch: options.window_batch,
     };
-    let prediction = predict_case(
-        model,
-        &prepared,
-        input.classes,
-        window,
-        device,
-        progress,
-    )?;
+    let prediction = predict_case(model, &prepared, input.classes, window, device, progress)?;
     let mut labels = prediction.labels;
     if options.largest_component {
         labels = super::postprocess::keep_largest_components(&labels, input.classes);

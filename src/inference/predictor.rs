@@ -1,8 +1,8 @@
 //! The specialist network as a sliding-window predictor: ndarray windows in, softmax
 //! probabilities out; a whole prepared case predicted window by window.
 
-use burn::tensor::activation::softmax;
 use burn::tensor::Device;
+use burn::tensor::activation::softmax;
 use ndarray::{Array3, Array5, ArrayView5};
 
 use super::sliding_window::{SlidingWindow, SlidingWindowError, WindowPrediction};
@@ -42,4 +42,3 @@ pub fn specialist_probabilities(
     let probabilities = softmax(model.forward(input, None)?, 1);
     Ok(tensor_to_array(probabilities))
 }
-

@@ -48,7 +48,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            argmax_classes(probabilities.view()).into_raw_vec_and_offset().0,
+            argmax_classes(probabilities.view())
+                .into_raw_vec_and_offset()
+                .0,
             [1, 0, 2]
         );
         let array = Array5::from_shape_fn([1, 2, 1, 2, 3], |(_, c, _, j, k)| {

@@ -9,9 +9,9 @@ use super::slices::{
     largest_slices, render_figure,
 };
 use super::{ReportError, RunContents, rescore};
-use crate::training::pseudo_labels;
 use crate::data::read_label;
 use crate::data::resample::{downsample_image, downsample_label};
+use crate::training::pseudo_labels;
 
 pub const OVERLAYS_DIR: &str = "overlays";
 /// Slices shown per case.

@@ -164,11 +164,7 @@ fn load_labeled(
                 ));
             }
             let image = config.preparation().image(loaded.image.data, &case.image)?;
-            Ok((
-                id.clone(),
-                image,
-                config.preparation().label(&label.data),
-            ))
+            Ok((id.clone(), image, config.preparation().label(&label.data)))
         })
         .collect()
 }

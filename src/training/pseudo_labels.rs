@@ -97,17 +97,19 @@ pub fn load(run_root: &Path) -> Result<Vec<(PseudoLabelEntry, Array3<u8>)>, Pseu
     if !index_path.is_file() {
         return Ok(Vec::new());
     }
-    let text =
-        std::fs::read_to_string(&index_path).map_err(|e| PseudoLabelFileError::new(&index_path, e))?;
+    let text = std::fs::read_to_string(&index_path)
+        .map_err(|e| PseudoLabelFileError::new(&index_path, e))?;
     let entries: Vec<PseudoLabelEntry> =
         serde_json::from_str(&text).map_err(|e| PseudoLabelFileError::new(&index_path, e))?;
     entries
         .into_iter()
         .map(|entry| {
             let path = dir.join(&entry.file);
-            let file = std::fs::File::open(&path).map_err(|e| PseudoLabelFileError::new(&path, e))?;
-            let grid = Array3::<u8>::read_npy(std::io::BufReader::new(file))
-                .map_err(|e| PseudoLabelFileError::new(&path, format!("not a 3D u8 .npy array: {e}")))?;
+            let file =
+                std::fs::File::open(&path).map_err(|e| PseudoLabelFileError::new(&path, e))?;
+            let grid = Array3::<u8>::read_npy(std::io::BufReader::new(file)).map_err(|e| {
+                PseudoLabelFileError::new(&path, format!("not a 3D u8 .npy array: {e}"))
+            })?;
             if grid.shape() != entry.grid {
                 return Err(PseudoLabelFileError::new(
                     &path,

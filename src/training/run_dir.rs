@@ -98,11 +98,12 @@ impl RunDir {
             created: utc_timestamp(std::time::SystemTime::now(), true),
         };
         let json = serde_json::to_vec_pretty(&info).expect("plain data");
-        crate::io_util::write_atomic(&run.root.join("run.json"), &json)
-            .map_err(|e| RunDirError::Io {
+        crate::io_util::write_atomic(&run.root.join("run.json"), &json).map_err(|e| {
+            RunDirError::Io {
                 path: e.path,
                 source: e.source,
-            })?;
+            }
+        })?;
         Ok(run)
     }
 
@@ -178,7 +179,6 @@ impl RunDir {
     pub fn metrics_dir(&self) -> PathBuf {
         self.root.join("metrics")
     }
-
 }
 
 /// `<config stem>-YYYYMMDD-HHMMSS` (UTC).

@@ -257,11 +257,7 @@ pub fn train(
     }
     save(config, &state, sam.as_ref(), &run.checkpoint_path("final"))?;
     if let Some(sam) = &sam {
-        super::pseudo_labels::save(
-            run.root(),
-            &sam.pseudo_labels(),
-            config.data.downsample,
-        )?;
+        super::pseudo_labels::save(run.root(), &sam.pseudo_labels(), config.data.downsample)?;
     }
     progress.finish_with_message("done");
     Ok(TrainOutcome::Completed {

@@ -111,6 +111,7 @@ impl RunToml {
 
     /// The parsed configuration; panics with the error otherwise.
     pub fn build(&self) -> RunConfig {
-        self.parse().unwrap_or_else(|e| panic!("{e}\n{}", self.text()))
+        self.parse()
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.text()))
     }
 }

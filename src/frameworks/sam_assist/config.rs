@@ -214,9 +214,18 @@ impl SamSection {
                 "first_mask_prompt",
                 self.first_mask_prompt != default.first_mask_prompt,
             ),
-            ("keep_all_clicks", self.keep_all_clicks != default.keep_all_clicks),
-            ("logit_threshold", self.logit_threshold != default.logit_threshold),
-            ("crop_voxel_size", self.crop_voxel_size != default.crop_voxel_size),
+            (
+                "keep_all_clicks",
+                self.keep_all_clicks != default.keep_all_clicks,
+            ),
+            (
+                "logit_threshold",
+                self.logit_threshold != default.logit_threshold,
+            ),
+            (
+                "crop_voxel_size",
+                self.crop_voxel_size != default.crop_voxel_size,
+            ),
             (
                 "crop_normalization",
                 self.crop_normalization != default.crop_normalization,
@@ -368,7 +377,8 @@ mod tests {
 
     #[test]
     fn generalist_keys_are_sorted_into_the_generalist_and_written_back() {
-        let config = parse("generalist = \"litemedsam\"\naxis = 1\nembedding_dir = \"emb\"").unwrap();
+        let config =
+            parse("generalist = \"litemedsam\"\naxis = 1\nembedding_dir = \"emb\"").unwrap();
         let GeneralistConfig::LiteMedSam(generalist) = &config.generalist else {
             panic!("{config:?}");
         };

@@ -1,7 +1,7 @@
 use super::label_cache::{LABELS_MAGIC, LABELS_MAGIC_V1};
 use super::*;
-use crate::generalists::GeneralistError;
 use crate::frameworks::{Batch, StepIndex};
+use crate::generalists::GeneralistError;
 use crate::generalists::PseudoLabel;
 use burn::tensor::{Device, Int};
 use rand::SeedableRng;
@@ -62,8 +62,7 @@ fn context_parts(fg: &Array3<f32>, transform: ItemTransform) -> (Batch, Tensor<5
     let mut values = vec![0.5f32; 2 * n]; // labeled item: uniform
     values.extend(fg.iter().map(|p| 1.0 - p));
     values.extend(fg.iter().copied());
-    let probabilities =
-        Tensor::<5>::from_data(TensorData::new(values, [2, 2, x, y, z]), &device);
+    let probabilities = Tensor::<5>::from_data(TensorData::new(values, [2, 2, x, y, z]), &device);
     (batch, probabilities)
 }
 
@@ -117,10 +116,7 @@ fn diagnostic(terms: &LossTerms, name: &str) -> f64 {
     terms.diagnostics.iter().find(|(n, _)| n == name).unwrap().1
 }
 
-fn assist(
-    fixed: Option<Array3<bool>>,
-    refresh_interval: usize,
-) -> (SamAssist, Arc<AtomicUsize>) {
+fn assist(fixed: Option<Array3<bool>>, refresh_interval: usize) -> (SamAssist, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     let generalist = Box::new(Echo {
         calls: Arc::clone(&calls),
@@ -157,7 +153,10 @@ fn a_batch_without_provenance_is_refused() {
     let (mut assist, calls) = assist(None, 1);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let error = assist.loss_terms(&ctx, &mut rng).unwrap_err().to_string();
-    assert!(error.contains("does not say where its patches came from"), "{error}");
+    assert!(
+        error.contains("does not say where its patches came from"),
+        "{error}"
+    );
     assert_eq!(calls.load(Ordering::Relaxed), 0);
     let wrong_length = Batch::new(
         Tensor::<5>::zeros([2, 1, 4, 6, 2], &Device::default()),
@@ -424,8 +423,7 @@ fn term_value(config: SamConfig, fg: &Array3<f32>, teacher_fg: Option<&Array3<f3
 #[test]
 fn agreement_weights_voxels_by_how_many_networks_side_with_sam() {
     let fg = Array3::from_shape_fn(SHAPE, |(i, j, k)| ((i + 2 * j + 3 * k) % 7) as f32 / 7.0);
-    let teacher_fg =
-        Array3::from_shape_fn(SHAPE, |(i, j, _)| if i + j < 4 { 0.8 } else { 0.3 });
+    let teacher_fg = Array3::from_shape_fn(SHAPE, |(i, j, _)| if i + j < 4 { 0.8 } else { 0.3 });
     let sam = Array3::from_shape_fn(SHAPE, |(i, _, _)| i < 2);
     let config = SamConfig {
         confidence: Confidence::Agreement,

@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::generalists::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
 use crate::generalists::sammed3d::{Embedding, PointLabel, PointPrompt, SamMed3d, SamMed3dError};
-use crop::{CropNormalization, CubeCrop, normalize_crop};
 use crate::generalists::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
 use crate::morphology::bounding_box;
 use crate::prompts::{Point3, confident_object, correction_click, region_centre};
 use burn::tensor::{Device, Tensor, TensorData};
+use crop::{CropNormalization, CubeCrop, normalize_crop};
 
 impl From<SamMed3dError> for GeneralistError {
     fn from(error: SamMed3dError) -> Self {

@@ -9,9 +9,9 @@ use burn::tensor::{Tensor, TensorData, activation};
 use super::checkpoint::Checkpoint;
 use super::gelu::gelu;
 use super::layers::{ConvTranspose2x2, LAYER_NORM_2D_EPS, LAYER_NORM_EPS};
-use crate::generalists::shared_layers::{LayerNorm, Linear, Mlp};
 use super::preprocess::LogitWindow;
 use super::{EMBED_DIM, EMBED_GRID, LiteMedSamError};
+use crate::generalists::shared_layers::{LayerNorm, Linear, Mlp};
 
 const HEADS: usize = 8;
 const MLP_DIM: usize = 2048;
@@ -35,10 +35,30 @@ struct Attention {
 impl Attention {
     fn load(ckpt: &mut Checkpoint, prefix: &str, internal: usize) -> Result<Self, LiteMedSamError> {
         Ok(Self {
-            q_proj: Linear::load(ckpt.params(), &format!("{prefix}.q_proj"), EMBED_DIM, internal),
-            k_proj: Linear::load(ckpt.params(), &format!("{prefix}.k_proj"), EMBED_DIM, internal),
-            v_proj: Linear::load(ckpt.params(), &format!("{prefix}.v_proj"), EMBED_DIM, internal),
-            out_proj: Linear::load(ckpt.params(), &format!("{prefix}.out_proj"), internal, EMBED_DIM),
+            q_proj: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.q_proj"),
+                EMBED_DIM,
+                internal,
+            ),
+            k_proj: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.k_proj"),
+                EMBED_DIM,
+                internal,
+            ),
+            v_proj: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.v_proj"),
+                EMBED_DIM,
+                internal,
+            ),
+            out_proj: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.out_proj"),
+                internal,
+                EMBED_DIM,
+            ),
         })
     }
 
@@ -252,7 +272,12 @@ impl TwoWayBlock {
     ) -> Result<Self, LiteMedSamError> {
         let cross = EMBED_DIM / CROSS_ATTENTION_DOWNSAMPLE;
         let norm = |ckpt: &mut Checkpoint, name: &str| {
-            LayerNorm::load(ckpt.params(), &format!("{prefix}.{name}"), EMBED_DIM, LAYER_NORM_EPS)
+            LayerNorm::load(
+                ckpt.params(),
+                &format!("{prefix}.{name}"),
+                EMBED_DIM,
+                LAYER_NORM_EPS,
+            )
         };
         Ok(Self {
             self_attn: Attention::load(ckpt, &format!("{prefix}.self_attn"), EMBED_DIM)?,
@@ -263,8 +288,18 @@ impl TwoWayBlock {
                 cross,
             )?,
             norm2: norm(ckpt, "norm2"),
-            lin1: Linear::load(ckpt.params(), &format!("{prefix}.mlp.lin1"), EMBED_DIM, MLP_DIM),
-            lin2: Linear::load(ckpt.params(), &format!("{prefix}.mlp.lin2"), MLP_DIM, EMBED_DIM),
+            lin1: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.mlp.lin1"),
+                EMBED_DIM,
+                MLP_DIM,
+            ),
+            lin2: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.mlp.lin2"),
+                MLP_DIM,
+                EMBED_DIM,
+            ),
             norm3: norm(ckpt, "norm3"),
             norm4: norm(ckpt, "norm4"),
             cross_image_to_token: ImageToTokenAttention::load(

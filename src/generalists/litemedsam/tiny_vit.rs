@@ -141,7 +141,12 @@ impl WindowAttention {
             }
         }
         Ok(Self {
-            norm: LayerNorm::load(ckpt.params(), &format!("{prefix}.norm"), dim, LAYER_NORM_EPS),
+            norm: LayerNorm::load(
+                ckpt.params(),
+                &format!("{prefix}.norm"),
+                dim,
+                LAYER_NORM_EPS,
+            ),
             qkv: Linear::load(ckpt.params(), &format!("{prefix}.qkv"), dim, 3 * dim),
             proj: Linear::load(ckpt.params(), &format!("{prefix}.proj"), dim, dim),
             heads,
@@ -195,9 +200,24 @@ impl TinyVitBlock {
                 &format!("{prefix}.local_conv"),
                 dim,
             )?,
-            mlp_norm: LayerNorm::load(ckpt.params(), &format!("{prefix}.mlp.norm"), dim, LAYER_NORM_EPS),
-            fc1: Linear::load(ckpt.params(), &format!("{prefix}.mlp.fc1"), dim, MLP_RATIO * dim),
-            fc2: Linear::load(ckpt.params(), &format!("{prefix}.mlp.fc2"), MLP_RATIO * dim, dim),
+            mlp_norm: LayerNorm::load(
+                ckpt.params(),
+                &format!("{prefix}.mlp.norm"),
+                dim,
+                LAYER_NORM_EPS,
+            ),
+            fc1: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.mlp.fc1"),
+                dim,
+                MLP_RATIO * dim,
+            ),
+            fc2: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.mlp.fc2"),
+                MLP_RATIO * dim,
+                dim,
+            ),
             window,
         })
     }
@@ -260,9 +280,19 @@ impl Neck {
             .expect("f32");
         Ok(Self {
             conv1: ckpt.tensor(w1t, [dim, NECK_DIM]),
-            norm1: LayerNorm::load(ckpt.params(), &format!("{prefix}.1"), NECK_DIM, LAYER_NORM_2D_EPS),
+            norm1: LayerNorm::load(
+                ckpt.params(),
+                &format!("{prefix}.1"),
+                NECK_DIM,
+                LAYER_NORM_2D_EPS,
+            ),
             conv2: Conv2d::load_no_bias(ckpt, &format!("{prefix}.2"), NECK_DIM, NECK_DIM, 3)?,
-            norm2: LayerNorm::load(ckpt.params(), &format!("{prefix}.3"), NECK_DIM, LAYER_NORM_2D_EPS),
+            norm2: LayerNorm::load(
+                ckpt.params(),
+                &format!("{prefix}.3"),
+                NECK_DIM,
+                LAYER_NORM_2D_EPS,
+            ),
         })
     }
 

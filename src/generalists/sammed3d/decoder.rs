@@ -6,8 +6,8 @@ use super::config::{
     DECODER_MLP_DIM, LAYERNORM3D_EPS, ModelConfig,
 };
 use super::layers::ConvTranspose3d;
-use crate::generalists::shared_layers::{LayerNorm, Linear, Mlp};
 use crate::generalists::param_loader::ParamLoader;
+use crate::generalists::shared_layers::{LayerNorm, Linear, Mlp};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, relu, softmax};
 

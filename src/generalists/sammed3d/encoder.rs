@@ -6,10 +6,10 @@
 
 use super::config::{LAYERNORM3D_EPS, ModelConfig};
 use super::layers::{Conv3d, ConvShape};
-use crate::generalists::shared_layers::{LayerNorm, Linear};
 use super::padded_window::{QkvBias, padded_window_attention};
-use crate::generalists::param_loader::ParamLoader;
 use super::rel_pos::RelPosTables;
+use crate::generalists::param_loader::ParamLoader;
+use crate::generalists::shared_layers::{LayerNorm, Linear};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, softmax};
 

@@ -3,8 +3,8 @@
 
 use super::config::{LAYERNORM3D_EPS, ModelConfig};
 use super::layers::{Conv3d, ConvShape};
-use crate::generalists::shared_layers::LayerNorm;
 use crate::generalists::param_loader::ParamLoader;
+use crate::generalists::shared_layers::LayerNorm;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Tensor, TensorData};
 

@@ -13,9 +13,9 @@ use ndarray::{Array2, Array3, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use crate::generalists::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
-use embedding_store::EmbeddingStore;
 use crate::generalists::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
 use crate::prompts::{PromptConfig, SlicePrompt, slice_prompts};
+use embedding_store::EmbeddingStore;
 
 /// The two operations a 2D promptable model offers.
 pub trait SliceModel: Send + Sync {
