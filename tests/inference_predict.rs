@@ -83,9 +83,14 @@ fn nifti_and_h5_predictions_keep_the_input_geometry() {
             let jobs = list_jobs(input, &out).unwrap();
             assert_eq!(jobs.len(), 1);
             let mut calls = 0;
-            let summary = run_job(&model, &config, &jobs[0], options, &device, |_, _| {
-                calls += 1
-            })
+            let summary = run_job(
+                &model,
+                &config.model_input(),
+                &jobs[0],
+                options,
+                &device,
+                |_, _| calls += 1,
+            )
             .unwrap();
             assert!(calls > 0);
             let source = read_image(&jobs[0].input).unwrap();

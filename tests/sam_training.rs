@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+mod common;
 mod module_values;
 
 use module_values::float_values;
@@ -29,37 +30,15 @@ fn config(root: &Path) -> RunConfig {
 }
 
 fn config_with(root: &Path, overrides: &[&str]) -> RunConfig {
-    let text = format!(
-        r#"
-[data]
-root = "{}"
-labeled = 1
-validation = 1
-
-[network]
-architecture = "v_net"
-in_channels = 1
-num_classes = 2
-base_filters = 2
-dropout = true
-
-[framework]
-kind = "mean_teacher"
-
-[training]
-iterations = 4
-batch_size = 3
-labeled_bs = 1
-patch = [16, 16, 16]
-lr = 0.05
-checkpoint_every = 2
-seed = 5
-
-[validation]
-every = 4
-stride = [8, 8, 8]
-
-[sam]
+    common::tiny_run()
+        .set("data", "root", common::toml_path(root))
+        .set("data", "labeled", 1)
+        .set("data", "validation", 1)
+        .set("training", "iterations", 4)
+        .set("training", "checkpoint_every", 2)
+        .set("validation", "every", 4)
+        .with_sections(
+            r#"[sam]
 generalist = "litemedsam"
 axis = 2
 weight = 1.0
@@ -73,10 +52,9 @@ threshold = 0.2
 box_margin = 1.0
 min_slice_area = 4
 "#,
-        root.display()
-    );
-    let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
-    RunConfig::from_toml_str(&text, &overrides, "test.toml").unwrap()
+        )
+        .parse_with(overrides)
+        .unwrap()
 }
 
 /// A bright disc stack (label 1) on a noisy background, 4 slices deep so that LiteMedSAM embeds

@@ -80,10 +80,17 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     for (n, job) in jobs.iter().enumerate() {
         bar.set_prefix(format!("case {}/{} {}", n + 1, jobs.len(), job.case));
         bar.set_position(0);
-        let summary = run_job(&model, &config, job, options, &device, |done, total| {
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })?;
+        let summary = run_job(
+            &model,
+            &config.model_input(),
+            job,
+            options,
+            &device,
+            |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        )?;
         bar.println(format!(
             "{} -> {} ({:.1} s)",
             job.input.display(),

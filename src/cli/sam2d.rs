@@ -11,7 +11,7 @@ use semisam::generalists::litemedsam::{
     ImageGeometry, LiteMedSam, LogitWindow, PointPrompt, PreparedImage, Prompts, gray_to_rgb,
     postprocess_mask, prepare_image,
 };
-use semisam::generalists::weights::{self, LITEMEDSAM};
+use semisam::generalists::weights_cache::{self, LITEMEDSAM};
 
 #[derive(clap::Args)]
 pub struct Sam2dArgs {
@@ -70,7 +70,7 @@ fn parse_point(text: &str) -> Result<(f64, f64, bool), String> {
 pub fn load_model(weights_override: Option<&Path>) -> anyhow::Result<LiteMedSam> {
     let path = match weights_override {
         Some(p) => p.to_path_buf(),
-        None => weights::locate(&LITEMEDSAM)?,
+        None => weights_cache::locate(&LITEMEDSAM)?,
     };
     let device = semisam::backend::default_device();
     LiteMedSam::load(&path, &device)

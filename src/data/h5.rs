@@ -173,7 +173,7 @@ pub fn write_case(
         compress(ds, label.shape());
     }
     crate::io_util::write_atomic_with(path, |w| builder.finish_to(w).map_err(io::Error::other))
-        .map_err(DataError::from_output)
+        .map_err(DataError::from)
 }
 
 fn shape_u64(shape: &[usize]) -> Vec<u64> {

@@ -15,6 +15,8 @@ pub mod labels;
 pub mod nifti_file;
 pub mod normalize;
 pub mod npy;
+pub mod preparation;
+pub mod resample;
 pub mod splits;
 pub mod validate;
 pub mod volume;
@@ -23,6 +25,7 @@ pub use case_list::{read_case_list, write_case_list};
 pub use dataset::{Case, Dataset, Layout, LoadedCase};
 pub use error::DataError;
 pub use normalize::{Normalization, normalize};
+pub use preparation::Preparation;
 pub use splits::Splits;
 pub use volume::{Geometry, SourceFormat, Volume};
 

@@ -448,5 +448,5 @@ pub fn write<T: NiftiElement>(volume: &Volume<T>, path: &Path) -> Result<(), Dat
             w.write_all(&bytes)
         }
     })
-    .map_err(DataError::from_output)
+    .map_err(DataError::from)
 }

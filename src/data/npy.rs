@@ -105,5 +105,5 @@ pub fn read_label(path: &Path) -> Result<Volume<u8>, DataError> {
 
 pub fn write<T: WritableElement>(data: &Array3<T>, path: &Path) -> Result<(), DataError> {
     crate::io_util::write_atomic_with(path, |w| data.write_npy(w).map_err(std::io::Error::other))
-        .map_err(DataError::from_output)
+        .map_err(DataError::from)
 }

@@ -131,7 +131,7 @@ impl Splits {
         self.check(path)?;
         let mut json = serde_json::to_string_pretty(self).expect("splits serialise");
         json.push('\n');
-        crate::io_util::write_atomic(path, json.as_bytes()).map_err(DataError::from_output)
+        crate::io_util::write_atomic(path, json.as_bytes()).map_err(DataError::from)
     }
 
     /// Load and check.

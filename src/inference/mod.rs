@@ -5,4 +5,5 @@ pub mod postprocess;
 pub mod predictor;
 pub mod sliding_window;
 
+pub use pipeline::ModelInput;
 pub use sliding_window::{SlidingWindow, WindowPrediction};

@@ -9,13 +9,10 @@ use ndarray::Array3;
 use serde::Serialize;
 
 use crate::data::dataset::UAMT_FILE;
-use crate::data::{DataError, SourceFormat, Volume, read_image, write_label};
+use crate::data::{DataError, Preparation, SourceFormat, Volume, read_image, write_label};
 use crate::inference::SlidingWindow;
+use crate::inference::predictor::predict_case;
 use crate::networks::{NetworkError, Specialist};
-use crate::training::RunConfig;
-use crate::training::dataset::prepare_image;
-use crate::training::resample::upsample_label;
-use crate::training::validation::predict_case;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
@@ -29,6 +26,15 @@ pub enum InferenceError {
     NoInputs(PathBuf),
     #[error("{path}: {message}")]
     Output { path: PathBuf, message: String },
+}
+
+/// What a trained network expects of a volume: its run's preparation, window and classes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelInput {
+    pub preparation: Preparation,
+    /// The sliding window (the training patch).
+    pub window: [usize; 3],
+    pub classes: usize,
 }
 
 /// Prediction settings.
@@ -64,31 +70,24 @@ pub struct PredictionSummary {
 /// Label map of `image` on its own grid, with its geometry.
 pub fn predict_volume(
     model: &Specialist,
-    config: &RunConfig,
+    input: &ModelInput,
     image: &Volume<f32>,
     options: PredictOptions,
     device: &Device,
     progress: impl FnMut(usize, usize),
 ) -> Result<Volume<u8>, InferenceError> {
-    let prepared = prepare_image(image.data.clone(), config, &image.path)?;
+    let prepared = input.preparation.image(image.data.clone(), &image.path)?;
     let window = SlidingWindow {
-        window: config.training.patch,
+        window: input.window,
         stride: options.stride,
         batch: options.window_batch,
     };
-    let prediction = predict_case(
-        model,
-        &prepared,
-        config.network.num_classes,
-        window,
-        device,
-        progress,
-    )?;
+    let prediction = predict_case(model, &prepared, input.classes, window, device, progress)?;
     let mut labels = prediction.labels;
     if options.largest_component {
-        labels = super::postprocess::keep_largest_components(&labels, config.network.num_classes);
+        labels = super::postprocess::keep_largest_components(&labels, input.classes);
     }
-    let labels = upsample_label(&labels, config.data.downsample, image.shape());
+    let labels = input.preparation.restore_label(&labels, image.shape());
     Ok(Volume {
         data: labels,
         geometry: image.geometry.clone(),
@@ -134,7 +133,7 @@ pub fn list_jobs(input: &Path, output: &Path) -> Result<Vec<PredictionJob>, Infe
 /// Predict one job and write its label map.
 pub fn run_job(
     model: &Specialist,
-    config: &RunConfig,
+    input: &ModelInput,
     job: &PredictionJob,
     options: PredictOptions,
     device: &Device,
@@ -143,14 +142,14 @@ pub fn run_job(
     let tick = std::time::Instant::now();
     let image = read_image(&job.input)?;
     crate::data::validate::check_finite(&image)?;
-    let labels = predict_volume(model, config, &image, options, device, progress)?;
+    let labels = predict_volume(model, input, &image, options, device, progress)?;
     write_label(&labels, &job.output)?;
     Ok(PredictionSummary {
         case: job.case.clone(),
         input: job.input.clone(),
         output: job.output.clone(),
         shape: labels.shape(),
-        voxels_per_class: class_counts(&labels.data, config.network.num_classes),
+        voxels_per_class: class_counts(&labels.data, input.classes),
         seconds: tick.elapsed().as_secs_f64(),
     })
 }

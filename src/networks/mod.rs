@@ -6,6 +6,7 @@
 //! (batch statistics on an autodiff device with training enabled, running statistics after
 //! `Module::valid()`).
 
+pub mod arrays;
 pub mod unet3d;
 pub mod vnet;
 

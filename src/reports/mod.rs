@@ -12,7 +12,6 @@ pub mod font;
 pub mod history;
 pub mod overlays;
 pub mod png;
-pub mod pseudo_labels;
 pub mod report;
 pub mod rescore;
 pub mod slices;
@@ -66,6 +65,21 @@ boxed_from!(
     Output(crate::Error),
     Metrics(crate::metrics::MetricsError),
 );
+
+impl From<crate::io_util::WriteError> for ReportError {
+    fn from(e: crate::io_util::WriteError) -> Self {
+        ReportError::Output(Box::new(e.into()))
+    }
+}
+
+impl From<crate::training::pseudo_labels::PseudoLabelFileError> for ReportError {
+    fn from(e: crate::training::pseudo_labels::PseudoLabelFileError) -> Self {
+        ReportError::File {
+            path: e.path,
+            message: e.message,
+        }
+    }
+}
 
 impl ReportError {
     pub(crate) fn file(path: &Path, message: impl std::fmt::Display) -> Self {

@@ -8,9 +8,10 @@ use super::slices::{
     Contour, PREDICTION_COLOR, PSEUDO_LABEL_COLOR, REFERENCE_COLOR, SliceFigure, intensity_window,
     largest_slices, render_figure,
 };
-use super::{ReportError, RunContents, pseudo_labels, rescore};
+use super::{ReportError, RunContents, rescore};
 use crate::data::read_label;
-use crate::training::resample::{downsample_image, downsample_label};
+use crate::data::resample::{downsample_image, downsample_label};
+use crate::training::pseudo_labels;
 
 pub const OVERLAYS_DIR: &str = "overlays";
 /// Slices shown per case.
@@ -37,7 +38,12 @@ pub struct Overlay {
 /// The axis the pictures slice along: the generalist's when the run used SAM (its pseudo-labels
 /// are made slice by slice along it), else the third array axis.
 pub fn display_axis(contents: &RunContents) -> usize {
-    contents.config.sam.as_ref().map_or(2, |sam| sam.axis)
+    contents
+        .config
+        .sam
+        .as_ref()
+        .and_then(|sam| sam.generalist.slicing_axis())
+        .unwrap_or(2)
 }
 
 /// Write the overlays of the held-out cases `ids` that have a saved prediction and of every saved

@@ -94,12 +94,9 @@ impl Checkpoint {
             }
             Ok(())
         })
-        .map_err(|e| match e {
-            crate::Error::Io { path, source } => CheckpointError::Io { path, source },
-            other => CheckpointError::Content {
-                path: path.to_owned(),
-                message: other.to_string(),
-            },
+        .map_err(|e| CheckpointError::Io {
+            path: e.path,
+            source: e.source,
         })
     }
 

@@ -315,6 +315,23 @@ impl RunConfig {
         Ok(())
     }
 
+    /// How the run's volumes are prepared for the network.
+    pub fn preparation(&self) -> crate::data::Preparation {
+        crate::data::Preparation {
+            normalization: self.data.normalization,
+            downsample: self.data.downsample,
+        }
+    }
+
+    /// What the trained network expects of a volume to predict.
+    pub fn model_input(&self) -> crate::inference::ModelInput {
+        crate::inference::ModelInput {
+            preparation: self.preparation(),
+            window: self.training.patch,
+            classes: self.network.num_classes,
+        }
+    }
+
     /// The sliding-window stride for inference: configured, or half the patch.
     pub fn inference_stride(&self) -> [usize; 3] {
         self.inference

@@ -6,18 +6,15 @@
 //! by name: `sam.prompt_source = "ground_truth_oracle"`, an analysis of the pseudo-labels' upper
 //! bound, reads them for the SAM prompts.
 
-use std::path::Path;
-
 use ndarray::Array3;
 use rayon::prelude::*;
 
 use super::config::RunConfig;
-use super::resample::{downsample_image, downsample_label};
 use super::trainer::TrainingData;
 use super::validation::EvalCase;
 use crate::data::batches::{LabeledCase, TrainingPool, UnlabeledCase};
 use crate::data::validate::check_finite;
-use crate::data::{Case, DataError, Dataset, Splits, normalize, read_image};
+use crate::data::{Case, DataError, Dataset, Splits, read_image};
 
 /// The run's splits: the explicit `data.splits_file`, or the paper protocol on the training list
 /// (the first `labeled` IDs labeled, the last `validation` IDs for validation, the IDs between
@@ -75,18 +72,6 @@ pub fn make_splits(config: &RunConfig, dataset: &Dataset) -> Result<Splits, Data
     Ok(splits)
 }
 
-/// Normalise and down-sample an image as the run's configuration says (training and inference
-/// share this so that a model always sees inputs prepared the same way).
-pub fn prepare_image(
-    mut image: Array3<f32>,
-    config: &RunConfig,
-    path: &Path,
-) -> Result<Array3<f32>, DataError> {
-    normalize(&mut image, config.data.normalization)
-        .map_err(|e| DataError::invalid(path, e.to_string()))?;
-    Ok(downsample_image(&image, config.data.downsample))
-}
-
 /// Read every case of the splits (in parallel) and prepare it.
 pub fn load_training_data(
     config: &RunConfig,
@@ -141,7 +126,7 @@ fn load_unlabeled(
             check_finite(&volume)?;
             Ok(UnlabeledCase {
                 id: id.clone(),
-                image: prepare_image(volume.data, config, &case.image)?,
+                image: config.preparation().image(volume.data, &case.image)?,
             })
         })
         .collect()
@@ -178,12 +163,8 @@ fn load_labeled(
                     ),
                 ));
             }
-            let image = prepare_image(loaded.image.data, config, &case.image)?;
-            Ok((
-                id.clone(),
-                image,
-                downsample_label(&label.data, config.data.downsample),
-            ))
+            let image = config.preparation().image(loaded.image.data, &case.image)?;
+            Ok((id.clone(), image, config.preparation().label(&label.data)))
         })
         .collect()
 }

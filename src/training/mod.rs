@@ -5,7 +5,7 @@ pub mod config;
 pub mod dataset;
 pub mod evaluate;
 pub mod log;
-pub mod resample;
+pub mod pseudo_labels;
 pub mod run_dir;
 pub mod trainer;
 pub mod validation;

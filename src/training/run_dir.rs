@@ -98,8 +98,12 @@ impl RunDir {
             created: utc_timestamp(std::time::SystemTime::now(), true),
         };
         let json = serde_json::to_vec_pretty(&info).expect("plain data");
-        crate::io_util::write_atomic(&run.root.join("run.json"), &json)
-            .map_err(|e| run.io_error(e))?;
+        crate::io_util::write_atomic(&run.root.join("run.json"), &json).map_err(|e| {
+            RunDirError::Io {
+                path: e.path,
+                source: e.source,
+            }
+        })?;
         Ok(run)
     }
 
@@ -174,16 +178,6 @@ impl RunDir {
     }
     pub fn metrics_dir(&self) -> PathBuf {
         self.root.join("metrics")
-    }
-
-    fn io_error(&self, e: crate::Error) -> RunDirError {
-        match e {
-            crate::Error::Io { path, source } => RunDirError::Io { path, source },
-            other => RunDirError::Io {
-                path: self.root.clone(),
-                source: std::io::Error::other(other.to_string()),
-            },
-        }
     }
 }
 

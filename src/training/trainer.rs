@@ -33,7 +33,7 @@ use crate::frameworks::{
     update_teacher,
 };
 use crate::inference::SlidingWindow;
-use crate::inference::predictor::array_to_tensor;
+use crate::networks::arrays::array_to_tensor;
 use crate::networks::{NetworkError, Specialist};
 
 /// Stream of the seed used for dropout and teacher noise (the sampler uses stream 0).
@@ -90,7 +90,7 @@ pub enum TrainingError {
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
-    Output(#[from] crate::Error),
+    Output(#[from] crate::io_util::WriteError),
     #[error("{path}: cannot resume: {message}")]
     Resume {
         path: std::path::PathBuf,
@@ -139,7 +139,9 @@ pub fn train(
     };
     let mut sam = match &config.sam {
         Some(sam_config) => {
-            let generalist = sam_config.build_generalist(&crate::backend::default_device())?;
+            let generalist = sam_config
+                .generalist
+                .build(&sam_config.prompts, &crate::backend::default_device())?;
             let unlabeled = data
                 .pool
                 .unlabeled
@@ -179,7 +181,6 @@ pub fn train(
         let batch = state.sampler.next_batch(&data.pool);
         let mut auxiliary: Vec<&mut dyn AuxiliaryLoss> = Vec::new();
         if let Some(sam) = sam.as_mut() {
-            sam.prepare(&batch.items);
             auxiliary.push(sam);
         }
         let batch = to_framework_batch(batch, &device)?;
@@ -256,11 +257,7 @@ pub fn train(
     }
     save(config, &state, sam.as_ref(), &run.checkpoint_path("final"))?;
     if let Some(sam) = &sam {
-        crate::reports::pseudo_labels::save(
-            run.root(),
-            &sam.pseudo_labels(),
-            config.data.downsample,
-        )?;
+        super::pseudo_labels::save(run.root(), &sam.pseudo_labels(), config.data.downsample)?;
     }
     progress.finish_with_message("done");
     Ok(TrainOutcome::Completed {
@@ -513,7 +510,7 @@ fn to_framework_batch(batch: Batch, device: &Device) -> Result<frameworks::Batch
     let shape: [usize; 4] = std::array::from_fn(|d| batch.labels.shape()[d]);
     let labels: Vec<i64> = batch.labels.iter().map(|&v| i64::from(v)).collect();
     let labels = Tensor::<4, Int>::from_data(TensorData::new(labels, shape), device);
-    frameworks::Batch::new(images, labels, batch.labeled_bs)
+    frameworks::Batch::new(images, labels, batch.labeled_bs)?.with_provenance(batch.items)
 }
 
 fn progress_bar(visible: bool, iterations: usize, start: usize) -> indicatif::ProgressBar {

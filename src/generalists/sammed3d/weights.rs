@@ -4,7 +4,7 @@
 
 use super::config::ModelConfig;
 use super::error::{Result, SamMed3dError};
-use super::params::{ParamLoader, ParamProblems, ParamSource, StoredTensor};
+use crate::generalists::param_loader::{ParamLoader, ParamProblems, ParamSource, StoredTensor};
 use burn::store::pytorch_reader::PytorchReader;
 use burn::tensor::Device;
 use std::collections::HashMap;

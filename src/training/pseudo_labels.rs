@@ -11,8 +11,8 @@ use ndarray::{Array3, s};
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use serde::{Deserialize, Serialize};
 
-use super::ReportError;
 use crate::frameworks::sam_assist::PseudoLabelView;
+use crate::io_util::WriteError;
 
 pub const PSEUDO_LABELS_DIR: &str = "pseudo_labels";
 pub const INDEX_FILE: &str = "index.json";
@@ -35,6 +35,23 @@ pub struct PseudoLabelEntry {
     pub downsample: usize,
 }
 
+/// A saved pseudo-label file that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct PseudoLabelFileError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl PseudoLabelFileError {
+    fn new(path: &Path, message: impl std::fmt::Display) -> Self {
+        PseudoLabelFileError {
+            path: path.to_owned(),
+            message: message.to_string(),
+        }
+    }
+}
+
 pub fn dir(run_root: &Path) -> PathBuf {
     run_root.join(PSEUDO_LABELS_DIR)
 }
@@ -45,7 +62,7 @@ pub fn save(
     run_root: &Path,
     labels: &[PseudoLabelView<'_>],
     downsample: usize,
-) -> Result<(), crate::Error> {
+) -> Result<(), WriteError> {
     let dir = dir(run_root);
     let mut index = Vec::new();
     for label in labels.iter().take(SAVED_CASES) {
@@ -74,25 +91,27 @@ pub fn save(
 }
 
 /// The saved pseudo-labels of a run folder (none when it has no `pseudo_labels/index.json`).
-pub fn load(run_root: &Path) -> Result<Vec<(PseudoLabelEntry, Array3<u8>)>, ReportError> {
+pub fn load(run_root: &Path) -> Result<Vec<(PseudoLabelEntry, Array3<u8>)>, PseudoLabelFileError> {
     let dir = dir(run_root);
     let index_path = dir.join(INDEX_FILE);
     if !index_path.is_file() {
         return Ok(Vec::new());
     }
-    let text =
-        std::fs::read_to_string(&index_path).map_err(|e| ReportError::file(&index_path, e))?;
+    let text = std::fs::read_to_string(&index_path)
+        .map_err(|e| PseudoLabelFileError::new(&index_path, e))?;
     let entries: Vec<PseudoLabelEntry> =
-        serde_json::from_str(&text).map_err(|e| ReportError::file(&index_path, e))?;
+        serde_json::from_str(&text).map_err(|e| PseudoLabelFileError::new(&index_path, e))?;
     entries
         .into_iter()
         .map(|entry| {
             let path = dir.join(&entry.file);
-            let file = std::fs::File::open(&path).map_err(|e| ReportError::file(&path, e))?;
-            let grid = Array3::<u8>::read_npy(std::io::BufReader::new(file))
-                .map_err(|e| ReportError::file(&path, format!("not a 3D u8 .npy array: {e}")))?;
+            let file =
+                std::fs::File::open(&path).map_err(|e| PseudoLabelFileError::new(&path, e))?;
+            let grid = Array3::<u8>::read_npy(std::io::BufReader::new(file)).map_err(|e| {
+                PseudoLabelFileError::new(&path, format!("not a 3D u8 .npy array: {e}"))
+            })?;
             if grid.shape() != entry.grid {
-                return Err(ReportError::file(
+                return Err(PseudoLabelFileError::new(
                     &path,
                     format!(
                         "shape {:?} but {INDEX_FILE} says {:?}",

@@ -6,12 +6,12 @@ use std::ops::Range;
 
 use ndarray::{Array2, ArrayView2};
 
-use super::GeneralistError;
-use super::litemedsam::{
+use super::SliceModel;
+use crate::generalists::GeneralistError;
+use crate::generalists::litemedsam::{
     Embedding, ImageGeometry, LiteMedSam, LiteMedSamError, LogitWindow, PointPrompt, Prompts,
     gray_to_rgb, postprocess_mask_region, prepare_image,
 };
-use super::slicewise::SliceModel;
 use crate::prompts::SlicePrompt;
 
 impl From<LiteMedSamError> for GeneralistError {

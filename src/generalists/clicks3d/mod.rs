@@ -10,16 +10,18 @@
 //!
 //! The request carries no label: the loop only ever sees the specialist's probability.
 
+pub mod crop;
+
 use ndarray::Array3;
 use serde::{Deserialize, Serialize};
 
-use super::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
-use super::sammed3d::{Embedding, PointLabel, PointPrompt, SamMed3d, SamMed3dError};
-use super::sammed3d_crop::{CropNormalization, CubeCrop, normalize_crop};
-use super::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
+use crate::generalists::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
+use crate::generalists::sammed3d::{Embedding, PointLabel, PointPrompt, SamMed3d, SamMed3dError};
+use crate::generalists::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
 use crate::morphology::bounding_box;
 use crate::prompts::{Point3, confident_object, correction_click, region_centre};
 use burn::tensor::{Device, Tensor, TensorData};
+use crop::{CropNormalization, CubeCrop, normalize_crop};
 
 impl From<SamMed3dError> for GeneralistError {
     fn from(error: SamMed3dError) -> Self {

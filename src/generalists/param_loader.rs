@@ -1,7 +1,8 @@
-//! Hands out the model's parameters by checkpoint key, either from a loaded state dict or
-//! randomly initialised, and records every key and shape the model asks for. Problems
-//! (missing, mis-shaped, unreadable tensors) are collected rather than returned one at a
-//! time, so an error lists all of them; keys the model never asked for are "unexpected".
+//! The strict checkpoint loader of both model ports: hands out the model's parameters by
+//! checkpoint key, either from a loaded state dict or randomly initialised, and records every
+//! key and shape the model asks for. Problems (missing, mis-shaped, unreadable tensors) are
+//! collected rather than returned one at a time, so an error lists all of them; keys the model
+//! never asked for are "unexpected".
 
 use burn::store::pytorch_reader::{DType, Tensor as CheckpointTensor};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
@@ -120,32 +121,69 @@ impl ParamLoader {
     /// The tensor stored under `key`; on a problem it is recorded and zeros stand in, so
     /// that building can go on and report every problem at once.
     pub fn tensor<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Tensor<D> {
+        if let ParamSource::Random { std } = self.source {
+            self.requested.push((key.to_string(), shape.to_vec()));
+            return Tensor::random(shape, Distribution::Normal(0.0, std), &self.device);
+        }
+        Tensor::from_data(
+            TensorData::new(self.values(key, &shape), shape),
+            &self.device,
+        )
+    }
+
+    /// The values stored under `key` (row-major), for parameters the model transforms before
+    /// use; problems are recorded as by [`ParamLoader::tensor`].
+    pub fn values(&mut self, key: &str, shape: &[usize]) -> Vec<f32> {
         self.requested.push((key.to_string(), shape.to_vec()));
-        match &mut self.source {
+        let zeros = vec![0.0; shape.iter().product()];
+        let tensors = match &mut self.source {
             ParamSource::Random { std } => {
-                Tensor::random(shape, Distribution::Normal(0.0, *std), &self.device)
+                let random = Tensor::<1>::random(
+                    [zeros.len()],
+                    Distribution::Normal(0.0, *std),
+                    &self.device,
+                );
+                return random
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("f32 values");
             }
-            ParamSource::Checkpoint(tensors) => {
-                let Some(stored) = tensors.remove(key) else {
-                    self.problems.missing.push(key.to_string());
-                    return Tensor::zeros(shape, &self.device);
-                };
-                if stored.shape() != shape {
-                    self.problems.mis_shaped.push((
-                        key.to_string(),
-                        stored.shape().to_vec(),
-                        shape.to_vec(),
-                    ));
-                    return Tensor::zeros(shape, &self.device);
-                }
-                match stored.values() {
-                    Ok(values) => Tensor::from_data(TensorData::new(values, shape), &self.device),
-                    Err(why) => {
-                        self.problems.unreadable.push((key.to_string(), why));
-                        Tensor::zeros(shape, &self.device)
-                    }
-                }
-            }
+            ParamSource::Checkpoint(tensors) => tensors,
+        };
+        let Some(stored) = tensors.remove(key) else {
+            self.problems.missing.push(key.to_string());
+            return zeros;
+        };
+        if stored.shape() != shape {
+            self.problems.mis_shaped.push((
+                key.to_string(),
+                stored.shape().to_vec(),
+                shape.to_vec(),
+            ));
+            return zeros;
+        }
+        stored.values().unwrap_or_else(|why| {
+            self.problems.unreadable.push((key.to_string(), why));
+            zeros
+        })
+    }
+
+    /// Consume a training-only counter (BatchNorm's `num_batches_tracked`), which must be the
+    /// int64 scalar it is in PyTorch; the model has no use for its value.
+    pub fn discard_counter(&mut self, key: &str) {
+        let ParamSource::Checkpoint(tensors) = &mut self.source else {
+            return;
+        };
+        match tensors.remove(key) {
+            None => self.problems.missing.push(key.to_string()),
+            Some(StoredTensor::File(t)) if t.shape().is_empty() && t.dtype() == DType::I64 => {}
+            Some(other) => self.problems.unreadable.push((
+                key.to_string(),
+                format!(
+                    "expected an int64 scalar counter, found shape {:?}",
+                    other.shape()
+                ),
+            )),
         }
     }
 

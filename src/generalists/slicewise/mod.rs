@@ -4,15 +4,18 @@
 //! encoded once at its full, un-augmented size (cached), decoded with the box moved into full-slice
 //! coordinates, and the mask comes back for the region's rows and columns only.
 
+pub mod embedding_store;
+pub mod litemedsam;
+
 use std::ops::Range;
 
 use ndarray::{Array2, Array3, ArrayView2, Axis};
 use rayon::prelude::*;
 
-use super::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
-use super::embedding_store::EmbeddingStore;
-use super::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
+use crate::generalists::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
+use crate::generalists::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
 use crate::prompts::{PromptConfig, SlicePrompt, slice_prompts};
+use embedding_store::EmbeddingStore;
 
 /// The two operations a 2D promptable model offers.
 pub trait SliceModel: Send + Sync {

