@@ -13,7 +13,7 @@ pub struct FoundImage {
     pub path: PathBuf,
 }
 
-/// Extensions of single-file images, longest first so that `.nii.gz` wins over `.gz`-less `.nii`.
+/// Extensions of single-file images (matched case-insensitively).
 const IMAGE_EXTENSIONS: [&str; 5] = [".nii.gz", ".nii", ".hdf5", ".h5", ".npy"];
 
 /// A file name without its image extension, or `None` when it is not an image.
