@@ -121,7 +121,11 @@ fn nifti_images_without_labels_train_as_the_unlabeled_cases_of_protocol_all() {
     let dataset = open_dataset(&config, None).unwrap();
     assert_eq!(dataset.training_ids, ids(&["a", "b", "c"]));
     assert_eq!(dataset.unlabeled_ids, ids(&["u1", "u2"]));
-    assert!(["u1", "u2"].iter().all(|id| dataset.case(id).unwrap().label.is_none()));
+    assert!(
+        ["u1", "u2"]
+            .iter()
+            .all(|id| dataset.case(id).unwrap().label.is_none())
+    );
 
     let splits = make_splits(&config, &dataset).unwrap();
     assert_eq!(splits.labeled, ids(&["a", "b"]));
@@ -166,7 +170,9 @@ fn protocol_all_takes_labeled_as_a_cap_and_asks_for_unlabeled_images_when_there_
         .unwrap_err()
         .to_string();
     assert!(
-        err.ends_with("3 labeled + 1 validation cases requested but the training list holds 3 with a label"),
+        err.ends_with(
+            "3 labeled + 1 validation cases requested but the training list holds 3 with a label"
+        ),
         "{err}"
     );
 
@@ -184,7 +190,11 @@ fn protocol_all_takes_labeled_as_a_cap_and_asks_for_unlabeled_images_when_there_
     );
     // The paper protocol uses labeled cases without their labels instead.
     let paper = make_splits(
-        &config(&root, "protocol = \"paper\"\nlabeled = 1\nvalidation = 1", &[]),
+        &config(
+            &root,
+            "protocol = \"paper\"\nlabeled = 1\nvalidation = 1",
+            &[],
+        ),
         &dataset,
     )
     .unwrap();
@@ -207,7 +217,11 @@ fn msd_training_entries_without_label_unlisted_images_and_images_unlabeled() {
     write_nifti_label(&root.join("labelsTr/listed.nii.gz"), 0);
     write_nifti_label(&root.join("labelsTr/unlisted.nii.gz"), 2);
     write_nifti_image(&root.join("imagesUnlabeled/extra.nii.gz"), 4);
-    fs::write(root.join("imagesUnlabeled/README.txt"), "notes, not an image").unwrap();
+    fs::write(
+        root.join("imagesUnlabeled/README.txt"),
+        "notes, not an image",
+    )
+    .unwrap();
     fs::write(
         root.join("dataset.json"),
         r#"{"labels": {"0": "background", "1": "sphere"},
@@ -315,7 +329,8 @@ fn uamt_h5_without_label_is_unlabeled_and_the_paper_protocol_is_unchanged() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("splits.json") && err.contains("case c is labeled or validation but has no label"),
+        err.contains("splits.json")
+            && err.contains("case c is labeled or validation but has no label"),
         "{err}"
     );
 }
@@ -356,12 +371,7 @@ fn unlabeled_root_adds_every_image_of_a_plain_folder() {
     assert_eq!(splits.label_free, pool_ids);
     let data = load_training_data(&config, &dataset, &splits).unwrap();
     assert_eq!(data.pool.unlabeled.len(), 5);
-    assert!(
-        data.pool
-            .unlabeled
-            .iter()
-            .all(|c| c.image.shape() == SHAPE)
-    );
+    assert!(data.pool.unlabeled.iter().all(|c| c.image.shape() == SHAPE));
 
     // An ID the dataset already has.
     h5::write_case(&pool.join("a.h5"), Some(&case(0).0), None).unwrap();
@@ -374,7 +384,10 @@ fn unlabeled_root_adds_every_image_of_a_plain_folder() {
     let empty = dir.path().join("empty");
     fs::create_dir_all(&empty).unwrap();
     let mut dataset = Dataset::open(&root).unwrap();
-    let err = dataset.add_unlabeled_folder(&empty).unwrap_err().to_string();
+    let err = dataset
+        .add_unlabeled_folder(&empty)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("empty: no image found"), "{err}");
     let err = dataset
         .add_unlabeled_folder(&dir.path().join("nowhere"))
@@ -392,11 +405,7 @@ fn unlabeled_images_are_validated_like_the_others() {
     let (mut image, _) = case(1);
     image[[3, 4, 5]] = f32::NAN;
     write_image(&volume(image), &pool.join("nan.nii.gz")).unwrap();
-    semisam::data::npy::write(
-        &Array3::<f32>::zeros([4, 4, 0]),
-        &pool.join("empty.npy"),
-    )
-    .unwrap();
+    semisam::data::npy::write(&Array3::<f32>::zeros([4, 4, 0]), &pool.join("empty.npy")).unwrap();
     fs::write(pool.join("broken.h5"), b"not HDF5").unwrap();
     let mut dataset = Dataset::open(&root).unwrap();
     dataset.add_unlabeled_folder(&pool).unwrap();
@@ -415,11 +424,7 @@ fn unlabeled_images_are_validated_like_the_others() {
     let note = reports.iter().find(|r| r.id == "nan").unwrap();
     assert_eq!(note.notes, ["unlabeled: no label"]);
 
-    let config = config(
-        &root,
-        "protocol = \"paper\"\nlabeled = 1",
-        &[],
-    );
+    let config = config(&root, "protocol = \"paper\"\nlabeled = 1", &[]);
     let splits = Splits {
         labeled: ids(&["a"]),
         unlabeled: ids(&["nan"]),

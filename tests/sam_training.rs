@@ -184,7 +184,10 @@ fn column(log: &Path, name: &str) -> Vec<f64> {
 /// Train from the dataset on disk, as `semisam train` does; `stop_at` interrupts and resumes.
 fn run(dir: &Path, name: &str, labels: UnlabeledLabels, stop_at: Option<usize>) -> RunDir {
     let root = dir.join(format!("{name}-data"));
-    let label_free = matches!(labels, UnlabeledLabels::Removed | UnlabeledLabels::OwnFolder);
+    let label_free = matches!(
+        labels,
+        UnlabeledLabels::Removed | UnlabeledLabels::OwnFolder
+    );
     let pool = format!("data.unlabeled_root=\"{}\"", pool_dir(&root).display());
     let config = match labels {
         UnlabeledLabels::OwnFolder => config_with(&root, &[pool.as_str()]),

@@ -142,7 +142,9 @@ fn split_requests_beyond_the_list_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.ends_with("1 labeled + 2 validation cases requested but the training list holds 2 with a label"),
+        err.ends_with(
+            "1 labeled + 2 validation cases requested but the training list holds 2 with a label"
+        ),
         "{err}"
     );
     let err = make_splits(&config(root, &["data.unlabeled=3"]), &dataset)

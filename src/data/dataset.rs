@@ -149,7 +149,8 @@ impl Dataset {
             });
         }
         let at = self.cases.len() - self.test_ids.len();
-        self.unlabeled_ids.extend(found.iter().map(|f| f.id.clone()));
+        self.unlabeled_ids
+            .extend(found.iter().map(|f| f.id.clone()));
         self.cases
             .splice(at..at, found.into_iter().map(case_without_label));
         Ok(())
@@ -199,7 +200,11 @@ fn scan_optional(
     dir: &Path,
     scan: impl Fn(&Path) -> Result<Vec<FoundImage>, DataError>,
 ) -> Result<Vec<FoundImage>, DataError> {
-    if dir.is_dir() { scan(dir) } else { Ok(Vec::new()) }
+    if dir.is_dir() {
+        scan(dir)
+    } else {
+        Ok(Vec::new())
+    }
 }
 
 /// A UA-MT h5 file that opens and holds no `label` dataset. A file that cannot be read counts as
@@ -514,7 +519,9 @@ fn open_nnunet(root: &Path, json_path: &Path, json: &Value) -> Result<Dataset, D
     let scan = |folder: &str| scan_optional(&root.join(folder), |d| scan_nnunet(d, &file_ending));
     let (mut labeled, mut unlabeled) = (Vec::new(), Vec::new());
     for found in scan("imagesTr")? {
-        let label = root.join("labelsTr").join(format!("{}{file_ending}", found.id));
+        let label = root
+            .join("labelsTr")
+            .join(format!("{}{file_ending}", found.id));
         if label.is_file() {
             labeled.push(Case {
                 id: found.id,
@@ -526,7 +533,10 @@ fn open_nnunet(root: &Path, json_path: &Path, json: &Value) -> Result<Dataset, D
         }
     }
     unlabeled.extend(scan(UNLABELED_DIR)?.into_iter().map(case_without_label));
-    let test = scan("imagesTs")?.into_iter().map(case_without_label).collect();
+    let test = scan("imagesTs")?
+        .into_iter()
+        .map(case_without_label)
+        .collect();
     assemble(
         root,
         json_path,

@@ -107,7 +107,11 @@ impl Splits {
     /// Every case appears at most once across all splits, and the label-free cases are unlabeled
     /// ones. `path` names the source in errors.
     pub fn check(&self, path: &Path) -> Result<(), DataError> {
-        if let Some(id) = self.label_free.iter().find(|id| !self.unlabeled.contains(id)) {
+        if let Some(id) = self
+            .label_free
+            .iter()
+            .find(|id| !self.unlabeled.contains(id))
+        {
             return Err(DataError::invalid(
                 path,
                 format!("case {id} is listed as label-free but is not an unlabeled case"),

@@ -49,7 +49,13 @@ pub fn make_splits(config: &RunConfig, dataset: &Dataset) -> Result<Splits, Data
         .iter()
         .chain(&splits.validation)
         .map(|id| (id, true))
-        .chain(splits.unlabeled.iter().chain(&splits.test).map(|id| (id, false)))
+        .chain(
+            splits
+                .unlabeled
+                .iter()
+                .chain(&splits.test)
+                .map(|id| (id, false)),
+        )
     {
         let Some(case) = dataset.case(id) else {
             return Err(DataError::invalid(
