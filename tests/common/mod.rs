@@ -25,7 +25,14 @@ pub fn tiny_run() -> RunToml {
     };
     RunToml {
         sections: vec![
-            section("data", &[("root", "\"unused\""), ("labeled", "2")]),
+            section(
+                "data",
+                &[
+                    ("root", "\"unused\""),
+                    ("protocol", "\"paper\""),
+                    ("labeled", "2"),
+                ],
+            ),
             section(
                 "network",
                 &[
