@@ -17,7 +17,7 @@ use semisam::frameworks::sam_assist::SamConfig;
 use semisam::generalists::PseudoLabelRequest;
 use semisam::inference::SlidingWindow;
 use semisam::metrics::{Hd95Convention, dice_from_counts, evaluate_masks};
-use semisam::training::dataset::prepare_image;
+use semisam::training::dataset::{prepare_image, prepare_label};
 use semisam::training::resample::{downsample_image, downsample_label};
 use semisam::training::validation::{model_device, predict_case};
 use semisam::training::{RunConfig, load_checkpoint_model};
@@ -96,12 +96,13 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
     for case in chosen {
         let loaded = dataset.load_case(case)?;
-        let mut image = loaded.image.data;
-        let mut label = loaded.label.context("labeled case without label")?.data;
+        let label_volume = loaded.label.context("labeled case without label")?;
+        let mut image = loaded.image.data.clone();
+        let mut label = label_volume.data.clone();
         let prediction = match &specialist {
             Some((run, model)) => {
-                image = prepare_image(image, run, &loaded.image.path)?;
-                label = downsample_label(&label, run.data.downsample);
+                image = prepare_image(&loaded.image, run)?;
+                label = prepare_label(&label_volume, run)?;
                 let window = SlidingWindow {
                     window: run.training.patch,
                     stride: run.validation_stride(),

@@ -1,4 +1,4 @@
-//! Whole-file prediction: read → prepare as in training (normalise, down-sample) → sliding
+//! Whole-file prediction: read → prepare as in training (normalise, resample) → sliding
 //! window → optional largest-component clean-up → back to the input grid → write in the input's
 //! format with the input's geometry.
 
@@ -9,6 +9,7 @@ use ndarray::Array3;
 use serde::Serialize;
 
 use crate::data::dataset::UAMT_FILE;
+use crate::data::resample::resample_label_to_shape;
 use crate::data::{DataError, SourceFormat, Volume, read_image, write_label};
 use crate::inference::SlidingWindow;
 use crate::networks::{NetworkError, Specialist};
@@ -70,7 +71,7 @@ pub fn predict_volume(
     device: &Device,
     progress: impl FnMut(usize, usize),
 ) -> Result<Volume<u8>, InferenceError> {
-    let prepared = prepare_image(image.data.clone(), config, &image.path)?;
+    let prepared = prepare_image(image, config)?;
     let window = SlidingWindow {
         window: config.training.patch,
         stride: options.stride,
@@ -88,7 +89,11 @@ pub fn predict_volume(
     if options.largest_component {
         labels = super::postprocess::keep_largest_components(&labels, config.network.num_classes);
     }
-    let labels = upsample_label(&labels, config.data.downsample, image.shape());
+    let labels = if config.data.target_spacing.is_some() {
+        resample_label_to_shape(labels.view(), image.shape())
+    } else {
+        upsample_label(&labels, config.data.downsample, image.shape())
+    };
     Ok(Volume {
         data: labels,
         geometry: image.geometry.clone(),

@@ -1,5 +1,5 @@
 //! From a dataset on disk to the in-memory cases of a run: splits, reading, normalisation and
-//! down-sampling.
+//! resampling onto the run's grid.
 //!
 //! Unlabeled cases are read with [`read_image`] alone: their label files are never opened, so a
 //! label that happens to exist for them cannot leak into training. The one exception is asked for
@@ -17,7 +17,8 @@ use super::trainer::TrainingData;
 use super::validation::EvalCase;
 use crate::data::batches::{LabeledCase, TrainingPool, UnlabeledCase};
 use crate::data::validate::check_finite;
-use crate::data::{Case, DataError, Dataset, Splits, normalize, read_image};
+use crate::data::resample::{resample_image, resample_label};
+use crate::data::{Case, DataError, Dataset, Geometry, Splits, Volume, normalize, read_image};
 
 /// The run's splits: the explicit `data.splits_file`, or the paper protocol on the training list
 /// (the first `labeled` IDs labeled, the last `validation` IDs for validation, the IDs between
@@ -75,16 +76,48 @@ pub fn make_splits(config: &RunConfig, dataset: &Dataset) -> Result<Splits, Data
     Ok(splits)
 }
 
-/// Normalise and down-sample an image as the run's configuration says (training and inference
-/// share this so that a model always sees inputs prepared the same way).
-pub fn prepare_image(
-    mut image: Array3<f32>,
+/// The voxel spacing a volume is resampled from: its file's, else `data.spacing`; `None` when the
+/// run does not resample.
+fn source_spacing(
+    geometry: &Geometry,
     config: &RunConfig,
     path: &Path,
-) -> Result<Array3<f32>, DataError> {
-    normalize(&mut image, config.data.normalization)
-        .map_err(|e| DataError::invalid(path, e.to_string()))?;
-    Ok(downsample_image(&image, config.data.downsample))
+) -> Result<Option<([f64; 3], [f64; 3])>, DataError> {
+    let Some(target) = config.data.target_spacing else {
+        return Ok(None);
+    };
+    let spacing = geometry.spacing.or(config.data.spacing).ok_or_else(|| {
+        DataError::invalid(
+            path,
+            "the file stores no voxel spacing and data.spacing is not set, so it cannot be resampled to data.target_spacing",
+        )
+    })?;
+    Ok(Some((spacing, target)))
+}
+
+/// Normalise an image and bring it onto the run's grid (resampled to `data.target_spacing`, or
+/// down-sampled by `data.downsample`); training and inference share this so that a model always
+/// sees inputs prepared the same way.
+pub fn prepare_image(image: &Volume<f32>, config: &RunConfig) -> Result<Array3<f32>, DataError> {
+    let mut data = image.data.clone();
+    normalize(&mut data, config.data.normalization)
+        .map_err(|e| DataError::invalid(&image.path, e.to_string()))?;
+    Ok(
+        match source_spacing(&image.geometry, config, &image.path)? {
+            Some((spacing, target)) => resample_image(data.view(), spacing, target),
+            None => downsample_image(&data, config.data.downsample),
+        },
+    )
+}
+
+/// A label map on the run's grid (see [`prepare_image`]).
+pub fn prepare_label(label: &Volume<u8>, config: &RunConfig) -> Result<Array3<u8>, DataError> {
+    Ok(
+        match source_spacing(&label.geometry, config, &label.path)? {
+            Some((spacing, target)) => resample_label(label.data.view(), spacing, target),
+            None => downsample_label(&label.data, config.data.downsample),
+        },
+    )
 }
 
 /// Read every case of the splits (in parallel) and prepare it.
@@ -141,7 +174,7 @@ fn load_unlabeled(
             check_finite(&volume)?;
             Ok(UnlabeledCase {
                 id: id.clone(),
-                image: prepare_image(volume.data, config, &case.image)?,
+                image: prepare_image(&volume, config)?,
             })
         })
         .collect()
@@ -178,12 +211,9 @@ fn load_labeled(
                     ),
                 ));
             }
-            let image = prepare_image(loaded.image.data, config, &case.image)?;
-            Ok((
-                id.clone(),
-                image,
-                downsample_label(&label.data, config.data.downsample),
-            ))
+            let image = prepare_image(&loaded.image, config)?;
+            let label = prepare_label(&label, config)?;
+            Ok((id.clone(), image, label))
         })
         .collect()
 }
