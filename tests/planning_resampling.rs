@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use ndarray::Array3;
 use semisam::data::resample::{resample_image, resample_label};
 use semisam::data::{Geometry, SourceFormat, Volume, read_image, read_label, write_image, write_label};
-use semisam::metrics::binary::dice_from_counts;
+use semisam::metrics::dice_from_counts;
 use semisam::training::RunConfig;
 
 const DEMO: &str = "demo/hippocampus";

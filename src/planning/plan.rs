@@ -12,7 +12,7 @@ use crate::training::config::ConfigError;
 
 use super::PlanningError;
 use super::fingerprint::Fingerprint;
-use super::rules::{self, Choice, GIB};
+use super::rules::{self, Choice};
 use super::timing::{StepTiming, measure_slice_embedding, measure_training_step};
 
 /// Which training the plan sets up.
