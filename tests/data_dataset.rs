@@ -219,6 +219,7 @@ fn case_lists_and_splits_round_trip_through_files() {
         validation: ids(&["d"]),
         test: ids(&["e"]),
         seed: 7,
+        label_free: ids(&["c"]),
     };
     let path = dir.path().join("run/splits.json");
     splits.save(&path).unwrap();

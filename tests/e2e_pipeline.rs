@@ -103,6 +103,7 @@ fn splits() -> Splits {
         validation: ids(3..4),
         test: ids(4..5),
         seed: 5,
+        label_free: vec![],
     }
 }
 

@@ -1,7 +1,8 @@
 //! SemiSAM training with the real LiteMedSAM as generalist (weights from `semisam weights fetch`,
 //! which `scripts/test` runs first):
-//! - no ground truth leaks: replacing the unlabeled cases' labels on disk by garbage, or removing
-//!   them, gives bit-identical training;
+//! - no ground truth leaks: replacing the unlabeled cases' labels on disk by garbage, removing
+//!   them, or giving the unlabeled cases as label-free images of their own folder
+//!   (`data.unlabeled_root`) gives bit-identical training;
 //! - a run interrupted between pseudo-label refreshes and resumed ends bit-identical to an
 //!   uninterrupted one (the reused pseudo-labels travel in the checkpoint).
 
@@ -13,7 +14,7 @@ mod module_values;
 use module_values::float_values;
 use ndarray::Array3;
 use semisam::data::{Dataset, h5};
-use semisam::training::dataset::{load_training_data, make_splits};
+use semisam::training::dataset::{load_training_data, make_splits, open_dataset};
 use semisam::training::run_dir::RunDir;
 use semisam::training::{RunConfig, TrainOptions, TrainOutcome, load_checkpoint_model, train};
 
@@ -33,6 +34,7 @@ fn config_with(root: &Path, overrides: &[&str]) -> RunConfig {
         r#"
 [data]
 root = "{}"
+protocol = "paper"
 labeled = 1
 validation = 1
 
@@ -95,17 +97,24 @@ fn case(n: usize) -> (Array3<f32>, Array3<u8>) {
     (image, label)
 }
 
+#[derive(PartialEq)]
 enum UnlabeledLabels {
     True,
     Garbage,
     Removed,
+    /// The unlabeled cases are not in `train.list` but label-free h5 files of [`pool_dir`].
+    OwnFolder,
+}
+
+/// Where [`UnlabeledLabels::OwnFolder`] puts the unlabeled cases.
+fn pool_dir(root: &Path) -> std::path::PathBuf {
+    root.with_extension("pool")
 }
 
 /// A UA-MT style dataset (`<root>/<id>/mri_norm2.h5`, `train.list`).
 fn write_dataset(root: &Path, labels: UnlabeledLabels) {
     for (n, id) in CASES.iter().enumerate() {
         let (image, mut label) = case(n);
-        std::fs::create_dir_all(root.join(id)).unwrap();
         let unlabeled = UNLABELED.contains(id);
         let label = match labels {
             _ if !unlabeled => Some(label),
@@ -116,16 +125,25 @@ fn write_dataset(root: &Path, labels: UnlabeledLabels) {
                 });
                 Some(label)
             }
-            UnlabeledLabels::Removed => None,
+            UnlabeledLabels::Removed | UnlabeledLabels::OwnFolder => None,
+        };
+        let folder = if unlabeled && labels == UnlabeledLabels::OwnFolder {
+            pool_dir(root)
+        } else {
+            root.to_path_buf()
         };
         h5::write_case(
-            &root.join(id).join("mri_norm2.h5"),
+            &folder.join(id).join("mri_norm2.h5"),
             Some(&image),
             label.as_ref(),
         )
         .unwrap();
     }
-    std::fs::write(root.join("train.list"), CASES.join("\n") + "\n").unwrap();
+    let listed: Vec<&str> = CASES
+        .into_iter()
+        .filter(|id| labels != UnlabeledLabels::OwnFolder || !UNLABELED.contains(id))
+        .collect();
+    std::fs::write(root.join("train.list"), listed.join("\n") + "\n").unwrap();
 }
 
 fn final_weights(run: &RunDir) -> Vec<Vec<f32>> {
@@ -166,11 +184,18 @@ fn column(log: &Path, name: &str) -> Vec<f64> {
 /// Train from the dataset on disk, as `semisam train` does; `stop_at` interrupts and resumes.
 fn run(dir: &Path, name: &str, labels: UnlabeledLabels, stop_at: Option<usize>) -> RunDir {
     let root = dir.join(format!("{name}-data"));
+    let label_free = matches!(labels, UnlabeledLabels::Removed | UnlabeledLabels::OwnFolder);
+    let pool = format!("data.unlabeled_root=\"{}\"", pool_dir(&root).display());
+    let config = match labels {
+        UnlabeledLabels::OwnFolder => config_with(&root, &[pool.as_str()]),
+        _ => config(&root),
+    };
     write_dataset(&root, labels);
-    let config = config(&root);
-    let dataset = Dataset::open(&root).unwrap();
+    let dataset = open_dataset(&config, None).unwrap();
     let splits = make_splits(&config, &dataset).unwrap();
     assert_eq!(splits.unlabeled, UNLABELED);
+    let expected_label_free: &[&str] = if label_free { &UNLABELED } else { &[] };
+    assert_eq!(splits.label_free, expected_label_free);
     let data = load_training_data(&config, &dataset, &splits).unwrap();
     let run = RunDir::create(dir, name, false).unwrap();
     if let Some(step) = stop_at {
@@ -218,6 +243,7 @@ fn garbage_or_missing_unlabeled_labels_give_bit_identical_semisam_training_and_r
     for (name, labels) in [
         ("garbage-labels", UnlabeledLabels::Garbage),
         ("no-labels", UnlabeledLabels::Removed),
+        ("own-folder", UnlabeledLabels::OwnFolder),
     ] {
         let other = run(dir.path(), name, labels, None);
         assert!(final_weights(&other) == weights, "{name}: weights differ");

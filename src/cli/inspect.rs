@@ -11,24 +11,34 @@ use semisam::data::inspect::inspect_dataset;
 pub struct InspectArgs {
     /// Dataset folder (UA-MT h5 with train.list/test.list, MSD or nnU-Net v2 with dataset.json).
     pub dataset: PathBuf,
+    /// A plain folder of images without labels (a run's `data.unlabeled_root`), checked as
+    /// unlabeled cases of the dataset.
+    #[arg(long)]
+    pub unlabeled_root: Option<PathBuf>,
     /// Cases read in parallel (default: one per core). Each LA case needs about 150 MB.
     #[arg(long)]
     pub jobs: Option<usize>,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let dataset = Dataset::open(&args.dataset).context("cannot open the dataset")?;
+    let mut dataset = Dataset::open(&args.dataset).context("cannot open the dataset")?;
+    if let Some(dir) = &args.unlabeled_root {
+        dataset
+            .add_unlabeled_folder(dir)
+            .context("cannot add the unlabeled folder")?;
+    }
     let labels: Vec<String> = dataset
         .labels
         .iter()
         .map(|(v, name)| format!("{v}: {name}"))
         .collect();
     println!(
-        "{} ({} layout): {} cases ({} training, {} test); declared labels {{{}}}",
+        "{} ({} layout): {} cases ({} labeled, {} unlabeled, {} test); declared labels {{{}}}",
         dataset.root.display(),
         dataset.layout.name(),
         dataset.cases.len(),
         dataset.training_ids.len(),
+        dataset.unlabeled_ids.len(),
         dataset.test_ids.len(),
         labels.join(", ")
     );

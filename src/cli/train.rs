@@ -9,7 +9,7 @@ use semisam::data::{Dataset, Splits};
 use semisam::inference::pipeline::PredictOptions;
 use semisam::reports::rescore::{HeldOut, held_out_cases};
 use semisam::reports::{ReportOptions, generate};
-use semisam::training::dataset::{load_training_data, make_splits};
+use semisam::training::dataset::{load_training_data, make_splits, open_dataset};
 use semisam::training::evaluate::evaluate_cases;
 use semisam::training::run_dir::{RunDir, default_run_name};
 use semisam::training::validation::model_device;
@@ -107,7 +107,7 @@ fn planned_name(root: &Path) -> PathBuf {
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let (config, source, name_from) = configuration(&args)?;
     // The dataset and the splits are checked before a run folder is created for them.
-    let dataset = Dataset::open(&config.data.root)
+    let dataset = open_dataset(&config, None)
         .with_context(|| format!("opening the dataset of {}", name_from.display()))?;
     let (run, splits) = if args.resume {
         let root = match &args.name {
@@ -144,9 +144,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     };
     eprintln!("run folder: {}", run.root().display());
     eprintln!(
-        "cases: {} labeled, {} unlabeled, {} validation",
+        "cases: {} labeled, {} unlabeled ({} without any label), {} validation",
         splits.labeled.len(),
         splits.unlabeled.len(),
+        splits.label_free.len(),
         splits.validation.len()
     );
     if config.uses_ground_truth_oracle() {

@@ -151,6 +151,13 @@ pub fn read_label(path: &Path) -> Result<Volume<u8>, DataError> {
     Ok(volume(path, into_array(path, LABEL_KEY, shape, values)?))
 }
 
+/// Whether the file holds a dataset named `key`; only the file's structure is parsed.
+pub fn has_dataset(path: &Path, key: &str) -> Result<bool, DataError> {
+    let file = open(path)?;
+    let names = file.root().datasets().map_err(|e| classify(path, e))?;
+    Ok(names.iter().any(|n| n == key))
+}
+
 /// Write a UA-MT style file holding `label`, and `image` when given (atomic, gzip-compressed).
 pub fn write_case(
     path: &Path,

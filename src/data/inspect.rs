@@ -66,6 +66,10 @@ pub fn inspect_case(dataset: &Dataset, case: &Case) -> CaseReport {
     let label = match &case.label {
         Some(_) if same_file_failed => None,
         Some(path) => read_label(path).map_err(|e| report.problems.push(e)).ok(),
+        None if dataset.is_label_free(&case.id) => {
+            report.notes.push("unlabeled: no label".into());
+            None
+        }
         None => {
             report.notes.push("no label".into());
             None

@@ -17,6 +17,11 @@ pub struct Splits {
     pub validation: Vec<String>,
     pub test: Vec<String>,
     pub seed: u64,
+    /// The unlabeled cases that have no label at all (images without a label file); the other
+    /// unlabeled cases are labeled cases used without their labels (paper protocol). Absent in
+    /// files written before it existed.
+    #[serde(default)]
+    pub label_free: Vec<String>,
 }
 
 impl Splits {
@@ -44,6 +49,7 @@ impl Splits {
             validation: Vec::new(),
             test: test.to_vec(),
             seed,
+            label_free: Vec::new(),
         };
         splits.check(list_path)?;
         Ok(splits)
@@ -83,6 +89,7 @@ impl Splits {
             validation,
             test,
             seed,
+            label_free: Vec::new(),
         };
         splits.check(source)?;
         Ok(splits)
@@ -97,8 +104,15 @@ impl Splits {
         ]
     }
 
-    /// Every case appears at most once across all splits. `path` names the source in errors.
+    /// Every case appears at most once across all splits, and the label-free cases are unlabeled
+    /// ones. `path` names the source in errors.
     pub fn check(&self, path: &Path) -> Result<(), DataError> {
+        if let Some(id) = self.label_free.iter().find(|id| !self.unlabeled.contains(id)) {
+            return Err(DataError::invalid(
+                path,
+                format!("case {id} is listed as label-free but is not an unlabeled case"),
+            ));
+        }
         let mut seen: HashMap<&str, &'static str> = HashMap::new();
         for (split, ids) in self.named() {
             for id in ids {

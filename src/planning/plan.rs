@@ -303,8 +303,12 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
     .expect("writing to a string");
     out.push_str("[data]\n");
     writeln!(out, "root = {}", toml_string(&options.root.display().to_string())).expect("string");
+    comment(
+        &mut out,
+        "every labeled case trains except the validation ones; every image without a label is unlabeled",
+    );
+    writeln!(out, "protocol = \"all\"").expect("string");
     comment(&mut out, &validation.why);
-    writeln!(out, "labeled = {}", labeled - validation.value).expect("string");
     writeln!(out, "validation = {}", validation.value).expect("string");
     comment(&mut out, &normalization.why);
     writeln!(out, "normalization = {}", normalization_toml(normalization.value)).expect("string");

@@ -114,8 +114,8 @@ impl RunContents {
         let splits = Splits::load(run.splits_path())?;
         let history = history::TrainingHistory::read(&run.log_jsonl_path())?;
         let dataset_root = data_root.unwrap_or(&config.data.root).to_owned();
-        let dataset =
-            Dataset::open(&dataset_root).map_err(|source| ReportError::DatasetMissing {
+        let dataset = crate::training::dataset::open_dataset(&config, Some(&dataset_root))
+            .map_err(|source| ReportError::DatasetMissing {
                 root: dataset_root,
                 source: Box::new(source),
             })?;

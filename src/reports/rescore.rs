@@ -119,6 +119,7 @@ mod tests {
             cases: vec![case("v", true), case("t1", false), case("t2", true)],
             labels: Default::default(),
             training_ids: vec!["v".into()],
+            unlabeled_ids: vec![],
             test_ids: vec!["t1".into(), "t2".into()],
         };
         let mut splits = Splits {
@@ -127,6 +128,7 @@ mod tests {
             validation: vec!["v".into()],
             test: vec!["t1".into(), "t2".into()],
             seed: 0,
+            label_free: vec![],
         };
         assert_eq!(
             held_out_cases(&dataset, &splits),
