@@ -27,6 +27,8 @@ pub struct CaseFingerprint {
     pub shape: [usize; 3],
     /// Voxel size (mm) along the array axes.
     pub spacing: [f64; 3],
+    /// Labeled cases: how many slices across each axis hold foreground.
+    pub foreground_slices: Option<[usize; 3]>,
 }
 
 /// Intensities of the labeled foreground, pooled over cases.
@@ -87,6 +89,24 @@ impl Fingerprint {
     /// Spacings along axis `d` of every case.
     pub fn spacings(&self, d: usize) -> Vec<f64> {
         self.cases.iter().map(|c| c.spacing[d]).collect()
+    }
+
+    /// The mean share of a labeled case's slices across `axis` that hold foreground (1 when no
+    /// labeled case tells).
+    pub fn foreground_slice_share(&self, axis: usize) -> f64 {
+        let shares: Vec<f64> = self
+            .cases
+            .iter()
+            .filter_map(|c| {
+                c.foreground_slices
+                    .map(|n| n[axis] as f64 / c.shape[axis].max(1) as f64)
+            })
+            .collect();
+        if shares.is_empty() {
+            1.0
+        } else {
+            shares.iter().sum::<f64>() / shares.len() as f64
+        }
     }
 }
 
@@ -188,6 +208,15 @@ fn sample_case(
     })?;
     let mut class_voxels = BTreeMap::new();
     let mut foreground = Vec::new();
+    let foreground_slices = label.as_ref().map(|label| {
+        std::array::from_fn(|axis| {
+            label
+                .data
+                .axis_iter(ndarray::Axis(axis))
+                .filter(|slice| slice.iter().any(|&v| v > 0))
+                .count()
+        })
+    });
     if let Some(label) = &label {
         for (&l, &v) in label.data.iter().zip(image.data.iter()) {
             if l > 0 {
@@ -209,6 +238,7 @@ fn sample_case(
             labeled: label.is_some(),
             shape: image.shape(),
             spacing,
+            foreground_slices,
         },
         foreground,
         class_voxels,

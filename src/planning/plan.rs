@@ -196,8 +196,11 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
         width_why = "8: at width 16 even the smallest patch exceeds the memory budget".to_owned();
     }
 
+    // LiteMedSAM embeds the slices it is prompted on: those where the student finds the object,
+    // expected to be the share of slices that hold foreground in the labeled cases.
+    let foreground_share = fingerprint.foreground_slice_share(axis.value);
     let sam_slices: usize = if framework.value == PlannedFramework::Semisam {
-        fingerprint
+        let slices: usize = fingerprint
             .cases
             .iter()
             .filter(|c| !c.labeled)
@@ -205,7 +208,8 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
                 crate::data::resample::resampled_shape(c.shape, c.spacing, spacing.value)
                     [axis.value]
             })
-            .sum()
+            .sum();
+        (slices as f64 * foreground_share).ceil() as usize
     } else {
         0
     };
@@ -258,7 +262,7 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
             }
             let sam_note = match sam_seconds {
                 Some((per_slice, total)) => format!(
-                    "; LiteMedSAM embeds each of the {sam_slices} unlabeled slices once at {per_slice:.2} s (measured), {total:.0} s set aside"
+                    "; LiteMedSAM embeds each of about {sam_slices} unlabeled slices once (the labeled cases hold foreground in {:.0} % of theirs) at {per_slice:.2} s (measured), {total:.0} s set aside", foreground_share * 100.0
                 ),
                 None if sam_slices > 0 => {
                     "; LiteMedSAM's weights are not fetched yet, so its embedding time is not set aside".into()

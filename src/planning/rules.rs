@@ -241,6 +241,7 @@ mod tests {
                 labeled: true,
                 shape,
                 spacing,
+                foreground_slices: None,
             })
             .collect();
         let median = |d: usize| {
