@@ -198,11 +198,12 @@ pub fn sam_axis(target: [f64; 3]) -> Choice<usize> {
     )
 }
 
-/// The architecture: the 3D U-Net.
+/// The architecture: the 3D U-Net. The V-Net's channel dropout (p = 0.5 on the few channels
+/// before its classifier) made its classes trade places on multi-class data at small widths.
 pub fn architecture() -> Choice<Architecture> {
     Choice::new(
         Architecture::UNet3d,
-        "3D U-Net: on multi-class Hippocampus at 4 labeled cases it kept both classes where the V-Net collapsed one",
+        "3D U-Net: its dropout drops voxels, not channels; the V-Net's channel dropout made anterior and posterior hippocampus trade places at width 8 (docs/hippocampus.md)",
     )
 }
 
