@@ -6,7 +6,9 @@ use std::process::{Command, Output};
 
 use ndarray::Array3;
 use semisam::data::resample::{resample_image, resample_label};
-use semisam::data::{Geometry, SourceFormat, Volume, read_image, read_label, write_image, write_label};
+use semisam::data::{
+    Geometry, SourceFormat, Volume, read_image, read_label, write_image, write_label,
+};
 use semisam::metrics::dice_from_counts;
 use semisam::training::RunConfig;
 
@@ -143,10 +145,9 @@ fn plans_of_the_demo_subset_and_of_a_coarser_copy() {
     assert_eq!(fine.sam.as_ref().map(|s| s.axis), Some(2));
     assert!(!fine.training.augment.rot90 && !fine.training.augment.flip);
     assert!(text.contains("# the median voxel spacing of the"), "{text}");
-    let fingerprint: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.path().join("fine/fingerprint.json")).unwrap(),
-    )
-    .unwrap();
+    let fingerprint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("fine/fingerprint.json")).unwrap())
+            .unwrap();
     assert_eq!(fingerprint["modality"], "MRI");
     assert_eq!(fingerprint["class_volumes"].as_array().unwrap().len(), 2);
     assert!(fingerprint["foreground_intensity"]["std"].as_f64().unwrap() > 0.0);
@@ -158,7 +159,10 @@ fn plans_of_the_demo_subset_and_of_a_coarser_copy() {
     assert_eq!(coarse.data.target_spacing, Some(COARSE));
     assert_eq!(coarse.training.patch[..2], [32, 48]);
     assert_eq!(coarse.training.patch[2], 16);
-    assert!(text.contains("slices across axis 2, the coarsest (2.5 mm)"), "{text}");
+    assert!(
+        text.contains("slices across axis 2, the coarsest (2.5 mm)"),
+        "{text}"
+    );
 }
 
 fn dice(prediction: &Array3<u8>, reference: &Array3<u8>, class: u8) -> f64 {
@@ -177,7 +181,9 @@ fn mean_dice(predictions: &Path, root: &Path, ids: &[&str]) -> f64 {
     for id in ids {
         let prediction = read_label(predictions.join(format!("{id}.nii.gz"))).unwrap();
         let reference = read_label(label_path(root, id)).unwrap();
-        sum += (dice(&prediction.data, &reference.data, 1) + dice(&prediction.data, &reference.data, 2)) / 2.0;
+        sum += (dice(&prediction.data, &reference.data, 1)
+            + dice(&prediction.data, &reference.data, 2))
+            / 2.0;
     }
     sum / ids.len() as f64
 }
@@ -225,14 +231,18 @@ fn a_model_planned_at_1_mm_predicts_a_2_5_mm_copy_on_its_own_grid() {
     }
     for id in CASES {
         let input = read_image(image_path(&coarse_root, id)).unwrap();
-        let prediction = read_label(dir.path().join("coarse_out").join(format!("{id}.nii.gz"))).unwrap();
+        let prediction =
+            read_label(dir.path().join("coarse_out").join(format!("{id}.nii.gz"))).unwrap();
         assert_eq!(prediction.shape(), input.shape(), "{id}");
         assert_eq!(prediction.geometry.affine, input.geometry.affine, "{id}");
         assert_eq!(prediction.geometry.spacing, Some(COARSE), "{id}");
     }
     let fine = mean_dice(&dir.path().join("fine_out"), &fine_root, &CASES);
     let coarse = mean_dice(&dir.path().join("coarse_out"), &coarse_root, &CASES);
-    assert!(fine > 0.4, "the 1 mm model learned too little to compare: Dice {fine}");
+    assert!(
+        fine > 0.4,
+        "the 1 mm model learned too little to compare: Dice {fine}"
+    );
     assert!(
         (fine - coarse).abs() < 0.1,
         "Dice {fine} on the 1 mm cases against {coarse} on their 2.5 mm copies"
@@ -279,7 +289,9 @@ fn predict_refuses_another_modality() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("dataset.json: declares modality \"CT\" but the model was trained on \"MRI\" images"),
+        stderr.contains(
+            "dataset.json: declares modality \"CT\" but the model was trained on \"MRI\" images"
+        ),
         "{stderr}"
     );
     assert!(!dir.path().join("out").exists());

@@ -71,7 +71,10 @@ pub fn plan_with_progress(
 ) -> anyhow::Result<(planning::Fingerprint, planning::Plan)> {
     let options = args.options(root)?;
     if options.time_budget.is_some() {
-        eprintln!("planning {}: reading every training image, then timing a few training steps on this machine", root.display());
+        eprintln!(
+            "planning {}: reading every training image, then timing a few training steps on this machine",
+            root.display()
+        );
     } else {
         eprintln!("planning {}: reading every training image", root.display());
     }

@@ -65,7 +65,9 @@ fn configuration(args: &TrainArgs) -> anyhow::Result<(RunConfig, Source, PathBuf
     match (&args.config, &args.dataset) {
         (Some(path), _) => {
             if planning_given {
-                bail!("--time-budget, --framework and --spacing plan a run: use them with --dataset, not --config");
+                bail!(
+                    "--time-budget, --framework and --spacing plan a run: use them with --dataset, not --config"
+                );
             }
             let config = RunConfig::load(path, &args.set)?;
             Ok((config, Source::File, path.clone()))

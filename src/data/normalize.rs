@@ -187,7 +187,10 @@ mod tests {
             std: 10.0,
         };
         normalize(&mut a, method).unwrap();
-        assert_eq!(a.iter().copied().collect::<Vec<_>>(), [-5.0, -1.0, 1.0, 5.0]);
+        assert_eq!(
+            a.iter().copied().collect::<Vec<_>>(),
+            [-5.0, -1.0, 1.0, 5.0]
+        );
         let err = normalize(
             &mut a,
             Normalization::ClipZScore {

@@ -12,7 +12,11 @@ use crate::training::RunConfig;
 /// The `dataset.json` that describes the images in `input`: in the folder itself or its parent
 /// (`imagesTs/` sits in the dataset root).
 fn describing_dataset(input: &Path) -> Option<std::path::PathBuf> {
-    let folder = if input.is_dir() { input } else { input.parent()? };
+    let folder = if input.is_dir() {
+        input
+    } else {
+        input.parent()?
+    };
     [Some(folder), folder.parent()]
         .into_iter()
         .flatten()

@@ -72,7 +72,11 @@ mod tests {
         assert_eq!(parse_duration("20m").unwrap().as_secs(), 1200);
         assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
         assert_eq!(parse_duration("1.5h").unwrap().as_secs(), 5400);
-        assert!(parse_duration("0m").unwrap_err().contains("positive duration"));
+        assert!(
+            parse_duration("0m")
+                .unwrap_err()
+                .contains("positive duration")
+        );
         assert!(parse_duration("3d").unwrap_err().contains("unknown unit"));
     }
 }

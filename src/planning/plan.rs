@@ -67,9 +67,7 @@ fn validation_cases(labeled: usize) -> Choice<usize> {
     let n = labeled.div_ceil(5);
     Choice::new(
         n,
-        format!(
-            "a fifth of the {labeled} labeled cases (rounded up) validate; the rest train"
-        ),
+        format!("a fifth of the {labeled} labeled cases (rounded up) validate; the rest train"),
     )
 }
 
@@ -142,7 +140,11 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
             fingerprint.channels
         )));
     }
-    let classes = fingerprint.labels.keys().max().map_or(2, |&v| v as usize + 1);
+    let classes = fingerprint
+        .labels
+        .keys()
+        .max()
+        .map_or(2, |&v| v as usize + 1);
     let labeled = fingerprint.labeled_cases();
     let unlabeled = fingerprint.unlabeled_cases();
     if labeled == 0 {
@@ -189,7 +191,8 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
     // the budget still affords a short run's iterations at that width; width 8 otherwise.
     let mut width = 16;
     let mut patch = rules::patch(median_shape, batch_size, width, options.memory_budget);
-    let mut width_why = "16 (the papers' width): a batch of the planned patch fits the memory budget".to_owned();
+    let mut width_why =
+        "16 (the papers' width): a batch of the planned patch fits the memory budget".to_owned();
     if rules::training_bytes(patch.value, batch_size, width) > options.memory_budget {
         width = 8;
         patch = rules::patch(median_shape, batch_size, width, options.memory_budget);
@@ -288,7 +291,9 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
     let short = iterations_value < SHORT_RUN;
     let lr = if short { 0.1 } else { 0.01 };
     let lr_why = if short {
-        format!("a short run (< {SHORT_RUN} iterations): SGD from 0.1 with the poly decay; 0.01, the paper's rate for 6000 iterations, left Hippocampus at 0 Dice after 200")
+        format!(
+            "a short run (< {SHORT_RUN} iterations): SGD from 0.1 with the poly decay; 0.01, the paper's rate for 6000 iterations, left Hippocampus at 0 Dice after 200"
+        )
     } else {
         "the paper's 0.01 with the poly decay".to_owned()
     };
@@ -306,7 +311,12 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
     )
     .expect("writing to a string");
     out.push_str("[data]\n");
-    writeln!(out, "root = {}", toml_string(&options.root.display().to_string())).expect("string");
+    writeln!(
+        out,
+        "root = {}",
+        toml_string(&options.root.display().to_string())
+    )
+    .expect("string");
     comment(
         &mut out,
         "every labeled case trains except the validation ones; every image without a label is unlabeled",
@@ -315,14 +325,30 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
     comment(&mut out, &validation.why);
     writeln!(out, "validation = {}", validation.value).expect("string");
     comment(&mut out, &normalization.why);
-    writeln!(out, "normalization = {}", normalization_toml(normalization.value)).expect("string");
+    writeln!(
+        out,
+        "normalization = {}",
+        normalization_toml(normalization.value)
+    )
+    .expect("string");
     if let Some(s) = options.spacing {
-        comment(&mut out, "the files store no spacing: given on the command line");
+        comment(
+            &mut out,
+            "the files store no spacing: given on the command line",
+        );
         writeln!(out, "spacing = {}", triple(s.map(float_value))).expect("string");
     }
     comment(&mut out, &spacing.why);
-    writeln!(out, "target_spacing = {}", triple(spacing.value.map(float_value))).expect("string");
-    comment(&mut out, "dataset.json's modality; predict refuses inputs declared otherwise");
+    writeln!(
+        out,
+        "target_spacing = {}",
+        triple(spacing.value.map(float_value))
+    )
+    .expect("string");
+    comment(
+        &mut out,
+        "dataset.json's modality; predict refuses inputs declared otherwise",
+    );
     match &fingerprint.modality {
         Some(m) => writeln!(out, "modality = {}", toml_string(m)).expect("string"),
         None => writeln!(out, "# modality: not declared by the dataset").expect("string"),
@@ -330,7 +356,12 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
 
     out.push_str("\n[network]\n");
     comment(&mut out, &architecture.why);
-    writeln!(out, "architecture = \"{}\"", architecture_name(architecture.value)).expect("string");
+    writeln!(
+        out,
+        "architecture = \"{}\"",
+        architecture_name(architecture.value)
+    )
+    .expect("string");
     writeln!(out, "in_channels = 1").expect("string");
     comment(
         &mut out,
@@ -386,7 +417,12 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
 
     out.push_str("\n[validation]\n");
     comment(&mut out, &format!("{VALIDATIONS} validations over the run"));
-    writeln!(out, "every = {}", if validation.value > 0 { every } else { 0 }).expect("string");
+    writeln!(
+        out,
+        "every = {}",
+        if validation.value > 0 { every } else { 0 }
+    )
+    .expect("string");
     out.push_str("\n[inference]\n");
     comment(&mut out, "windows overlap by half the patch");
     writeln!(out, "stride = {}", triple(patch.value.map(|p| p / 2))).expect("string");
@@ -433,11 +469,7 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
 
 /// Iterations that fit the budget once validation, the final evaluation (a fifth of the budget)
 /// and SAM's embeddings are set aside.
-fn fit_iterations(
-    budget: Duration,
-    step: StepTiming,
-    sam_seconds: Option<f64>,
-) -> usize {
+fn fit_iterations(budget: Duration, step: StepTiming, sam_seconds: Option<f64>) -> usize {
     let available = budget.as_secs_f64() * 0.8 - sam_seconds.unwrap_or(0.0);
     if available <= 0.0 || step.seconds <= 0.0 {
         return 0;

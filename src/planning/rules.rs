@@ -123,9 +123,7 @@ pub fn normalization(fingerprint: &Fingerprint) -> Choice<Normalization> {
 
 /// The median image shape on the target grid.
 pub fn median_resampled_shape(fingerprint: &Fingerprint, target: [f64; 3]) -> [f64; 3] {
-    std::array::from_fn(|d| {
-        fingerprint.median_shape[d] * fingerprint.median_spacing[d] / target[d]
-    })
+    std::array::from_fn(|d| fingerprint.median_shape[d] * fingerprint.median_spacing[d] / target[d])
 }
 
 /// Estimated training memory (bytes) of a batch of patches.
@@ -276,13 +274,15 @@ mod tests {
 
     #[test]
     fn anisotropic_axis_takes_the_tenth_percentile() {
-        let spacings: Vec<[f64; 3]> = (0..10)
-            .map(|n| [0.8, 0.8, 4.0 + n as f64 * 0.2])
-            .collect();
+        let spacings: Vec<[f64; 3]> = (0..10).map(|n| [0.8, 0.8, 4.0 + n as f64 * 0.2]).collect();
         let fp = fingerprint(&spacings, [512, 512, 40], "CT");
         let spacing = target_spacing(&fp);
         // Median z spacing 5.0, 10th percentile 4.18.
-        assert!((spacing.value[2] - 4.18).abs() < 1e-6, "{:?}", spacing.value);
+        assert!(
+            (spacing.value[2] - 4.18).abs() < 1e-6,
+            "{:?}",
+            spacing.value
+        );
         assert_eq!(&spacing.value[..2], &[0.8, 0.8]);
         assert!(spacing.why.contains("anisotropic"), "{}", spacing.why);
         assert_eq!(sam_axis(spacing.value).value, 2);
@@ -297,7 +297,11 @@ mod tests {
         let p = patch([35.0, 50.0, 36.0], 4, 8, 4.0 * GIB);
         assert_eq!(p.value, [32, 48, 32]);
         let big = patch([150.0, 200.0, 90.0], 4, 16, 2.0 * GIB);
-        assert!(training_bytes(big.value, 4, 16) <= 2.0 * GIB, "{:?}", big.value);
+        assert!(
+            training_bytes(big.value, 4, 16) <= 2.0 * GIB,
+            "{:?}",
+            big.value
+        );
         assert!(big.value.iter().all(|s| s % 16 == 0));
         assert!(big.why.contains("shortened"), "{}", big.why);
         assert_eq!(patch([3.0, 5.0, 7.0], 1, 8, GIB).value, [16, 16, 16]);

@@ -16,8 +16,8 @@ use super::resample::{downsample_image, downsample_label};
 use super::trainer::TrainingData;
 use super::validation::EvalCase;
 use crate::data::batches::{LabeledCase, TrainingPool, UnlabeledCase};
-use crate::data::validate::check_finite;
 use crate::data::resample::{resample_image, resample_label};
+use crate::data::validate::check_finite;
 use crate::data::{Case, DataError, Dataset, Geometry, Splits, Volume, normalize, read_image};
 
 /// The run's dataset: `data.root` (or `root`, when the dataset has moved) plus the images of
