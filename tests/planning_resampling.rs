@@ -13,6 +13,8 @@ use semisam::metrics::dice_from_counts;
 use semisam::training::RunConfig;
 
 const DEMO: &str = "demo/hippocampus";
+/// A label-free image of the demo.
+const UNLABELED: &str = "hippocampus_007";
 const COARSE: [f64; 3] = [1.0, 1.0, 2.5];
 /// Labeled demo cases used by the end-to-end test: four train, the fifth validates.
 const CASES: [&str; 5] = [
@@ -45,7 +47,8 @@ fn label_path(root: &Path, id: &str) -> PathBuf {
     root.join("labelsTr").join(format!("{id}.nii.gz"))
 }
 
-/// An MSD dataset of `ids` whose images and labels are `transform`ed copies of the demo's.
+/// An MSD dataset of the demo's cases `ids`: the files themselves, or (with a spacing) their
+/// resampled copies plus one resampled label-free image.
 fn write_dataset(root: &Path, ids: &[&str], spacing: Option<[f64; 3]>) {
     std::fs::create_dir_all(root.join("imagesTr")).unwrap();
     std::fs::create_dir_all(root.join("labelsTr")).unwrap();
@@ -77,6 +80,22 @@ fn write_dataset(root: &Path, ids: &[&str], spacing: Option<[f64; 3]>) {
                 write_label(&label, label_path(root, id)).unwrap();
             }
         }
+    }
+    if let Some(target) = spacing {
+        // One label-free image, as a user's unannotated scan, so that the plan prompts SAM.
+        let unlabeled = root.join("imagesUnlabeled");
+        std::fs::create_dir_all(&unlabeled).unwrap();
+        let image = read_image(demo.join("imagesUnlabeled").join(format!("{UNLABELED}.nii.gz")))
+            .unwrap();
+        let from = image.geometry.spacing.unwrap();
+        let path = unlabeled.join(format!("{UNLABELED}.nii.gz"));
+        let image = Volume {
+            data: resample_image(image.data.view(), from, target),
+            geometry: coarse_geometry(&image.geometry, from, target),
+            source: SourceFormat::Nifti,
+            path: path.clone(),
+        };
+        write_image(&image, path).unwrap();
     }
     let training: Vec<serde_json::Value> = ids
         .iter()
@@ -131,7 +150,8 @@ fn plan(dataset: &Path, out: &Path) -> (RunConfig, String) {
     ]);
     let text = std::fs::read_to_string(out).unwrap();
     let config = RunConfig::from_toml_str(&text, &[], "plan").unwrap();
-    (config, text)
+    // Comments are wrapped: one line per reason reads better in assertions.
+    (config, text.replace("\n# ", " "))
 }
 
 #[test]
@@ -144,7 +164,10 @@ fn plans_of_the_demo_subset_and_of_a_coarser_copy() {
     assert_eq!(fine.network.num_classes, 3);
     assert_eq!(fine.sam.as_ref().map(|s| s.axis), Some(2));
     assert!(!fine.training.augment.rot90 && !fine.training.augment.flip);
-    assert!(text.contains("# the median voxel spacing of the"), "{text}");
+    assert!(
+        text.contains("the median voxel spacing of the 9 training images (mm)"),
+        "{text}"
+    );
     let fingerprint: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("fine/fingerprint.json")).unwrap())
             .unwrap();
@@ -159,6 +182,7 @@ fn plans_of_the_demo_subset_and_of_a_coarser_copy() {
     assert_eq!(coarse.data.target_spacing, Some(COARSE));
     assert_eq!(coarse.training.patch[..2], [32, 48]);
     assert_eq!(coarse.training.patch[2], 16);
+    assert_eq!(coarse.sam.as_ref().map(|s| s.axis), Some(2));
     assert!(
         text.contains("slices across axis 2, the coarsest (2.5 mm)"),
         "{text}"

@@ -132,8 +132,8 @@ pub fn training_bytes(patch: [usize; 3], batch: usize, width: usize) -> f64 {
     voxels * batch as f64 * width as f64 * ACTIVATION_FLOATS_PER_VOXEL_AND_WIDTH * 4.0
 }
 
-/// The patch: the median resampled shape, each side rounded to the nearest multiple of 16 (at
-/// least 16), then its longest side shortened by 16 until a batch fits the memory budget.
+/// The patch: the largest multiples of 16 within the median resampled shape (at least 16), then
+/// its longest side shortened by 16 until a batch fits the memory budget.
 pub fn patch(
     median_shape: [f64; 3],
     batch: usize,
@@ -141,7 +141,7 @@ pub fn patch(
     memory_budget: f64,
 ) -> Choice<[usize; 3]> {
     let mut patch: [usize; 3] = std::array::from_fn(|d| {
-        let sides = (median_shape[d] / PATCH_SIDE_MULTIPLE as f64).round() as usize;
+        let sides = (median_shape[d] / PATCH_SIDE_MULTIPLE as f64).floor() as usize;
         sides.max(1) * PATCH_SIDE_MULTIPLE
     });
     let mut shrunk = false;
@@ -154,7 +154,7 @@ pub fn patch(
         shrunk = true;
     }
     let rounded = format!(
-        "the median resampled shape {} rounded to multiples of {PATCH_SIDE_MULTIPLE}",
+        "the median resampled shape {} rounded down to multiples of {PATCH_SIDE_MULTIPLE}",
         format_triple(median_shape.map(|v| v.round()))
     );
     let why = if shrunk {
