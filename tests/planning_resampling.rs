@@ -85,8 +85,11 @@ fn write_dataset(root: &Path, ids: &[&str], spacing: Option<[f64; 3]>) {
         // One label-free image, as a user's unannotated scan, so that the plan prompts SAM.
         let unlabeled = root.join("imagesUnlabeled");
         std::fs::create_dir_all(&unlabeled).unwrap();
-        let image = read_image(demo.join("imagesUnlabeled").join(format!("{UNLABELED}.nii.gz")))
-            .unwrap();
+        let image = read_image(
+            demo.join("imagesUnlabeled")
+                .join(format!("{UNLABELED}.nii.gz")),
+        )
+        .unwrap();
         let from = image.geometry.spacing.unwrap();
         let path = unlabeled.join(format!("{UNLABELED}.nii.gz"));
         let image = Volume {

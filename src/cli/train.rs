@@ -51,7 +51,7 @@ enum Source {
     File,
     /// Planned from a dataset: the plan's text and the fingerprint, saved into the run folder.
     Planned {
-        plan: semisam::planning::Plan,
+        plan: Box<semisam::planning::Plan>,
         fingerprint: Box<semisam::planning::Fingerprint>,
     },
 }
@@ -88,7 +88,7 @@ fn configuration(args: &TrainArgs) -> anyhow::Result<(RunConfig, Source, PathBuf
             let origin = format!("the plan of {}", root.display());
             let config = RunConfig::from_toml_str(&plan.toml, &args.set, &origin)?;
             let source = Source::Planned {
-                plan,
+                plan: Box::new(plan),
                 fingerprint: Box::new(fingerprint),
             };
             Ok((config, source, planned_name(root)))

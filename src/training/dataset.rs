@@ -164,13 +164,16 @@ fn paper_protocol(config: &RunConfig, dataset: &Dataset) -> Result<Splits, DataE
     })
 }
 
-/// The voxel spacing a volume is resampled from: its file's, else `data.spacing`; `None` when the
-/// run does not resample.
+/// A resampling from one voxel spacing to another (mm).
+type SpacingChange = ([f64; 3], [f64; 3]);
+
+/// The voxel spacing a volume is resampled from (its file's, else `data.spacing`) and to; `None`
+/// when the run does not resample.
 fn source_spacing(
     geometry: &Geometry,
     config: &RunConfig,
     path: &Path,
-) -> Result<Option<([f64; 3], [f64; 3])>, DataError> {
+) -> Result<Option<SpacingChange>, DataError> {
     let Some(target) = config.data.target_spacing else {
         return Ok(None);
     };
