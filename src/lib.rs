@@ -3,7 +3,9 @@
 //!
 //! The module tree follows the pipeline:
 //! data → networks → prompts → generalists → frameworks/losses → training → inference →
-//! metrics → reports. The `semisam` binary (src/main.rs, src/cli) is the user's edge.
+//! metrics → reports. `planning` (dataset fingerprint → run configuration) writes what training
+//! reads and measures its steps, so it sits above them. The `semisam` binary (src/main.rs,
+//! src/cli) is the user's edge.
 
 pub mod backend;
 pub mod data;
@@ -17,6 +19,7 @@ pub mod metrics;
 pub mod morphology;
 pub mod networks;
 pub mod ops;
+pub mod planning;
 pub mod prompts;
 pub mod reports;
 pub mod training;

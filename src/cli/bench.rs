@@ -55,6 +55,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 warmup: step.warmup,
                 iterations: step.iters,
                 seed: step.seed,
+                ..StepBenchSettings::default()
             };
             let report = time_mean_teacher_step(&settings, &semisam::backend::default_device())?;
             println!("{}", serde_json::to_string(&report)?);

@@ -4,6 +4,7 @@ mod bench;
 mod evaluate;
 mod inspect;
 mod oracle;
+mod plan;
 mod predict;
 mod report;
 mod sam2d;
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// List the cases of a dataset with shapes, spacing, labels, intensities and every problem found.
     Inspect(inspect::InspectArgs),
+    /// Fingerprint a dataset and write a complete, commented run configuration (plan.toml).
+    Plan(plan::PlanArgs),
     /// Train a specialist (optionally SAM-assisted) from a run configuration into a run folder.
     Train(train::TrainArgs),
     /// Sliding-window prediction with a trained checkpoint; outputs keep format and geometry.
@@ -53,6 +56,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Plan(args) => plan::run(args),
         Command::Train(args) => train::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Weights(args) => weights::run(args),

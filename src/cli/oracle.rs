@@ -12,7 +12,7 @@ use burn::module::Module;
 use clap::Args;
 use ndarray::{Array3, Axis};
 
-use semisam::data::resample::{downsample_image, downsample_label};
+use semisam::data::downsample::{downsample_image, downsample_label};
 use semisam::data::{Dataset, Normalization, normalize};
 use semisam::frameworks::sam_assist::SamConfig;
 use semisam::generalists::PseudoLabelRequest;
@@ -102,12 +102,13 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
     for case in chosen {
         let loaded = dataset.load_case(case)?;
-        let mut image = loaded.image.data;
-        let mut label = loaded.label.context("labeled case without label")?.data;
+        let label_volume = loaded.label.context("labeled case without label")?;
+        let mut image = loaded.image.data.clone();
+        let mut label = label_volume.data.clone();
         let prediction = match &specialist {
             Some((run, model)) => {
-                image = run.preparation().image(image, &loaded.image.path)?;
-                label = run.preparation().label(&label);
+                image = run.preparation().image(&loaded.image)?;
+                label = run.preparation().label(&label_volume)?;
                 let window = SlidingWindow {
                     window: run.training.patch,
                     stride: run.validation_stride(),

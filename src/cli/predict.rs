@@ -1,8 +1,10 @@
-//! `semisam predict`: segment new volumes with a trained checkpoint.
+//! `semisam predict`: segment new volumes with a trained checkpoint. Each input is resampled to
+//! the model's grid (`data.target_spacing`) and its prediction back onto the input's own grid.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use semisam::inference::input_check::check_inputs;
 use semisam::inference::pipeline::{PredictOptions, list_jobs, run_job};
 use semisam::training::load_checkpoint_model;
 use semisam::training::validation::model_device;
@@ -51,6 +53,12 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let (config, model) = load_checkpoint_model(&args.checkpoint)?;
     let device = model_device(&model);
     let jobs = list_jobs(&args.input, &args.output)?;
+    check_inputs(
+        &args.input,
+        &jobs,
+        config.network.in_channels,
+        config.data.modality.as_deref(),
+    )?;
     if args.window_batch == 0 {
         bail!("--window-batch must be at least 1");
     }

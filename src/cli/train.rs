@@ -18,8 +18,14 @@ use semisam::training::{RunConfig, TrainOptions, TrainOutcome, load_checkpoint_m
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// Run configuration (TOML), e.g. configs/hippocampus_cpu.toml.
+    #[arg(long, required_unless_present = "dataset", conflicts_with = "dataset")]
+    pub config: Option<PathBuf>,
+    /// Plan the run from this dataset instead of a configuration (as `semisam plan` does); the
+    /// plan and the fingerprint are saved in the run folder.
     #[arg(long)]
-    pub config: PathBuf,
+    pub dataset: Option<PathBuf>,
+    #[command(flatten)]
+    pub planning: super::plan::PlanningArgs,
     /// Override a configuration value, e.g. `--set training.iterations=200` (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub set: Vec<String>,
@@ -40,15 +46,75 @@ pub struct TrainArgs {
     pub no_progress: bool,
 }
 
+/// Where the run's configuration comes from.
+enum Source {
+    File,
+    /// Planned from a dataset: the plan's text and the fingerprint, saved into the run folder.
+    Planned {
+        plan: Box<semisam::planning::Plan>,
+        fingerprint: Box<semisam::planning::Fingerprint>,
+    },
+}
+
+/// The configuration file, or the plan of `--dataset`; `name_from` stands for it in default run
+/// names.
+fn configuration(args: &TrainArgs) -> anyhow::Result<(RunConfig, Source, PathBuf)> {
+    let planning_given = args.planning.time_budget.is_some()
+        || args.planning.framework.is_some()
+        || args.planning.spacing.is_some();
+    match (&args.config, &args.dataset) {
+        (Some(path), _) => {
+            if planning_given {
+                bail!(
+                    "--time-budget, --framework and --spacing plan a run: use them with --dataset, not --config"
+                );
+            }
+            let config = RunConfig::load(path, &args.set)?;
+            Ok((config, Source::File, path.clone()))
+        }
+        (None, Some(root)) if args.resume => {
+            // A resumed run keeps the plan it started with, not a fresh measurement.
+            let name_from = planned_name(root);
+            let run_root = match &args.name {
+                Some(name) => args.runs_dir.join(name),
+                None => latest_run(&args.runs_dir, &name_from)?,
+            };
+            let saved = run_root.join("config.toml");
+            let config = RunConfig::load(&saved, &args.set)?;
+            Ok((config, Source::File, name_from))
+        }
+        (None, Some(root)) => {
+            let (fingerprint, plan) = super::plan::plan_with_progress(root, &args.planning)?;
+            let origin = format!("the plan of {}", root.display());
+            let config = RunConfig::from_toml_str(&plan.toml, &args.set, &origin)?;
+            let source = Source::Planned {
+                plan: Box::new(plan),
+                fingerprint: Box::new(fingerprint),
+            };
+            Ok((config, source, planned_name(root)))
+        }
+        (None, None) => bail!("give --config FILE or --dataset DIR"),
+    }
+}
+
+/// Runs planned from a dataset are named after its folder.
+fn planned_name(root: &Path) -> PathBuf {
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dataset".into());
+    PathBuf::from(format!("{name}.toml"))
+}
+
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let config = RunConfig::load(&args.config, &args.set)?;
+    let (config, source, name_from) = configuration(&args)?;
     // The dataset and the splits are checked before a run folder is created for them.
     let dataset = open_dataset(&config, None)
-        .with_context(|| format!("opening the dataset of {}", args.config.display()))?;
+        .with_context(|| format!("opening the dataset of {}", name_from.display()))?;
     let (run, splits) = if args.resume {
         let root = match &args.name {
             Some(name) => args.runs_dir.join(name),
-            None => latest_run(&args.runs_dir, &args.config)?,
+            None => latest_run(&args.runs_dir, &name_from)?,
         };
         let run = RunDir::open(&root)?.0;
         let splits = Splits::load(run.splits_path())?;
@@ -58,9 +124,23 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         let name = args
             .name
             .clone()
-            .unwrap_or_else(|| default_run_name(&args.config, std::time::SystemTime::now()));
+            .unwrap_or_else(|| default_run_name(&name_from, std::time::SystemTime::now()));
         let run = RunDir::create(&args.runs_dir, &name, args.overwrite)?;
         semisam::io_util::write_atomic(&run.config_path(), config.to_toml().as_bytes())?;
+        if let Source::Planned { plan, fingerprint } = &source {
+            semisam::planning::save(
+                plan,
+                fingerprint,
+                &run.root().join("plan.toml"),
+                &run.root().join("fingerprint.json"),
+            )?;
+            eprintln!(
+                "planned: {} iterations, patch {:?}, target spacing {:?} mm (plan.toml in the run folder)",
+                config.training.iterations,
+                config.training.patch,
+                config.data.target_spacing.unwrap_or_default()
+            );
+        }
         splits.save(run.splits_path())?;
         (run, splits)
     };
@@ -125,8 +205,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         TrainOutcome::Interrupted { steps } => {
             eprintln!(
-                "interrupted after {steps} iterations; continue with: semisam train --config {} --resume --name {} (and the same --set options)",
-                args.config.display(),
+                "interrupted after {steps} iterations; continue with: semisam train {} --resume --name {} (and the same --set options)",
+                match (&args.config, &args.dataset) {
+                    (Some(config), _) => format!("--config {}", config.display()),
+                    (None, Some(dataset)) => format!("--dataset {}", dataset.display()),
+                    (None, None) => String::new(),
+                },
                 run.root()
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())

@@ -298,7 +298,7 @@ fn find_cases_dir(root: &Path, ids: &[&String]) -> Result<PathBuf, DataError> {
     }
 }
 
-fn read_json(path: &Path) -> Result<Value, DataError> {
+pub(crate) fn read_json(path: &Path) -> Result<Value, DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| DataError::Format {
         path: path.to_path_buf(),

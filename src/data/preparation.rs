@@ -1,62 +1,149 @@
-//! How a volume is prepared before a network sees it (normalised, then down-sampled), and how a
-//! label map predicted on the prepared grid goes back to the volume's own grid. Training,
-//! validation, inference and the analyses share this, so a model always sees inputs prepared
-//! the same way.
+//! How a volume is prepared before a network sees it (normalised, then brought onto the run's
+//! grid: resampled to a target spacing, or down-sampled by an integer factor), and how a label map
+//! predicted on that grid goes back to the volume's own grid. Training, validation, inference and
+//! the analyses share this, so a model always sees inputs prepared the same way.
 
 use std::path::Path;
 
 use ndarray::Array3;
 
-use super::resample::{downsample_image, downsample_label, upsample_label};
-use super::{DataError, Normalization, normalize};
+use super::downsample::{downsample_image, downsample_label, upsample_label};
+use super::resample::{resample_image, resample_label, resample_label_to_shape};
+use super::{DataError, Geometry, Normalization, Volume, normalize};
 
-/// The run's `data.normalization` and `data.downsample`.
+/// The run's `data.normalization`, `data.target_spacing` / `data.downsample` and `data.spacing`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Preparation {
     pub normalization: Normalization,
-    /// Integer down-sampling factor (1 = none).
+    /// Integer down-sampling factor (1 = none); only without `target_spacing`.
     pub downsample: usize,
+    /// Voxel spacing (mm) every volume is resampled to; `None`: volumes keep their grid.
+    pub target_spacing: Option<[f64; 3]>,
+    /// Voxel spacing (mm) of files that store none (UA-MT h5).
+    pub fallback_spacing: Option<[f64; 3]>,
 }
 
+/// A resampling from one voxel spacing to another (mm).
+type SpacingChange = ([f64; 3], [f64; 3]);
+
 impl Preparation {
-    /// The image normalised and down-sampled; `path` names the file in errors.
-    pub fn image(&self, mut image: Array3<f32>, path: &Path) -> Result<Array3<f32>, DataError> {
-        normalize(&mut image, self.normalization)
-            .map_err(|e| DataError::invalid(path, e.to_string()))?;
-        Ok(downsample_image(&image, self.downsample))
+    /// The spacing a volume is resampled from (its file's, else the fallback) and to; `None`
+    /// when the run does not resample.
+    fn spacing_change(
+        &self,
+        geometry: &Geometry,
+        path: &Path,
+    ) -> Result<Option<SpacingChange>, DataError> {
+        let Some(target) = self.target_spacing else {
+            return Ok(None);
+        };
+        let spacing = geometry.spacing.or(self.fallback_spacing).ok_or_else(|| {
+            DataError::invalid(
+                path,
+                "the file stores no voxel spacing and data.spacing is not set, so it cannot be \
+                 resampled to data.target_spacing",
+            )
+        })?;
+        Ok(Some((spacing, target)))
     }
 
-    /// A reference label map on the prepared grid.
-    pub fn label(&self, label: &Array3<u8>) -> Array3<u8> {
-        downsample_label(label, self.downsample)
+    /// The image normalised and brought onto the run's grid.
+    pub fn image(&self, image: &Volume<f32>) -> Result<Array3<f32>, DataError> {
+        let mut data = image.data.clone();
+        normalize(&mut data, self.normalization)
+            .map_err(|e| DataError::invalid(&image.path, e.to_string()))?;
+        Ok(match self.spacing_change(&image.geometry, &image.path)? {
+            Some((spacing, target)) => resample_image(data.view(), spacing, target),
+            None => downsample_image(&data, self.downsample),
+        })
     }
 
-    /// A label map predicted on the prepared grid, back on the original grid of `shape`.
+    /// A reference label map on the run's grid.
+    pub fn label(&self, label: &Volume<u8>) -> Result<Array3<u8>, DataError> {
+        Ok(match self.spacing_change(&label.geometry, &label.path)? {
+            Some((spacing, target)) => resample_label(label.data.view(), spacing, target),
+            None => downsample_label(&label.data, self.downsample),
+        })
+    }
+
+    /// A label map predicted on the run's grid, back on the original grid of `shape`.
     pub fn restore_label(&self, label: &Array3<u8>, shape: [usize; 3]) -> Array3<u8> {
-        upsample_label(label, self.downsample, shape)
+        if self.target_spacing.is_some() {
+            resample_label_to_shape(label.view(), shape)
+        } else {
+            upsample_label(label, self.downsample, shape)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::SourceFormat;
+
+    fn volume<T>(data: Array3<T>, spacing: Option<[f64; 3]>) -> Volume<T> {
+        let mut geometry = Geometry::unknown();
+        geometry.spacing = spacing;
+        Volume {
+            data,
+            geometry,
+            source: SourceFormat::Npy,
+            path: Path::new("a.nii").to_path_buf(),
+        }
+    }
 
     #[test]
     fn prepared_grid_and_back() {
         let preparation = Preparation {
             normalization: Normalization::ZScore,
             downsample: 2,
+            target_spacing: None,
+            fallback_spacing: None,
         };
         let image = Array3::from_shape_fn([4, 2, 3], |(i, _, _)| i as f32);
-        let prepared = preparation.image(image, Path::new("a.nii")).unwrap();
+        let prepared = preparation.image(&volume(image, None)).unwrap();
         assert_eq!(prepared.shape(), &[2, 1, 2]);
         // z-scored 0..3 has mean 0: the two halves average to -c and +c
         assert!((prepared[[0, 0, 0]] + prepared[[1, 0, 0]]).abs() < 1e-6);
         assert!(prepared[[0, 0, 0]] < 0.0);
         let label = Array3::from_shape_fn([4, 2, 3], |(i, _, _)| u8::from(i >= 2));
-        let small = preparation.label(&label);
+        let small = preparation.label(&volume(label.clone(), None)).unwrap();
         assert_eq!(small.iter().copied().collect::<Vec<_>>(), [0, 0, 1, 1]);
         assert_eq!(preparation.restore_label(&small, [4, 2, 3]), label);
+    }
+
+    #[test]
+    fn resampled_to_the_target_spacing_and_back() {
+        let preparation = Preparation {
+            normalization: Normalization::Identity,
+            downsample: 1,
+            target_spacing: Some([2.0, 1.0, 1.0]),
+            fallback_spacing: Some([1.0, 1.0, 1.0]),
+        };
+        let label = Array3::from_shape_fn([8, 3, 3], |(i, _, _)| u8::from(i >= 4));
+        // no spacing in the file: the fallback applies
+        let coarse = preparation.label(&volume(label.clone(), None)).unwrap();
+        assert_eq!(coarse.shape(), &[4, 3, 3]);
+        assert_eq!(preparation.restore_label(&coarse, [8, 3, 3]), label);
+        let image = preparation
+            .image(&volume(label.mapv(f32::from), Some([1.0, 1.0, 1.0])))
+            .unwrap();
+        assert_eq!(image.shape(), &[4, 3, 3]);
+    }
+
+    #[test]
+    fn resampling_without_a_spacing_names_the_file() {
+        let preparation = Preparation {
+            normalization: Normalization::Identity,
+            downsample: 1,
+            target_spacing: Some([1.0, 1.0, 1.0]),
+            fallback_spacing: None,
+        };
+        let err = preparation
+            .image(&volume(Array3::zeros([2, 2, 2]), None))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("a.nii: ") && err.contains("spacing"), "{err}");
     }
 
     #[test]
@@ -67,12 +154,14 @@ mod tests {
                 upper: 10.0,
             },
             downsample: 1,
+            target_spacing: None,
+            fallback_spacing: None,
         };
         let err = preparation
-            .image(Array3::from_elem([2, 2, 2], 3.0), Path::new("flat.nii.gz"))
+            .image(&volume(Array3::from_elem([2, 2, 2], 3.0), None))
             .map(|_| ())
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("flat.nii.gz: "), "{err}");
+        assert!(err.starts_with("a.nii: "), "{err}");
     }
 }

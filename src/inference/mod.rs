@@ -1,5 +1,6 @@
 //! Sliding-window inference and post-processing.
 
+pub mod input_check;
 pub mod pipeline;
 pub mod postprocess;
 pub mod predictor;

@@ -1,4 +1,4 @@
-//! Whole-file prediction: read → prepare as in training (normalise, down-sample) → sliding
+//! Whole-file prediction: read → prepare as in training (normalise, resample) → sliding
 //! window → optional largest-component clean-up → back to the input grid → write in the input's
 //! format with the input's geometry.
 
@@ -76,7 +76,7 @@ pub fn predict_volume(
     device: &Device,
     progress: impl FnMut(usize, usize),
 ) -> Result<Volume<u8>, InferenceError> {
-    let prepared = input.preparation.image(image.data.clone(), &image.path)?;
+    let prepared = input.preparation.image(image)?;
     let window = SlidingWindow {
         window: input.window,
         stride: options.stride,

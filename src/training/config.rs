@@ -102,6 +102,14 @@ pub struct DataConfig {
     /// Voxel spacing (mm) to use when the files store none (UA-MT h5: 0.625 mm for LA).
     #[serde(default)]
     pub spacing: Option<[f64; 3]>,
+    /// Resample every volume to this voxel spacing (mm) before training and prediction
+    /// (`semisam plan` chooses it); absent: volumes keep their own grid.
+    #[serde(default)]
+    pub target_spacing: Option<[f64; 3]>,
+    /// Imaging modality of the training images (`dataset.json`'s, e.g. "MRI" or "CT");
+    /// `predict` refuses inputs declared with another one.
+    #[serde(default)]
+    pub modality: Option<String>,
 }
 
 /// Optimiser, schedule, batches and checkpoints.
@@ -317,6 +325,18 @@ impl RunConfig {
         if self.data.downsample == 0 {
             return Err("data.downsample must be at least 1".into());
         }
+        if let Some(target) = self.data.target_spacing {
+            if !target.iter().all(|&s| s > 0.0 && s.is_finite()) {
+                return Err(format!(
+                    "data.target_spacing {target:?}: every spacing must be positive"
+                ));
+            }
+            if self.data.downsample != 1 {
+                return Err(
+                    "data.target_spacing and data.downsample both change the grid: set one".into(),
+                );
+            }
+        }
         for (name, stride) in [
             ("validation.stride", self.validation.stride),
             ("inference.stride", self.inference.stride),
@@ -352,6 +372,8 @@ impl RunConfig {
         crate::data::Preparation {
             normalization: self.data.normalization,
             downsample: self.data.downsample,
+            target_spacing: self.data.target_spacing,
+            fallback_spacing: self.data.spacing,
         }
     }
 

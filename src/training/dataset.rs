@@ -1,10 +1,12 @@
 //! From a dataset on disk to the in-memory cases of a run: splits, reading, normalisation and
-//! down-sampling.
+//! resampling onto the run's grid.
 //!
 //! Unlabeled cases are read with [`read_image`] alone: their label files are never opened, so a
 //! label that happens to exist for them cannot leak into training. The one exception is asked for
 //! by name: `sam.prompt_source = "ground_truth_oracle"`, an analysis of the pseudo-labels' upper
 //! bound, reads them for the SAM prompts.
+
+use std::path::Path;
 
 use ndarray::Array3;
 use rayon::prelude::*;
@@ -220,7 +222,7 @@ fn load_unlabeled(
             check_finite(&volume)?;
             Ok(UnlabeledCase {
                 id: id.clone(),
-                image: config.preparation().image(volume.data, &case.image)?,
+                image: config.preparation().image(&volume)?,
             })
         })
         .collect()
@@ -261,8 +263,9 @@ fn load_labeled(
                     ),
                 ));
             }
-            let image = config.preparation().image(loaded.image.data, &case.image)?;
-            Ok((id.clone(), image, config.preparation().label(&label.data)))
+            let preparation = config.preparation();
+            let image = preparation.image(&loaded.image)?;
+            Ok((id.clone(), image, preparation.label(&label)?))
         })
         .collect()
 }
