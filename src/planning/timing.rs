@@ -8,7 +8,7 @@ use ndarray::Array3;
 use crate::frameworks::FrameworkError;
 use crate::frameworks::benchmark::{StepBenchSettings, time_mean_teacher_step};
 use crate::generalists::litemedsam::{LiteMedSam, LiteMedSamError, prepare_image};
-use crate::generalists::weights::{self, LITEMEDSAM};
+use crate::generalists::weights_cache::{self as weights, LITEMEDSAM};
 use crate::networks::Architecture;
 
 /// What a training step of the plan costs.
