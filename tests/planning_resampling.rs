@@ -9,6 +9,7 @@ use semisam::data::resample::{resample_image, resample_label};
 use semisam::data::{
     Geometry, SourceFormat, Volume, read_image, read_label, write_image, write_label,
 };
+use semisam::generalists::factory::GeneralistConfig;
 use semisam::metrics::dice_from_counts;
 use semisam::training::RunConfig;
 
@@ -165,7 +166,7 @@ fn plans_of_the_demo_subset_and_of_a_coarser_copy() {
     assert_eq!(fine.data.modality.as_deref(), Some("MRI"));
     assert_eq!(fine.training.patch, [32, 48, 32]);
     assert_eq!(fine.network.num_classes, 3);
-    assert_eq!(fine.sam.as_ref().map(|s| s.axis), Some(2));
+    assert_eq!(sam_axis(&fine), Some(2));
     assert!(!fine.training.augment.rot90 && !fine.training.augment.flip);
     assert!(
         text.contains("the median voxel spacing of the 9 training images (mm)"),
@@ -185,7 +186,7 @@ fn plans_of_the_demo_subset_and_of_a_coarser_copy() {
     assert_eq!(coarse.data.target_spacing, Some(COARSE));
     assert_eq!(coarse.training.patch[..2], [32, 48]);
     assert_eq!(coarse.training.patch[2], 16);
-    assert_eq!(coarse.sam.as_ref().map(|s| s.axis), Some(2));
+    assert_eq!(sam_axis(&coarse), Some(2));
     assert!(
         text.contains("slices across axis 2, the coarsest (2.5 mm)"),
         "{text}"
@@ -322,4 +323,12 @@ fn predict_refuses_another_modality() {
         "{stderr}"
     );
     assert!(!dir.path().join("out").exists());
+}
+
+/// The LiteMedSAM slicing axis of a run configuration.
+fn sam_axis(config: &RunConfig) -> Option<usize> {
+    match &config.sam.as_ref()?.generalist {
+        GeneralistConfig::LiteMedSam(litemedsam) => Some(litemedsam.axis),
+        GeneralistConfig::SamMed3d(_) => None,
+    }
 }

@@ -143,7 +143,10 @@ mod tests {
             .image(&volume(Array3::zeros([2, 2, 2]), None))
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("a.nii: ") && err.contains("spacing"), "{err}");
+        assert!(
+            err.starts_with("a.nii: ") && err.contains("spacing"),
+            "{err}"
+        );
     }
 
     #[test]

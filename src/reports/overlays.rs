@@ -9,8 +9,8 @@ use super::slices::{
     largest_slices, render_figure,
 };
 use super::{ReportError, RunContents, rescore};
-use crate::data::read_label;
 use crate::data::downsample::{downsample_image, downsample_label};
+use crate::data::read_label;
 use crate::data::resample::{resample_image_to_shape, resample_label_to_shape};
 use crate::training::pseudo_labels;
 
