@@ -9,6 +9,8 @@
 #
 # SEMISAM_BIN: the binary (default: target/debug/semisam, built if missing). SOAK_SEED: the seed of
 # the kill times (default: the current time, printed). Exit status 0 only when everything matches.
+# Checkpoints are compared by content: tensors and scalars by parameter name (burn's parameter ids
+# are random per process, so the files' bytes differ).
 set -euo pipefail
 
 kills=${1:-5}
@@ -68,23 +70,24 @@ stride = [16, 16, 16]
 stride = [16, 16, 16]
 TOML
 
-train() {
-    "$bin" train --config "$config" --runs-dir "$runs" --no-progress "$@"
-}
+# The binary itself, not a shell function around it: `kill -9 $!` must reach the trainer.
+train=("$bin" train --config "$config" --runs-dir "$runs" --no-progress)
 
 echo "soak: $kills kills, seed $seed, output $out"
 start=$(date +%s.%N)
-train --name straight > "$out/straight.log" 2>&1
+"${train[@]}" --name straight > "$out/straight.log" 2>&1
 straight_s=$(echo "$(date +%s.%N) - $start" | bc)
 echo "uninterrupted run: ${straight_s} s"
 
-steps() { [ -f "$runs/soak/log.jsonl" ] && grep -c '"kind":"iteration"' "$runs/soak/log.jsonl" || echo 0; }
+steps() { cat "$runs/soak/log.jsonl" 2>/dev/null | grep -c '"kind":"iteration"' || true; }
 
 mode=(--name soak)
 for kill in $(seq 1 "$kills"); do
-    # Anywhere from process start (data loading) to most of a full run.
-    delay=$(echo "scale=2; $straight_s * ($RANDOM % 1000) / 1000 * 0.8" | bc)
-    train "${mode[@]}" >> "$out/soak.log" 2>&1 &
+    # Anywhere from process start (data loading) to a third of a full run, so that most kills
+    # land while training.
+    fraction=$((RANDOM % 1000))
+    delay=$(echo "scale=2; $straight_s * 0.3 * $fraction / 1000" | bc)
+    "${train[@]}" "${mode[@]}" >> "$out/soak.log" 2>&1 &
     pid=$!
     sleep "$delay"
     if kill -9 "$pid" 2>/dev/null; then
@@ -101,8 +104,7 @@ for kill in $(seq 1 "$kills"); do
     fi
 done
 echo "final ${mode[*]}"
-train "${mode[@]}" >> "$out/soak.log" 2>&1
-ls -a "$runs/soak/checkpoints"
+"${train[@]}" "${mode[@]}" >> "$out/soak.log" 2>&1
 
 python3 - "$runs/straight" "$runs/soak" <<'PY'
 import json, struct, sys, csv, io
@@ -111,6 +113,56 @@ from pathlib import Path
 straight, soak = map(Path, sys.argv[1:])
 failures = []
 
+def cbor(data, i=0):
+    """Minimal CBOR decoder (what burnpack metadata uses): (value, next index)."""
+    head = data[i]
+    major, info, i = head >> 5, head & 31, i + 1
+    if info < 24:
+        arg = info
+    else:
+        size = {24: 1, 25: 2, 26: 4, 27: 8}[info]
+        arg, i = int.from_bytes(data[i:i + size], "big"), i + size
+    if major == 0:
+        return arg, i
+    if major == 1:
+        return -1 - arg, i
+    if major == 2:
+        return bytes(data[i:i + arg]), i + arg
+    if major == 3:
+        return data[i:i + arg].decode(), i + arg
+    if major == 4:
+        items = []
+        for _ in range(arg):
+            value, i = cbor(data, i)
+            items.append(value)
+        return items, i
+    if major == 5:
+        items = {}
+        for _ in range(arg):
+            key, i = cbor(data, i)
+            items[key], i = cbor(data, i)
+        return items, i
+    if major == 7:
+        return {20: False, 21: True, 22: None}[info], i
+    raise ValueError(f"unexpected CBOR major type {major}")
+
+def by_name(section):
+    """A burnpack section as {parameter name: (dtype, shape, bytes)} plus its scalars. burn gives
+    every parameter a random id per process, and the optimizer keys its state by those ids: both
+    are translated to parameter names, which is what a resumed run must reproduce."""
+    assert section[:4] == b"NRUB"
+    meta, _ = cbor(section, 10)
+    tensors = meta["tensors"]
+    start = len(section) - max(t["data_offsets"][1] for t in tensors.values())
+    names = meta.get("metadata", {})
+    def name(key):
+        head, _, tail = key.partition(".")
+        return f"{names[head]}.{tail}" if head in names else key
+    values = {name(k): (t["dtype"], t["shape"], section[start + t["data_offsets"][0]:start + t["data_offsets"][1]])
+              for k, t in tensors.items()}
+    scalars = {name(k): v for k, v in meta.get("scalars", {}).items()}
+    return values, scalars
+
 def checkpoint(path):
     data = path.read_bytes()
     assert data[:12] == b"SEMISAM-CKPT", path
@@ -118,22 +170,22 @@ def checkpoint(path):
     header = json.loads(data[24:24 + length])
     offset, sections = 24 + length, {}
     for name, size in header.pop("sections"):
-        sections[name] = data[offset:offset + size]
+        sections[name] = by_name(data[offset:offset + size])
         offset += size
     return header, sections
 
 for name in ["final", "last", "best"]:
     a, b = (checkpoint(run / "checkpoints" / f"{name}.ckpt") for run in (straight, soak))
-    for key in sorted(set(a[0]) | set(b[0])):
-        same = a[0].get(key) == b[0].get(key)
-        if not same:
-            failures.append(f"{name}.ckpt header field {key}")
     for section in sorted(set(a[1]) | set(b[1])):
         same = a[1].get(section) == b[1].get(section)
-        print(f"{name}.ckpt {section:<10} {len(a[1].get(section, b'')):>9} bytes  {'identical' if same else 'DIFFERENT'}")
+        size = sum(len(v[2]) for v in a[1].get(section, ({}, {}))[0].values())
+        print(f"{name}.ckpt {section:<10} {size:>9} bytes of tensors  {'identical' if same else 'DIFFERENT'}")
         if not same:
             failures.append(f"{name}.ckpt section {section}")
-    print(f"{name}.ckpt header (step {a[0]['step']}, sampler, RNG, best) {'identical' if a[0] == b[0] else 'DIFFERENT'}")
+    same = a[0] == b[0]
+    print(f"{name}.ckpt header (step {a[0]['step']}, sampler, RNG, best) {'identical' if same else 'DIFFERENT'}")
+    if not same:
+        failures.append(f"{name}.ckpt header")
 
 WALL_CLOCK = {"elapsed_s", "iteration_s", "seconds"}
 

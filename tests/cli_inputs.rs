@@ -68,21 +68,6 @@ fn an_8_bit_png_gives_the_mask_of_the_same_pixels_as_npy() {
     assert!(foreground > 100, "the ellipse was not segmented: {foreground} pixels");
     assert!(from_png == from_npy, "the PNG and the npy of the same pixels differ");
 
-    // A box reaching past the image is clipped, with a warning, to the same mask.
-    let clipped = dir.path().join("clipped.png");
-    let err = succeeds(&[
-        "sam2d",
-        "--image",
-        text(&png),
-        "--box",
-        "-5,15,56,41",
-        "--out",
-        text(&clipped),
-    ]);
-    assert!(
-        err.contains("warning: box -5,15,56,41 reaches outside the 72x60 image; clipped to 0,15,56,41"),
-        "{err}"
-    );
 }
 
 #[test]

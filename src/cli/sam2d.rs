@@ -26,8 +26,9 @@ pub struct Sam2dArgs {
     /// Axis of the volume the slice is taken along (0, 1 or 2).
     #[arg(long, default_value_t = 2)]
     pub axis: usize,
-    /// Box prompt in original pixel coordinates: x0,y0,x1,y1 (x = column, y = row).
-    #[arg(long = "box", value_parser = parse_box)]
+    /// Box prompt in original pixel coordinates: x0,y0,x1,y1 (x = column, y = row); a box
+    /// reaching past the image is clipped to it.
+    #[arg(long = "box", value_parser = parse_box, allow_hyphen_values = true)]
     pub bbox: Option<[f64; 4]>,
     /// Point prompt x,y,label (label 1 = foreground, 0 = background); repeatable.
     #[arg(long = "point", value_parser = parse_point)]
