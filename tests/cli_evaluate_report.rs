@@ -104,7 +104,12 @@ fn every_class_of_the_reference_folder_is_scored_on_every_case() {
 
     // --classes picks; values outside it are named.
     let only_2 = dir.path().join("only_2");
-    let err = succeeds(&evaluate_args(&pred, &reference, &only_2, &["--classes", "2"]));
+    let err = succeeds(&evaluate_args(
+        &pred,
+        &reference,
+        &only_2,
+        &["--classes", "2"],
+    ));
     assert!(
         err.contains("predictions hold label value(s) [1] that are not scored"),
         "{err}"
@@ -118,7 +123,9 @@ fn every_class_of_the_reference_folder_is_scored_on_every_case() {
     std::fs::remove_file(pred.join("b.nii.gz")).unwrap();
     let err = fails(&args);
     assert!(
-        err.contains("no reference holds a foreground label; name the classes to score with --classes"),
+        err.contains(
+            "no reference holds a foreground label; name the classes to score with --classes"
+        ),
         "{err}"
     );
 }
@@ -144,7 +151,10 @@ fn a_reference_without_prediction_is_an_error_or_scored_empty_when_asked() {
         &out,
         &["--missing-as-empty"],
     ));
-    assert!(err.contains("scored as empty predictions: [\"b\"]"), "{err}");
+    assert!(
+        err.contains("scored as empty predictions: [\"b\"]"),
+        "{err}"
+    );
     let b: Vec<(u8, f64)> = per_case(&out)
         .into_iter()
         .filter(|r| r.0 == "b")
@@ -152,9 +162,15 @@ fn a_reference_without_prediction_is_an_error_or_scored_empty_when_asked() {
         .collect();
     assert_eq!(b, [(1, 0.0), (2, 1.0)]);
     assert_eq!(summary(&out)["cases"], 3);
-    assert_eq!(summary(&out)["missing_predictions"], serde_json::json!(["b"]));
+    assert_eq!(
+        summary(&out)["missing_predictions"],
+        serde_json::json!(["b"])
+    );
     let markdown = std::fs::read_to_string(out.join("summary.md")).unwrap();
-    assert!(markdown.starts_with("# Evaluation\n\n3 cases;"), "{markdown}");
+    assert!(
+        markdown.starts_with("# Evaluation\n\n3 cases;"),
+        "{markdown}"
+    );
     assert!(
         markdown.contains("- No prediction file, scored as an empty prediction (1 cases): b"),
         "{markdown}"
@@ -207,7 +223,9 @@ fn report_does_not_present_metrics_whose_predictions_are_gone() {
     }
     let err = succeeds(&["report", text(&run)]);
     assert!(
-        err.contains("the scores in metrics/ cannot be re-checked and are not shown as the final model's"),
+        err.contains(
+            "the scores in metrics/ cannot be re-checked and are not shown as the final model's"
+        ),
         "{err}"
     );
     let page = report();

@@ -6,9 +6,7 @@ mod cli_support;
 
 use std::path::Path;
 
-use cli_support::{
-    demo_ids, demo_subset, fails, semisam, succeeds, text, tiny_config, train_args,
-};
+use cli_support::{demo_ids, demo_subset, fails, semisam, succeeds, text, tiny_config, train_args};
 use ndarray::Array2;
 use ndarray_npy::write_npy;
 
@@ -65,9 +63,14 @@ fn an_8_bit_png_gives_the_mask_of_the_same_pixels_as_npy() {
     let from_npy = mask(&npy, "npy_mask.png");
     assert_eq!(from_png.dimensions(), (72, 60));
     let foreground = from_npy.pixels().filter(|p| p.0[0] > 0).count();
-    assert!(foreground > 100, "the ellipse was not segmented: {foreground} pixels");
-    assert!(from_png == from_npy, "the PNG and the npy of the same pixels differ");
-
+    assert!(
+        foreground > 100,
+        "the ellipse was not segmented: {foreground} pixels"
+    );
+    assert!(
+        from_png == from_npy,
+        "the PNG and the npy of the same pixels differ"
+    );
 }
 
 #[test]
@@ -118,7 +121,8 @@ fn sam2d_refuses_a_box_outside_the_image_and_non_finite_pixels() {
 #[test]
 fn inspect_refuses_a_dataset_without_training_cases() {
     let dir = tempfile::tempdir().unwrap();
-    let json = serde_json::json!({"name": "x", "labels": {"0": "background", "1": "a"}, "test": []});
+    let json =
+        serde_json::json!({"name": "x", "labels": {"0": "background", "1": "a"}, "test": []});
     std::fs::write(dir.path().join("dataset.json"), json.to_string()).unwrap();
     let out = semisam(&["inspect", text(dir.path())]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -151,7 +155,10 @@ fn all_zero_images_and_patches_larger_than_the_image_are_warned_about() {
         stdout.contains("is smaller than the training patch (16x64x16) along axis 1"),
         "{stdout}"
     );
-    assert!(stdout.contains("summary: 3 cases, 0 with problems, 0 problem(s)"), "{stdout}");
+    assert!(
+        stdout.contains("summary: 3 cases, 0 with problems, 0 problem(s)"),
+        "{stdout}"
+    );
 
     // train: the all-zero case is the validation case (the last one), the patch is too tall.
     let config = dir.path().join("tiny.toml");

@@ -131,17 +131,30 @@ fn interrupt(mut child: Child, run: &Path, after: usize) -> (Option<i32>, String
     while logged_iterations(run) <= after {
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             panic!("train ended ({status}) before it could be interrupted:\n{err}");
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "no iteration logged");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no iteration logged"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // SAFETY: sends a signal to our own child process, which is still running.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let status = child.wait().unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     (status.code(), err)
 }
 
@@ -206,5 +219,9 @@ fn resuming_a_run_killed_before_its_first_checkpoint_says_how_to_restart_it() {
     // And the printed command works.
     let out = succeeds(&train_args(&config, &runs, "early", &["--overwrite"]));
     assert!(out.contains("finished 2 iterations"), "{out}");
-    assert!(semisam(&["report", text(&runs.join("early"))]).status.success());
+    assert!(
+        semisam(&["report", text(&runs.join("early"))])
+            .status
+            .success()
+    );
 }

@@ -75,10 +75,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             );
         }
         for file in run.removed_temp_files() {
-            eprintln!(
-                "removed {} (left by an interrupted write)",
-                file.display()
-            );
+            eprintln!("removed {} (left by an interrupted write)", file.display());
         }
         let splits = Splits::load(run.splits_path())?;
         (Target::Resume(run), splits, name)

@@ -43,7 +43,10 @@ pub fn check_training_cases(dataset: &Dataset) -> Result<(), DataError> {
         return Ok(());
     }
     let (path, what) = match dataset.layout {
-        Layout::UaMt { .. } => (dataset.root.join(TRAIN_LIST), "lists no case (or is missing)"),
+        Layout::UaMt { .. } => (
+            dataset.root.join(TRAIN_LIST),
+            "lists no case (or is missing)",
+        ),
         Layout::Msd => (
             dataset.root.join(DATASET_JSON),
             "has no `training` list (or an empty one)",

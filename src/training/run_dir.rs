@@ -456,7 +456,10 @@ mod tests {
         in_use(RunDir::create(dir.path(), "live", false));
         in_use(RunDir::create(dir.path(), "live", true));
         in_use(RunDir::open_to_resume(run.root()).map(|(r, _)| r));
-        assert!(run.root().join("marker").is_file(), "a refused overwrite deleted files");
+        assert!(
+            run.root().join("marker").is_file(),
+            "a refused overwrite deleted files"
+        );
         // Reading is not writing: reports may open a live run.
         assert!(!RunDir::open(run.root()).unwrap().0.is_locked());
         let clone = run.clone();
@@ -496,7 +499,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nowhere");
         let err = RunDir::open(&missing).unwrap_err().to_string();
-        assert_eq!(err, format!("run folder {} does not exist", missing.display()));
+        assert_eq!(
+            err,
+            format!("run folder {} does not exist", missing.display())
+        );
     }
 
     #[test]

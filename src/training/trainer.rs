@@ -28,11 +28,11 @@ use super::run_dir::RunDir;
 use super::validation::{EvalCase, summarize, validate_with};
 use crate::data::batches::{Batch, BatchError, BatchOptions, BatchSampler, RngState, TrainingPool};
 use crate::frameworks::sam_assist::SamAssist;
-use crate::generalists::Generalist;
 use crate::frameworks::{
     self, AuxiliaryLoss, Framework, FrameworkError, StepIndex, new_teacher, train_step,
     update_teacher,
 };
+use crate::generalists::Generalist;
 use crate::inference::SlidingWindow;
 use crate::inference::predictor::array_to_tensor;
 use crate::networks::{NetworkError, Specialist};
@@ -156,7 +156,13 @@ pub fn train(
     run: &RunDir,
     options: &TrainOptions,
 ) -> Result<TrainOutcome, TrainingError> {
-    train_with(config, data, TrainingSetup::new(config, data)?, run, options)
+    train_with(
+        config,
+        data,
+        TrainingSetup::new(config, data)?,
+        run,
+        options,
+    )
 }
 
 /// [`train`] with its setup built beforehand (so that nothing is written before it succeeds).

@@ -53,8 +53,8 @@ pub fn demo_subset(root: &Path, n: usize, mut edit: impl FnMut(usize, &mut Volum
         let label = read_label(label_path(&demo_root(), id)).unwrap();
         std::fs::create_dir_all(root.join("imagesTr")).unwrap();
         std::fs::create_dir_all(root.join("labelsTr")).unwrap();
-        write_image(&image, &image_path(root, id)).unwrap();
-        write_label(&label, &label_path(root, id)).unwrap();
+        write_image(&image, image_path(root, id)).unwrap();
+        write_label(&label, label_path(root, id)).unwrap();
         training.push(serde_json::json!({
             "image": format!("./imagesTr/{id}.nii.gz"),
             "label": format!("./labelsTr/{id}.nii.gz"),
