@@ -16,18 +16,18 @@ use semisam::data::Splits;
 use semisam::training::run_dir::RunDir;
 
 /// A three-case dataset and a configuration of `iterations` in `dir`; returns the config path.
-fn setup(dir: &Path, iterations: usize, extra: &str) -> std::path::PathBuf {
+fn setup(dir: &Path, iterations: usize) -> std::path::PathBuf {
     let dataset = dir.join("data");
     demo_subset(&dataset, 3, |_, _| {});
     let config = dir.join("tiny.toml");
-    std::fs::write(&config, tiny_config(&dataset, iterations, 0, extra)).unwrap();
+    std::fs::write(&config, tiny_config(&dataset, iterations, 0, "")).unwrap();
     config
 }
 
 #[test]
 fn a_live_run_folder_refuses_a_second_train_an_overwrite_and_a_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let config = setup(dir.path(), 2, "");
+    let config = setup(dir.path(), 2);
     let runs = dir.path().join("runs");
     // This process plays the live run: it holds the folder's lock as `train` does.
     let live = RunDir::create(&runs, "live", false).unwrap();
@@ -161,7 +161,7 @@ fn interrupt(mut child: Child, run: &Path, after: usize) -> (Option<i32>, String
 #[test]
 fn ctrl_c_exits_130_with_the_full_resume_command_and_resume_cleans_stale_temp_files() {
     let dir = tempfile::tempdir().unwrap();
-    let config = setup(dir.path(), 1_000_000, "");
+    let config = setup(dir.path(), 1_000_000);
     let runs = dir.path().join("my runs");
     let run = runs.join("sig");
     let args = train_args(&config, &runs, "sig", &["--set", "training.lr=0.02"]);
@@ -193,7 +193,7 @@ fn ctrl_c_exits_130_with_the_full_resume_command_and_resume_cleans_stale_temp_fi
 #[test]
 fn resuming_a_run_killed_before_its_first_checkpoint_says_how_to_restart_it() {
     let dir = tempfile::tempdir().unwrap();
-    let config = setup(dir.path(), 2, "");
+    let config = setup(dir.path(), 2);
     let runs = dir.path().join("runs");
     let early = RunDir::create(&runs, "early", false).unwrap();
     Splits {
