@@ -32,6 +32,14 @@ fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
+/// Whether `path` is a temporary file of [`write_atomic_with`] (`.<name>.<pid>.tmp`), such as
+/// one left behind by a process killed while writing.
+pub fn is_temp_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"))
+}
+
 /// Write the bytes produced by `fill` to `path` atomically (temp file + fsync + rename).
 pub fn write_atomic_with<F>(path: &Path, fill: F) -> Result<(), WriteError>
 where

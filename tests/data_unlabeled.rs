@@ -404,7 +404,7 @@ fn unlabeled_images_are_validated_like_the_others() {
     let pool = dir.path().join("pool");
     let (mut image, _) = case(1);
     image[[3, 4, 5]] = f32::NAN;
-    write_image(&volume(image), &pool.join("nan.nii.gz")).unwrap();
+    write_image(&volume(image), pool.join("nan.nii.gz")).unwrap();
     semisam::data::npy::write(&Array3::<f32>::zeros([4, 4, 0]), &pool.join("empty.npy")).unwrap();
     fs::write(pool.join("broken.h5"), b"not HDF5").unwrap();
     let mut dataset = Dataset::open(&root).unwrap();

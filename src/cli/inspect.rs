@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use semisam::data::Dataset;
-use semisam::data::inspect::inspect_dataset;
+use semisam::data::inspect::{check_training_cases, inspect_dataset};
+
+use super::parse_triple;
 
 #[derive(clap::Args)]
 pub struct InspectArgs {
@@ -18,6 +20,9 @@ pub struct InspectArgs {
     /// Cases read in parallel (default: one per core). Each LA case needs about 150 MB.
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Training patch (x,y,z): warn about images smaller than it.
+    #[arg(long, value_parser = parse_triple::<usize>)]
+    pub patch: Option<[usize; 3]>,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
@@ -42,18 +47,28 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         dataset.test_ids.len(),
         labels.join(", ")
     );
-    let reports = inspect_dataset(&dataset, args.jobs)?;
+    let dataset_problem = check_training_cases(&dataset).err();
+    if let Some(problem) = &dataset_problem {
+        println!("PROBLEM: {problem}");
+    }
+    let reports = inspect_dataset(&dataset, args.jobs, args.patch)?;
     for report in &reports {
         println!("{report}");
     }
-    let problems: usize = reports.iter().map(|r| r.problems.len()).sum();
+    let problems = reports.iter().map(|r| r.problems.len()).sum::<usize>()
+        + usize::from(dataset_problem.is_some());
     let bad_cases = reports.iter().filter(|r| !r.problems.is_empty()).count();
+    let warnings: usize = reports.iter().map(|r| r.warnings.len()).sum();
     println!(
-        "summary: {} cases, {} with problems, {} problem(s)",
+        "summary: {} cases, {} with problems, {} problem(s), {} warning(s)",
         reports.len(),
         bad_cases,
-        problems
+        problems,
+        warnings
     );
+    if let Some(problem) = dataset_problem {
+        bail!("{problem}");
+    }
     if problems > 0 {
         bail!("{problems} problem(s) found in {bad_cases} case(s)");
     }

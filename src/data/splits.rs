@@ -152,7 +152,7 @@ impl Splits {
         crate::io_util::write_atomic(path, json.as_bytes()).map_err(DataError::from)
     }
 
-    /// Load and check.
+    /// Load and check; a splits file is what a run trains on, so it needs a labeled case.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, DataError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
@@ -161,6 +161,12 @@ impl Splits {
             format: "splits JSON",
             reason: e.to_string(),
         })?;
+        if splits.labeled.is_empty() {
+            return Err(DataError::invalid(
+                path,
+                "the `labeled` list is empty: training needs at least one labeled case",
+            ));
+        }
         splits.check(path)?;
         Ok(splits)
     }

@@ -107,6 +107,9 @@ pub struct ReportFiles {
     pub curves: Option<PathBuf>,
     pub overlays: Vec<PathBuf>,
     pub metrics: Option<crate::metrics::ReportPaths>,
+    /// `metrics/` holds scores that could not be re-scored because the saved predictions are
+    /// gone: the report does not present them as the final model's.
+    pub unverified_metrics: bool,
 }
 
 /// Everything the report is made from, read once.
@@ -155,6 +158,10 @@ pub fn generate(root: &Path, options: &ReportOptions) -> Result<ReportFiles, Rep
     } else {
         None
     };
+    // Re-scoring found no prediction: any metrics/ left are not traceable to the final model.
+    let unverified_metrics = options.rescore
+        && metrics.is_none()
+        && run.metrics_dir().join(rescore::SUMMARY_FILE).is_file();
     let curves = if contents.history.iterations.is_empty() {
         None
     } else {
@@ -169,11 +176,18 @@ pub fn generate(root: &Path, options: &ReportOptions) -> Result<ReportFiles, Rep
         Some(path)
     };
     let overlays = overlays::write_overlays(&contents, &held_out.ids)?;
-    let report = report::write_report(&contents, &held_out, curves.is_some(), &overlays)?;
+    let report = report::write_report(
+        &contents,
+        &held_out,
+        curves.is_some(),
+        &overlays,
+        !unverified_metrics,
+    )?;
     Ok(ReportFiles {
         report,
         curves,
         overlays: overlays.into_iter().map(|o| o.path).collect(),
         metrics,
+        unverified_metrics,
     })
 }

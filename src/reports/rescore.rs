@@ -9,6 +9,9 @@ use crate::metrics::{ReportPaths, evaluate_pair, write_evaluation_report};
 use crate::training::evaluate::evaluation_options;
 use crate::training::run_dir::RunDir;
 
+/// The summary file of `metrics/` (see `metrics::write_evaluation_report`).
+pub const SUMMARY_FILE: &str = "summary.json";
+
 /// The cases the final model is evaluated on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldOut {

@@ -32,6 +32,7 @@ use crate::frameworks::{
     self, AuxiliaryLoss, Framework, FrameworkError, StepIndex, new_teacher, train_step,
     update_teacher,
 };
+use crate::generalists::Generalist;
 use crate::inference::SlidingWindow;
 use crate::networks::arrays::array_to_tensor;
 use crate::networks::{NetworkError, Specialist};
@@ -117,6 +118,40 @@ struct State {
     sam_labels: Option<Vec<u8>>,
 }
 
+/// What a run needs besides its folder, built and checked before the folder is created: the
+/// framework, the batch options against the cases, and the generalist with its weights loaded.
+pub struct TrainingSetup {
+    framework: Box<dyn Framework>,
+    batch_options: BatchOptions,
+    generalist: Option<Box<dyn Generalist>>,
+}
+
+impl TrainingSetup {
+    pub fn new(config: &RunConfig, data: &TrainingData) -> Result<Self, TrainingError> {
+        let framework = config.framework.build()?;
+        let batch_options = BatchOptions {
+            batch_size: config.training.batch_size,
+            labeled_bs: config.training.labeled_bs,
+            patch: config.training.patch,
+            augment: config.training.augment,
+        };
+        BatchSampler::new(batch_options, &data.pool, config.training.seed)?;
+        let generalist = config
+            .sam
+            .as_ref()
+            .map(|sam| {
+                sam.generalist
+                    .build(&sam.prompts, &crate::backend::default_device())
+            })
+            .transpose()?;
+        Ok(TrainingSetup {
+            framework,
+            batch_options,
+            generalist,
+        })
+    }
+}
+
 /// Train (or continue training) the run in `run` on `data`.
 pub fn train(
     config: &RunConfig,
@@ -124,24 +159,36 @@ pub fn train(
     run: &RunDir,
     options: &TrainOptions,
 ) -> Result<TrainOutcome, TrainingError> {
+    train_with(
+        config,
+        data,
+        TrainingSetup::new(config, data)?,
+        run,
+        options,
+    )
+}
+
+/// [`train`] with its setup built beforehand (so that nothing is written before it succeeds).
+pub fn train_with(
+    config: &RunConfig,
+    data: &TrainingData,
+    setup: TrainingSetup,
+    run: &RunDir,
+    options: &TrainOptions,
+) -> Result<TrainOutcome, TrainingError> {
     let device = crate::backend::default_device().autodiff();
-    let framework = config.framework.build()?;
-    let batch_options = BatchOptions {
-        batch_size: config.training.batch_size,
-        labeled_bs: config.training.labeled_bs,
-        patch: config.training.patch,
-        augment: config.training.augment,
-    };
+    let TrainingSetup {
+        framework,
+        batch_options,
+        generalist,
+    } = setup;
     let mut state = if options.resume {
         resume_state(config, &*framework, batch_options, &data.pool, run, &device)?
     } else {
         fresh_state(config, &*framework, batch_options, &data.pool, &device)?
     };
-    let mut sam = match &config.sam {
-        Some(sam_config) => {
-            let generalist = sam_config
-                .generalist
-                .build(&sam_config.prompts, &crate::backend::default_device())?;
+    let mut sam = match (&config.sam, generalist) {
+        (Some(sam_config), Some(generalist)) => {
             let unlabeled = data
                 .pool
                 .unlabeled
@@ -154,7 +201,7 @@ pub fn train(
             }
             Some(sam)
         }
-        None => None,
+        _ => None,
     };
     let mut log = TrainingLog::open(&run.log_jsonl_path(), &run.log_csv_path(), state.step)?;
     let iterations = config.training.iterations;
@@ -305,7 +352,9 @@ fn resume_state(
         message,
     };
     if !path.is_file() {
-        return Err(resume_error("no checkpoint to resume from".into()));
+        return Err(resume_error(
+            "no checkpoint to resume from: the run stopped before its first checkpoint; start it again with --overwrite instead of --resume".into(),
+        ));
     }
     let checkpoint = Checkpoint::load(&path)?;
     let saved =
