@@ -3,12 +3,14 @@
 //!
 //! The module tree follows the pipeline:
 //! data → networks → prompts → generalists → frameworks/losses → training → inference →
-//! metrics → reports. The `semisam` binary (src/main.rs, src/cli) is the user's edge.
+//! metrics → reports. The `semisam` binary (src/main.rs, src/cli) is the user's edge; `fuzzing`
+//! sits beside it, feeding damaged files to every reader.
 
 pub mod backend;
 pub mod data;
 pub mod error;
 pub mod frameworks;
+pub mod fuzzing;
 pub mod generalists;
 pub mod inference;
 pub mod io_util;

@@ -158,6 +158,7 @@ fn read_rgb(path: &Path, slice: Option<usize>, axis: usize) -> anyhow::Result<Ar
             .into_dyn()
         }
     } else if name.ends_with(".npy") {
+        semisam::data::npy::check_file(path)?;
         read_npy_as_f64(path)?
     } else if name.ends_with(".nii") || name.ends_with(".nii.gz") {
         bail!(

@@ -42,6 +42,16 @@ pub enum Architecture {
     UNet3d,
 }
 
+impl Architecture {
+    /// The name configurations use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::VNet => "v_net",
+            Architecture::UNet3d => "unet3d",
+        }
+    }
+}
+
 /// Everything needed to build a specialist.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

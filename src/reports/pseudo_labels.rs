@@ -88,6 +88,7 @@ pub fn load(run_root: &Path) -> Result<Vec<(PseudoLabelEntry, Array3<u8>)>, Repo
         .into_iter()
         .map(|entry| {
             let path = dir.join(&entry.file);
+            crate::data::npy::check_file(&path)?;
             let file = std::fs::File::open(&path).map_err(|e| ReportError::file(&path, e))?;
             let grid = Array3::<u8>::read_npy(std::io::BufReader::new(file))
                 .map_err(|e| ReportError::file(&path, format!("not a 3D u8 .npy array: {e}")))?;
