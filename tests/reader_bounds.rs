@@ -195,3 +195,31 @@ fn sammed3d_weights_check_on_a_directory_says_so() {
     .unwrap();
     assert_says(err, "weights.pth", "is a directory, not a checkpoint file");
 }
+
+#[test]
+fn h5_with_damaged_addresses_is_corrupt_not_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = fs::read(fixtures().join("data/uamt/Training Set/CASE_A/mri_norm2.h5")).unwrap();
+    // The root group's object header address (superblock version 0), overwritten: it now
+    // points far beyond the end of a file that is as long as its superblock says.
+    bytes[0x40..0x48].fill(0xa5);
+    let path = dir.path().join("damaged.h5");
+    fs::write(&path, &bytes).unwrap();
+    let err = read_image(&path).unwrap_err().to_string();
+    assert_says(
+        &err,
+        "damaged.h5",
+        "not a valid HDF5 file: the file is corrupt: HDF5 format error: unexpected EOF: need",
+    );
+    assert!(!err.contains("truncated"), "{err}");
+
+    // The same file cut short is still reported as truncated, with both lengths.
+    let cut = dir.path().join("cut.h5");
+    let original = fs::read(fixtures().join("data/uamt/Training Set/CASE_A/mri_norm2.h5")).unwrap();
+    fs::write(&cut, &original[..4000]).unwrap();
+    assert_says(
+        read_image(&cut).unwrap_err(),
+        "cut.h5",
+        "the file is truncated: 4000 bytes of the 9992 its superblock declares",
+    );
+}

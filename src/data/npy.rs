@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use ndarray::Array3;
-use ndarray_npy::header::{Header, ReadHeaderError};
+use ndarray_npy::npy::header::{Header, ReadHeaderError};
 use ndarray_npy::{ReadNpyError, ReadNpyExt, ReadableElement, WritableElement, WriteNpyExt};
 
 use super::error::DataError;

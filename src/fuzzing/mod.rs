@@ -111,9 +111,7 @@ impl Tally {
             }
             Outcome::Rejected(message) => {
                 self.rejected += 1;
-                let file_name = target.input_path.file_name().unwrap_or_default();
-                if !message.contains(file_name.to_string_lossy().as_ref())
-                    && self.unnamed_errors.len() < MAX_UNNAMED_KEPT
+                if !names_a_file(target, &message) && self.unnamed_errors.len() < MAX_UNNAMED_KEPT
                 {
                     self.unnamed_errors.push(message.clone());
                 }
@@ -125,6 +123,15 @@ impl Tally {
             }
         }
     }
+}
+
+/// Whether `message` names the input, or a file next to it that the input refers to (a case
+/// file a `dataset.json` lists).
+fn names_a_file(target: &Target, message: &str) -> bool {
+    let input = &target.input_path;
+    let file_name = input.file_name().unwrap_or_default().to_string_lossy();
+    let folder = input.parent().unwrap_or(input).display().to_string();
+    message.contains(file_name.as_ref()) || message.contains(&folder)
 }
 
 /// An error message with the input's path and every number removed.
@@ -168,7 +175,8 @@ pub fn campaign(
     let mut corpus = target.seeds.clone();
     let mut tally = Tally::default();
     while Instant::now() < deadline {
-        let input = mutator.mutate(&corpus[mutator.pick(corpus.len())]);
+        let parent = mutator.pick(corpus.len());
+        let input = mutator.mutate(&corpus[parent]);
         let outcome = execute(target, &input)?;
         if tally.record(target, &input, outcome) && corpus.len() < MAX_CORPUS {
             corpus.push(input);

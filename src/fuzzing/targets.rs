@@ -146,10 +146,13 @@ fn png_seeds() -> Result<Vec<Vec<u8>>, String> {
 fn read_png(path: &Path) -> Result<(), String> {
     let decoded =
         image::open(path).map_err(|e| format!("{}: cannot decode PNG: {e}", path.display()))?;
-    if decoded.color().has_color() {
-        decoded.to_rgb16();
+    let samples = if decoded.color().has_color() {
+        decoded.to_rgb16().len()
     } else {
-        decoded.to_luma16();
+        decoded.to_luma16().len()
+    };
+    if samples == 0 {
+        return Err(format!("{}: the image has no pixels", path.display()));
     }
     Ok(())
 }
@@ -186,7 +189,7 @@ pub fn write_small_checkpoint(
         .map_err(|e| e.to_string())?
         .to_vec();
     let sampler = serde_json::json!({
-        "rng": {"seed": [7; 32], "stream": 0, "word_pos": "96"},
+        "rng": {"seed": vec![7u8; 32], "stream": 0, "word_pos": "96"},
         "labeled_order": {"order": [2, 0, 3, 1], "next": 1},
         "unlabeled_order": {"order": [1, 0], "next": 0},
     });
