@@ -28,7 +28,7 @@ fn assert_says(err: impl std::fmt::Display, file: &str, problem: &str) {
 /// A version 1.0 `.npy` with this header dictionary and `data` after it.
 fn npy_bytes(dict: &str, data: &[u8]) -> Vec<u8> {
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -199,7 +199,8 @@ fn sammed3d_weights_check_on_a_directory_says_so() {
 #[test]
 fn h5_with_damaged_addresses_is_corrupt_not_truncated() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bytes = fs::read(fixtures().join("data/uamt/Training Set/CASE_A/mri_norm2.h5")).unwrap();
+    let mut bytes =
+        fs::read(fixtures().join("data/uamt/Training Set/CASE_A/mri_norm2.h5")).unwrap();
     // The root group's object header address (superblock version 0), overwritten: it now
     // points far beyond the end of a file that is as long as its superblock says.
     bytes[0x40..0x48].fill(0xa5);

@@ -111,8 +111,7 @@ impl Tally {
             }
             Outcome::Rejected(message) => {
                 self.rejected += 1;
-                if !names_a_file(target, &message) && self.unnamed_errors.len() < MAX_UNNAMED_KEPT
-                {
+                if !names_a_file(target, &message) && self.unnamed_errors.len() < MAX_UNNAMED_KEPT {
                     self.unnamed_errors.push(message.clone());
                 }
                 self.error_kinds.insert(error_kind(target, &message))

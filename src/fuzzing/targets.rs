@@ -228,73 +228,70 @@ pub fn targets(repo: &Path, work: &Path, seeds: SeedSet) -> Result<Vec<Target>, 
         Ok(dir)
     };
     let mut targets = Vec::new();
+    let mut add = |name: &'static str,
+                   file_name: &str,
+                   seeds: Result<Vec<Vec<u8>>, String>,
+                   encode: fn(&[u8]) -> Vec<u8>,
+                   read: Reader|
+     -> Result<(), SetupError> {
+        targets.push(Target {
+            name,
+            seeds: seeds.map_err(setup(name))?,
+            input_path: folder(name)?.join(file_name),
+            encode,
+            read,
+        });
+        Ok(())
+    };
+    let files = |paths: &[PathBuf]| -> Result<Vec<Vec<u8>>, String> {
+        paths.iter().map(|p| read_seed(p)).collect()
+    };
 
-    let npy = ["npy/image_f64_fortran.npy", "npy/label_i64.npy"]
-        .iter()
-        .map(|f| read_seed(&data.join(f)))
-        .collect::<Result<_, _>>()
-        .map_err(setup("npy"))?;
-    targets.push(Target {
-        name: "npy",
-        seeds: npy,
-        input_path: folder("npy")?.join("input.npy"),
-        encode: unchanged,
-        read: volume_reader(),
-    });
+    let npy = files(&[
+        data.join("npy/image_f64_fortran.npy"),
+        data.join("npy/label_i64.npy"),
+    ]);
+    add("npy", "input.npy", npy, unchanged, volume_reader())?;
 
-    let mut nifti =
-        vec![read_seed(&data.join("nifti/qform_only_float64.nii")).map_err(setup("nifti"))?];
-    for f in [
-        "nifti/aniso_int16.nii.gz",
-        "nifti/label_float32.nii.gz",
-        "nifti/scaled_uint8.nii.gz",
-        "msd/labelsTr/hippocampus_001.nii.gz",
-    ] {
-        let packed = read_seed(&data.join(f)).map_err(setup("nifti"))?;
-        nifti.push(gunzip(&packed).map_err(setup("nifti"))?);
-    }
-    targets.push(Target {
-        name: "nifti",
-        seeds: nifti.clone(),
-        input_path: folder("nifti")?.join("input.nii"),
-        encode: unchanged,
-        read: volume_reader(),
+    let nifti = files(&[
+        data.join("nifti/aniso_int16.nii.gz"),
+        data.join("nifti/label_float32.nii.gz"),
+        data.join("nifti/scaled_uint8.nii.gz"),
+        data.join("msd/labelsTr/hippocampus_001.nii.gz"),
+    ])
+    .and_then(|packed| {
+        packed
+            .iter()
+            .map(|p| gunzip(p))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .and_then(|mut seeds| {
+        seeds.push(read_seed(&data.join("nifti/qform_only_float64.nii"))?);
+        Ok(seeds)
     });
-    targets.push(Target {
-        name: "nifti-gz",
-        seeds: nifti,
-        input_path: folder("nifti-gz")?.join("input.nii.gz"),
-        encode: gzip,
-        read: volume_reader(),
-    });
+    add(
+        "nifti",
+        "input.nii",
+        nifti.clone(),
+        unchanged,
+        volume_reader(),
+    )?;
+    add("nifti-gz", "input.nii.gz", nifti, gzip, volume_reader())?;
 
-    let h5 = ["CASE_A", "CASE_T"]
-        .iter()
-        .map(|case| {
-            read_seed(
-                &data
-                    .join("uamt/Training Set")
-                    .join(case)
-                    .join("mri_norm2.h5"),
-            )
-        })
-        .collect::<Result<_, _>>()
-        .map_err(setup("h5"))?;
-    targets.push(Target {
-        name: "h5",
-        seeds: h5,
-        input_path: folder("h5")?.join("mri_norm2.h5"),
-        encode: unchanged,
-        read: volume_reader(),
-    });
+    let cases = data.join("uamt/Training Set");
+    let h5 = files(&[
+        cases.join("CASE_A/mri_norm2.h5"),
+        cases.join("CASE_T/mri_norm2.h5"),
+    ]);
+    add("h5", "mri_norm2.h5", h5, unchanged, volume_reader())?;
 
-    targets.push(Target {
-        name: "png",
-        seeds: png_seeds().map_err(setup("png"))?,
-        input_path: folder("png")?.join("input.png"),
-        encode: unchanged,
-        read: Box::new(read_png),
-    });
+    add(
+        "png",
+        "input.png",
+        png_seeds(),
+        unchanged,
+        Box::new(read_png),
+    )?;
 
     // The dataset's volumes stay in place; only dataset.json is mutated.
     let dataset_root = folder("dataset-json")?;
@@ -306,96 +303,79 @@ pub fn targets(repo: &Path, work: &Path, seeds: SeedSet) -> Result<Vec<Target>, 
                 .map_err(|e| setup("dataset-json")(e.to_string()))?;
         }
     }
-    targets.push(Target {
-        name: "dataset-json",
-        seeds: vec![read_seed(&data.join("msd/dataset.json")).map_err(setup("dataset-json"))?],
-        input_path: dataset_root.join("dataset.json"),
-        encode: unchanged,
-        read: Box::new(|path| {
-            let root = path.parent().expect("dataset.json has a folder");
-            let dataset = Dataset::open(root).map_err(|e| e.to_string())?;
-            match dataset.cases.first() {
-                Some(case) => dataset
-                    .load_case(case)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                None => Ok(()),
-            }
-        }),
+    let dataset = files(&[data.join("msd/dataset.json")]);
+    let read_dataset: Reader = Box::new(|path| {
+        let root = path.parent().expect("dataset.json has a folder");
+        let dataset = Dataset::open(root).map_err(|e| e.to_string())?;
+        match dataset.cases.first() {
+            Some(case) => dataset
+                .load_case(case)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
     });
+    add(
+        "dataset-json",
+        "dataset.json",
+        dataset,
+        unchanged,
+        read_dataset,
+    )?;
 
-    targets.push(Target {
-        name: "splits",
-        seeds: vec![
-            read_seed(&repo.join("configs/hippocampus_demo_splits.json"))
-                .map_err(setup("splits"))?,
-        ],
-        input_path: folder("splits")?.join("splits.json"),
-        encode: unchanged,
-        read: Box::new(|path| Splits::load(path).map(|_| ()).map_err(|e| e.to_string())),
-    });
+    let splits = files(&[repo.join("configs/hippocampus_demo_splits.json")]);
+    let read_splits: Reader =
+        Box::new(|path| Splits::load(path).map(|_| ()).map_err(|e| e.to_string()));
+    add("splits", "splits.json", splits, unchanged, read_splits)?;
 
-    let configs = [
-        "la_paper.toml",
-        "hippocampus_cpu_semisam.toml",
-        "la_cpu_sammed3d_semisam.toml",
-    ]
-    .iter()
-    .map(|f| read_seed(&repo.join("configs").join(f)))
-    .collect::<Result<_, _>>()
-    .map_err(setup("run-config"))?;
-    targets.push(Target {
-        name: "run-config",
-        seeds: configs,
-        input_path: folder("run-config")?.join("run.toml"),
-        encode: unchanged,
-        read: Box::new(|path| {
-            let config = RunConfig::load(path, &[]).map_err(|e| e.to_string())?;
-            config.validate()
-        }),
+    let configs = files(&[
+        repo.join("configs/la_paper.toml"),
+        repo.join("configs/hippocampus_cpu_semisam.toml"),
+        repo.join("configs/la_cpu_sammed3d_semisam.toml"),
+    ]);
+    let read_config: Reader = Box::new(|path| {
+        let config = RunConfig::load(path, &[]).map_err(|e| e.to_string())?;
+        config.validate()
     });
+    add("run-config", "run.toml", configs, unchanged, read_config)?;
 
-    let checkpoint_dir = folder("checkpoint")?;
-    let seed_path = checkpoint_dir.join("seed.ckpt");
-    write_small_checkpoint(repo, &seed_path, &[], &[]).map_err(setup("checkpoint"))?;
-    let checkpoint = read_seed(&seed_path).map_err(setup("checkpoint"))?;
-    targets.push(Target {
-        name: "checkpoint",
-        seeds: vec![checkpoint.clone()],
-        input_path: checkpoint_dir.join("input.ckpt"),
-        encode: unchanged,
-        read: checkpoint_reader(),
-    });
-    targets.push(Target {
-        name: "checkpoint-rehashed",
-        seeds: vec![checkpoint],
-        input_path: folder("checkpoint-rehashed")?.join("input.ckpt"),
-        encode: rehash_checkpoint,
-        read: checkpoint_reader(),
-    });
+    let seed_path = folder("checkpoint")?.join("seed.ckpt");
+    let checkpoint = write_small_checkpoint(repo, &seed_path, &[], &[])
+        .and_then(|()| files(std::slice::from_ref(&seed_path)));
+    let reader = checkpoint_reader();
+    add(
+        "checkpoint",
+        "input.ckpt",
+        checkpoint.clone(),
+        unchanged,
+        reader,
+    )?;
+    let reader = checkpoint_reader();
+    add(
+        "checkpoint-rehashed",
+        "input.ckpt",
+        checkpoint,
+        rehash_checkpoint,
+        reader,
+    )?;
 
     let sammed3d = fixtures.join("sammed3d");
-    let mut pth = vec![read_seed(&sammed3d.join("bad_bare_checkpoint.pth")).map_err(setup("pth"))?];
+    let mut pth_files = vec![sammed3d.join("bad_bare_checkpoint.pth")];
     if seeds == SeedSet::Campaign {
-        pth.push(read_seed(&sammed3d.join("tiny_sammed3d.pth")).map_err(setup("pth"))?);
+        pth_files.push(sammed3d.join("tiny_sammed3d.pth"));
     }
     let tiny = ModelConfig::from_json_file(&sammed3d.join("model_config_tiny.json"))
         .map_err(|e| setup("pth")(e.to_string()))?;
-    targets.push(Target {
-        name: "pth",
-        seeds: pth,
-        input_path: folder("pth")?.join("input.pth"),
-        encode: unchanged,
-        read: Box::new(move |path| {
-            let sammed3d = check_checkpoint_with_config(path, &tiny)
-                .map(|_| ())
-                .map_err(|e| e.to_string());
-            let litemedsam = LiteMedSam::load(path, &Device::default())
-                .map(|_| ())
-                .map_err(|e| e.to_string());
-            any_of([sammed3d, litemedsam])
-        }),
+    let read_pth: Reader = Box::new(move |path| {
+        let sammed3d = check_checkpoint_with_config(path, &tiny)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let litemedsam = LiteMedSam::load(path, &Device::default())
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        any_of([sammed3d, litemedsam])
     });
+    add("pth", "input.pth", files(&pth_files), unchanged, read_pth)?;
 
     Ok(targets)
 }

@@ -381,23 +381,29 @@ mod tests {
         );
     }
 
-    /// Where the student section starts in a saved file.
-    fn student_offset(bytes: &[u8]) -> usize {
-        let header_len = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
-        PREFIX_LEN as usize + header_len
+    /// The sample saved as `name`, then its bytes edited in place.
+    fn saved_and_edited(
+        name: &str,
+        edit: impl FnOnce(&mut Vec<u8>),
+    ) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        sample().save(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        edit(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        (dir, path)
     }
 
     #[test]
     fn inverted_weight_bytes_fail_the_checksum() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("final.ckpt");
-        sample().save(&path).unwrap();
-        let mut bytes = std::fs::read(&path).unwrap();
-        let start = student_offset(&bytes);
-        for b in &mut bytes[start..start + 3] {
-            *b = !*b;
-        }
-        std::fs::write(&path, &bytes).unwrap();
+        let (_dir, path) = saved_and_edited("final.ckpt", |bytes| {
+            let header_len = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
+            let student = PREFIX_LEN as usize + header_len;
+            for b in &mut bytes[student..student + 3] {
+                *b = !*b;
+            }
+        });
         let err = Checkpoint::load(&path).unwrap_err();
         assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
         let text = err.to_string();
@@ -411,26 +417,20 @@ mod tests {
 
     #[test]
     fn a_damaged_header_is_reported_as_corruption() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("best.ckpt");
-        sample().save(&path).unwrap();
-        let mut bytes = std::fs::read(&path).unwrap();
         // The header's opening brace: the JSON no longer parses, and the checksum tells why.
-        bytes[PREFIX_LEN as usize] ^= 0x55;
-        std::fs::write(&path, &bytes).unwrap();
+        let (_dir, path) = saved_and_edited("best.ckpt", |bytes| {
+            bytes[PREFIX_LEN as usize] ^= 0x55;
+        });
         let err = Checkpoint::load(&path).unwrap_err();
         assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
     }
 
     #[test]
     fn format_1_checkpoints_are_refused_with_what_to_do() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.ckpt");
-        sample().save(&path).unwrap();
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[12..16].copy_from_slice(&1u32.to_le_bytes());
-        bytes.truncate(bytes.len() - CHECKSUM_LEN as usize);
-        std::fs::write(&path, &bytes).unwrap();
+        let (_dir, path) = saved_and_edited("old.ckpt", |bytes| {
+            bytes[12..16].copy_from_slice(&1u32.to_le_bytes());
+            bytes.truncate(bytes.len() - CHECKSUM_LEN as usize);
+        });
         let err = Checkpoint::load(&path).unwrap_err().to_string();
         assert!(
             err.contains("old.ckpt: checkpoint format 1 was written by an older semisam")
