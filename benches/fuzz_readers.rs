@@ -1,9 +1,10 @@
 //! Timed fuzzing of every file reader on the stable toolchain.
 //!
-//! `cargo bench --bench fuzz_readers -- [--seconds N] [--reader NAME]... [--seed S] [--out DIR]`
+//! `cargo bench --bench fuzz_readers -- [--seconds N] [--reader NAME]... [--seed S] [--out DIR]
+//! [--max-allocation-mib M]`
 //!
 //! Each reader gets N seconds (default 60) of mutated inputs in a worker process that runs
-//! under a 1 GiB bound on any single allocation. A worker that aborts (an allocation over the
+//! under a bound on any single allocation (default 1 GiB). A worker that aborts (an allocation over the
 //! bound, a stack overflow) is restarted for the time left; its input is saved under
 //! `DIR/crashes/`, as is every input that made a reader panic. The table at the end gives
 //! executions, rejected inputs, the distinct kinds of error, panics and aborts per reader.
@@ -28,6 +29,8 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 struct Args {
     seconds: u64,
+    /// Bound on any single allocation, in MiB.
+    max_allocation_mib: usize,
     readers: Vec<String>,
     seed: u64,
     out: PathBuf,
@@ -38,6 +41,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         seconds: 60,
+        max_allocation_mib: ALLOCATION_BOUND >> 20,
         readers: Vec::new(),
         seed: 1,
         out: Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fuzz_readers"),
@@ -53,6 +57,11 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|e| format!("--seconds: {e}"))?
             }
             "--reader" => args.readers.push(value("--reader")?),
+            "--max-allocation-mib" => {
+                args.max_allocation_mib = value("--max-allocation-mib")?
+                    .parse()
+                    .map_err(|e| format!("--max-allocation-mib: {e}"))?
+            }
             "--seed" => {
                 args.seed = value("--seed")?
                     .parse()
@@ -199,6 +208,8 @@ fn supervise(args: &Args) -> Result<BTreeMap<String, ReaderReport>, String> {
                 .arg((args.seed + run).to_string())
                 .arg("--out")
                 .arg(&args.out)
+                .arg("--max-allocation-mib")
+                .arg(args.max_allocation_mib.to_string())
                 .stdin(Stdio::null())
                 .output()
                 .map_err(|e| e.to_string())?;
@@ -275,6 +286,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    ALLOCATOR.set_limit(args.max_allocation_mib << 20);
     if let Some(reader) = &args.worker {
         if let Err(e) = worker(&args, reader) {
             eprintln!("fuzz_readers worker {reader}: {e}");

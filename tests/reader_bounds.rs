@@ -224,3 +224,14 @@ fn h5_with_damaged_addresses_is_corrupt_not_truncated() {
         "the file is truncated: 4000 bytes of the 9992 its superblock declares",
     );
 }
+
+#[test]
+fn h5_declaring_more_than_it_holds_allocates_nothing_of_that_size() {
+    // Found by the fuzz harness under a 64 MiB bound: a mutated UA-MT file (9 KB) for which
+    // the h5 reader allocated a 635 MiB fill buffer before finding the data damaged.
+    let path = fixtures().join("data/fuzz/h5_oversized_fill.h5");
+    let err = read_image(&path).unwrap_err();
+    assert_says(err, "h5_oversized_fill.h5", "HDF5");
+    let largest = semisam::fuzzing::alloc_bound::largest_allocation();
+    assert!(largest < 64 << 20, "largest allocation {largest} bytes");
+}

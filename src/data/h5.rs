@@ -21,9 +21,9 @@ pub const LABEL_KEY: &str = "label";
 const WRITE_CHUNK: u64 = 64;
 const WRITE_DEFLATE_LEVEL: u32 = 4;
 
-/// Deflate shrinks data by at most about 1032:1: no dataset of a file holds more values than
+/// Deflate shrinks data by at most about 1032:1: no dataset of a file holds more bytes than
 /// this many per byte of the file.
-const MAX_VALUES_PER_FILE_BYTE: u64 = 1032;
+const MAX_DEFLATE_RATIO: u64 = 1032;
 const SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
 
 /// An open file and what its superblock says about its length, to tell a file cut short from
@@ -57,6 +57,36 @@ fn open(path: &Path) -> Result<H5File, DataError> {
 impl H5File {
     fn error(&self, path: &Path, err: hdf5_pure::Error) -> DataError {
         classify(path, err, self.length, self.declared_length)
+    }
+
+    /// A dataset's `what` (its shape or chunk shape) of `value_bytes`-byte values may not
+    /// declare more bytes than the file can hold, compressed at deflate's best.
+    fn check_holds(
+        &self,
+        path: &Path,
+        key: &str,
+        what: &str,
+        dims: &[u64],
+        value_bytes: u64,
+    ) -> Result<(), DataError> {
+        let bytes = dims
+            .iter()
+            .try_fold(value_bytes, |acc, &d| acc.checked_mul(d));
+        let capacity = self.length.saturating_mul(MAX_DEFLATE_RATIO);
+        if bytes.is_some_and(|b| b <= capacity) {
+            return Ok(());
+        }
+        let dims: Vec<String> = dims.iter().map(u64::to_string).collect();
+        Err(DataError::Format {
+            path: path.to_path_buf(),
+            format: "HDF5",
+            reason: format!(
+                "the file is corrupt: dataset `{key}` declares {what} {} of {value_bytes}-byte \
+                 values, more than a {}-byte file can hold even compressed",
+                dims.join("x"),
+                self.length
+            ),
+        })
     }
 }
 
@@ -149,22 +179,13 @@ fn shape3(
             format!("dataset `{key}` has {} dimensions, expected 3", shape.len()),
         ));
     };
-    let values = [x, y, z]
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d));
-    let capacity = file.length.saturating_mul(MAX_VALUES_PER_FILE_BYTE);
-    match values {
-        Some(values) if values <= capacity => Ok([x as usize, y as usize, z as usize]),
-        _ => Err(DataError::Format {
-            path: path.to_path_buf(),
-            format: "HDF5",
-            reason: format!(
-                "the file is corrupt: dataset `{key}` declares shape {x}x{y}x{z}, more values \
-                 than a {}-byte file can hold even compressed",
-                file.length
-            ),
-        }),
+    // The reader sizes its buffers by the shape, the chunk shape and the stored element size.
+    let value_bytes = ds.element_size().map_err(|e| file.error(path, e))?;
+    file.check_holds(path, key, "shape", &shape, value_bytes)?;
+    if let Some(chunk) = ds.chunk_shape().map_err(|e| file.error(path, e))? {
+        file.check_holds(path, key, "chunk shape", &chunk, value_bytes)?;
     }
+    Ok([x as usize, y as usize, z as usize])
 }
 
 fn into_array<T>(

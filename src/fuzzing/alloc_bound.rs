@@ -13,16 +13,27 @@ static REFUSED: AtomicUsize = AtomicUsize::new(0);
 
 /// Install with `#[global_allocator] static A: BoundedAllocator = BoundedAllocator::new(1 << 30);`.
 pub struct BoundedAllocator {
-    limit: usize,
+    limit: AtomicUsize,
 }
 
 impl BoundedAllocator {
     pub const fn new(limit: usize) -> Self {
-        Self { limit }
+        Self {
+            limit: AtomicUsize::new(limit),
+        }
+    }
+
+    /// Change the bound (e.g. lower it to find the input behind a large allocation).
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
     }
 
     fn admit(&self, size: usize) -> bool {
-        if size > self.limit {
+        if size > self.limit() {
             REFUSED.fetch_add(1, Ordering::Relaxed);
             return false;
         }
