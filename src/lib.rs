@@ -5,12 +5,13 @@
 //! data → networks → prompts → generalists → frameworks/losses → training → inference →
 //! metrics → reports. `planning` (dataset fingerprint → run configuration) writes what training
 //! reads and measures its steps, so it sits above them. The `semisam` binary (src/main.rs,
-//! src/cli) is the user's edge.
+//! src/cli) is the user's edge; `fuzzing` sits beside it, feeding damaged files to every reader.
 
 pub mod backend;
 pub mod data;
 pub mod error;
 pub mod frameworks;
+pub mod fuzzing;
 pub mod generalists;
 pub mod inference;
 pub mod io_util;

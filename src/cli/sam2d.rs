@@ -172,6 +172,7 @@ fn read_rgb(path: &Path, slice: Option<usize>, axis: usize) -> anyhow::Result<Ar
     let (array, eight_bit) = if name.ends_with(".png") {
         read_png(path)?
     } else if name.ends_with(".npy") {
+        semisam::data::npy::check_file(path)?;
         read_npy_as_f64(path)?
     } else if name.ends_with(".nii") || name.ends_with(".nii.gz") {
         bail!(

@@ -114,6 +114,17 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WeightsError + '_ {
     }
 }
 
+/// What keeps `path` from being read as a checkpoint file, if anything.
+pub fn not_a_file(path: &Path) -> Option<&'static str> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Some("is a directory, not a checkpoint file"),
+        Ok(meta) if !meta.is_file() => Some("is not a regular file"),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file"),
+        Err(_) => None,
+    }
+}
+
 /// The weights directory: `$SEMISAM_HOME/weights`, else `<platform cache>/semisam/weights`.
 pub fn cache_dir() -> Result<PathBuf, WeightsError> {
     cache_dir_from(std::env::var_os("SEMISAM_HOME"), dirs::cache_dir())

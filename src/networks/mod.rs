@@ -43,6 +43,16 @@ pub enum Architecture {
     UNet3d,
 }
 
+impl Architecture {
+    /// The name configurations use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::VNet => "v_net",
+            Architecture::UNet3d => "unet3d",
+        }
+    }
+}
+
 /// Everything needed to build a specialist.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -35,7 +35,7 @@ use crate::frameworks::{
 use crate::generalists::Generalist;
 use crate::inference::SlidingWindow;
 use crate::networks::arrays::array_to_tensor;
-use crate::networks::{NetworkError, Specialist};
+use crate::networks::{Architecture, NetworkConfig, NetworkError, Specialist};
 
 /// Stream of the seed used for dropout and teacher noise (the sampler uses stream 0).
 const MODEL_RNG_STREAM: u64 = 1;
@@ -370,10 +370,22 @@ fn resume_state(
             .section(name)
             .ok_or_else(|| resume_error(format!("the checkpoint has no {name} section")))
     };
-    let student = load_module(config.network.init(device)?, section("student")?, "student")?;
+    let student = load_module(
+        config.network.init(device)?,
+        config,
+        section("student")?,
+        "student",
+        &path,
+    )?;
     let teacher = if framework.uses_teacher() {
         let template = new_teacher(&config.network.init(device)?);
-        Some(load_module(template, section("teacher")?, "teacher")?)
+        Some(load_module(
+            template,
+            config,
+            section("teacher")?,
+            "teacher",
+            &path,
+        )?)
     } else {
         None
     };
@@ -418,23 +430,58 @@ fn sgd(config: &RunConfig) -> ModuleOptimizer {
         .init()
 }
 
+/// The network the configuration describes, with the weights of a checkpoint section. Weights
+/// of another architecture are named as such, with the checkpoint's path.
 fn load_module(
     template: Specialist,
+    config: &RunConfig,
     bytes: &[u8],
     what: &'static str,
+    path: &std::path::Path,
 ) -> Result<Specialist, TrainingError> {
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| {
-        TrainingError::Record {
-            what,
-            message: e.to_string(),
-        }
-    })?;
-    template
-        .try_load_record(record)
-        .map_err(|e| TrainingError::Record {
-            what,
-            message: e.to_string(),
+    let record = || {
+        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| {
+            TrainingError::Record {
+                what,
+                message: format!("{}: {e}", path.display()),
+            }
         })
+    };
+    let configured = config.network.architecture;
+    let mismatch = |message: String| {
+        TrainingError::Checkpoint(CheckpointError::Content {
+            path: path.to_owned(),
+            message,
+        })
+    };
+    match template.try_load_record(record()?) {
+        Ok(module) => Ok(module),
+        Err(e) => {
+            let fits = |architecture: Architecture| -> Result<bool, TrainingError> {
+                let network = NetworkConfig {
+                    architecture,
+                    ..config.network.clone()
+                };
+                let device = crate::backend::default_device();
+                Ok(network.init(&device)?.try_load_record(record()?).is_ok())
+            };
+            let other = [Architecture::VNet, Architecture::UNet3d]
+                .into_iter()
+                .filter(|&a| a != configured)
+                .find_map(|a| fits(a).ok()?.then_some(a));
+            Err(mismatch(match other {
+                Some(found) => format!(
+                    "the {what} weights are those of a {} network, but the checkpoint's configuration says {}",
+                    found.name(),
+                    configured.name()
+                ),
+                None => format!(
+                    "the {what} weights do not fit the configured {} network: {e}",
+                    configured.name()
+                ),
+            }))
+        }
+    }
 }
 
 /// The record of `module` with its batch-norm running statistics brought up to date: burn keeps
@@ -510,7 +557,14 @@ pub fn load_checkpoint_model(
             what: "student",
             message: format!("{}: the checkpoint has no student section", path.display()),
         })?;
-    let model = load_module(config.network.init(&device)?, bytes, "student")?.valid();
+    let model = load_module(
+        config.network.init(&device)?,
+        &config,
+        bytes,
+        "student",
+        path,
+    )?
+    .valid();
     Ok((config, model))
 }
 

@@ -21,10 +21,10 @@ pub(crate) struct Checkpoint {
 
 impl Checkpoint {
     pub fn open(path: &Path, device: &Device) -> Result<Self, LiteMedSamError> {
-        if !path.exists() {
+        if let Some(problem) = crate::generalists::weights::not_a_file(path) {
             return Err(LiteMedSamError::Checkpoint {
                 path: path.to_path_buf(),
-                message: "file not found".into(),
+                message: problem.into(),
             });
         }
         let reader = PytorchReader::new(path).map_err(|e| LiteMedSamError::Checkpoint {
