@@ -46,7 +46,13 @@ fn main() {
     let iters = option("--iters", 5);
     let width = option("--width", 8);
     // Channel counts of the layers above are for width 8; the image keeps its one channel.
-    let scaled = |channels: usize| if channels == 1 { 1 } else { channels * width / 8 };
+    let scaled = |channels: usize| {
+        if channels == 1 {
+            1
+        } else {
+            channels * width / 8
+        }
+    };
     let kernels = semisam::ops::kernel_path().unwrap_or_else(|error| {
         eprintln!("error: {error}");
         std::process::exit(2);

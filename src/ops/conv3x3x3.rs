@@ -263,7 +263,10 @@ mod tests {
         let bias = conv.bias.as_ref().map(|bias| bias.val());
         for path in KernelPath::available() {
             assert!(direct::forward(path, x.clone(), conv.weight.val(), bias.clone()).is_some());
-            let error = max_abs_diff(conv3x3x3_on(path, &conv, x.clone()), conv.forward(x.clone()));
+            let error = max_abs_diff(
+                conv3x3x3_on(path, &conv, x.clone()),
+                conv.forward(x.clone()),
+            );
             assert!(error < 1e-5, "{}: forward differs by {error}", path.name());
         }
     }

@@ -4,12 +4,12 @@
 //! [`correlate`], vectorised along the row, computes the forward pass and, with the weights
 //! flipped and transposed, the input gradient. The weight gradient is a dot product of an output
 //! gradient row with a shifted input row, per tap ([`weight_gradient`]). Neither copies the 27
-//! shifted views that im2col builds, which is where the generic path spends its time.
+//! shifted views that im2col builds, which is where burn's own layers spend their time.
 //!
-//! The register tiles exist for each [`KernelPath`]: AVX-512F (5 x 16 points per output row), AVX2
-//! + FMA (3 x 8) and portable Rust (8 points, vectorised by the compiler). Every path sums a
-//! point's products in the same order, input row by input row and tap by tap, and adds the
-//! weight gradient's per-job partial sums in job order, so each path's results are
+//! The register tiles exist for each [`KernelPath`]: AVX-512F (5 x 16 points per output row),
+//! AVX2 with FMA (3 x 8) and portable Rust (8 points, vectorised by the compiler). Every path
+//! sums a point's products in the same order, input row by input row and tap by tap, and adds
+//! the weight gradient's per-job partial sums in job order, so each path's results are
 //! deterministic; AVX-512 and AVX2 fuse each multiply-add and agree bit for bit, the generic
 //! path rounds the product first.
 
@@ -61,7 +61,9 @@ impl Tiling {
     }
 }
 
-const _: () = assert!(CHUNK % 80 == 0 && CHUNK % 24 == 0 && CHUNK % generic::LANES == 0);
+const _: () = assert!(
+    CHUNK.is_multiple_of(80) && CHUNK.is_multiple_of(24) && CHUNK.is_multiple_of(generic::LANES)
+);
 const _: () = assert!(80 <= crate::grid::ROW_SLACK);
 
 /// `channels` rounded up to a multiple of [`OUT_BLOCK`].
@@ -443,7 +445,10 @@ macro_rules! register_tiles {
 
         #[inline]
         #[target_feature(enable = $features)]
-        pub(super) unsafe fn correlate_tile<const V: usize>(tile: &CorrelateTile, output: *mut f32) {
+        pub(super) unsafe fn correlate_tile<const V: usize>(
+            tile: &CorrelateTile,
+            output: *mut f32,
+        ) {
             unsafe {
                 let mut acc: [[$vector; V]; OUT_BLOCK] = [[$zero(); V]; OUT_BLOCK];
                 for i in 0..tile.in_rows {
@@ -714,7 +719,11 @@ mod tests {
             assert_eq!(got.len(), want.len());
             for (index, (g, w)) in got.iter().zip(&want).enumerate() {
                 let b = bias[index / grid.voxels() % cout];
-                assert!((g - b - w).abs() < 1e-4, "{}: {g} vs {w} + {b}", path.name());
+                assert!(
+                    (g - b - w).abs() < 1e-4,
+                    "{}: {g} vs {w} + {b}",
+                    path.name()
+                );
             }
         }
     }
