@@ -250,7 +250,11 @@ pub fn read_label(path: &Path) -> Result<Volume<u8>, DataError> {
 /// Whether the file holds a dataset named `key`; only the file's structure is parsed.
 pub fn has_dataset(path: &Path, key: &str) -> Result<bool, DataError> {
     let file = open(path)?;
-    let names = file.root().datasets().map_err(|e| classify(path, e))?;
+    let names = file
+        .file
+        .root()
+        .datasets()
+        .map_err(|e| file.error(path, e))?;
     Ok(names.iter().any(|n| n == key))
 }
 

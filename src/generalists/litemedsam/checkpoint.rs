@@ -21,7 +21,7 @@ pub(crate) struct Checkpoint {
 
 impl Checkpoint {
     pub fn open(path: &Path, device: &Device) -> Result<Self, LiteMedSamError> {
-        if let Some(problem) = crate::generalists::weights::not_a_file(path) {
+        if let Some(problem) = crate::generalists::weights_cache::not_a_file(path) {
             return Err(LiteMedSamError::Checkpoint {
                 path: path.to_path_buf(),
                 message: problem.into(),

@@ -32,7 +32,7 @@ pub struct StateDict {
 impl StateDict {
     /// Reads the keys and shapes of a checkpoint; tensor data is read when the model is built.
     pub fn open(path: &Path) -> Result<Self> {
-        if let Some(problem) = crate::generalists::weights::not_a_file(path) {
+        if let Some(problem) = crate::generalists::weights_cache::not_a_file(path) {
             return Err(SamMed3dError::Checkpoint {
                 path: path.to_path_buf(),
                 message: problem.into(),
