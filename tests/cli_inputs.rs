@@ -32,7 +32,8 @@ fn write_png(path: &Path, image: &Array2<u8>) {
 }
 
 fn weights_available() -> bool {
-    semisam::generalists::weights_cache::locate(&semisam::generalists::weights_cache::LITEMEDSAM).is_ok()
+    semisam::generalists::weights_cache::locate(&semisam::generalists::weights_cache::LITEMEDSAM)
+        .is_ok()
 }
 
 #[test]

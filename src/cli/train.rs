@@ -272,13 +272,15 @@ fn data_warnings(data: &TrainingData, patch: [usize; 3]) -> Vec<(String, String)
 /// The `semisam train` command that continues (`--resume`) or restarts (`--overwrite`) this
 /// run, with every option that locates it and the same `--set` overrides.
 fn command_line(args: &TrainArgs, name: &str, mode: &str) -> String {
-    let mut words = vec![
-        "semisam".to_owned(),
-        "train".to_owned(),
-    ];
+    let mut words = vec!["semisam".to_owned(), "train".to_owned()];
     match (&args.config, &args.dataset) {
-        (Some(config), _) => words.extend(["--config".to_owned(), shell_word(&config.to_string_lossy())]),
-        (None, Some(dataset)) => words.extend(["--dataset".to_owned(), shell_word(&dataset.to_string_lossy())]),
+        (Some(config), _) => {
+            words.extend(["--config".to_owned(), shell_word(&config.to_string_lossy())])
+        }
+        (None, Some(dataset)) => words.extend([
+            "--dataset".to_owned(),
+            shell_word(&dataset.to_string_lossy()),
+        ]),
         (None, None) => {}
     }
     words.extend([

@@ -105,8 +105,7 @@ pub fn load(run_root: &Path) -> Result<Vec<(PseudoLabelEntry, Array3<u8>)>, Pseu
         .into_iter()
         .map(|entry| {
             let path = dir.join(&entry.file);
-            crate::data::npy::check_file(&path)
-                .map_err(|e| PseudoLabelFileError::new(&path, e))?;
+            crate::data::npy::check_file(&path).map_err(|e| PseudoLabelFileError::new(&path, e))?;
             let file =
                 std::fs::File::open(&path).map_err(|e| PseudoLabelFileError::new(&path, e))?;
             let grid = Array3::<u8>::read_npy(std::io::BufReader::new(file)).map_err(|e| {
