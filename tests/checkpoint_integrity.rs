@@ -45,12 +45,12 @@ fn inverted_student_bytes_are_an_error_naming_the_file() {
 fn weights_of_another_architecture_name_the_file_and_both_architectures() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mixed.ckpt");
-    write_small_checkpoint(repo(), &path, &[], &["network.architecture=unet3d"]).unwrap();
+    write_small_checkpoint(repo(), &path, &[], &["network.architecture=v_net"]).unwrap();
     let err = load_checkpoint_model(&path).err().unwrap().to_string();
     assert!(
         err.contains(
-            "mixed.ckpt: the student weights are those of a unet3d network, but the checkpoint's \
-             configuration says v_net"
+            "mixed.ckpt: the student weights are those of a v_net network, but the checkpoint's \
+             configuration says unet3d"
         ),
         "{err}"
     );

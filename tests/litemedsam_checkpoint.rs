@@ -109,7 +109,7 @@ fn missing_or_foreign_file_is_reported_with_its_path() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("nope.pth") && err.contains("not found"),
+        err.contains("nope.pth") && err.contains("no such file"),
         "{err}"
     );
     let junk = dir.path().join("junk.pth");

@@ -323,7 +323,7 @@ pub fn targets(repo: &Path, work: &Path, seeds: SeedSet) -> Result<Vec<Target>, 
         read_dataset,
     )?;
 
-    let splits = files(&[repo.join("configs/hippocampus_demo_splits.json")]);
+    let splits = files(&[repo.join("tests/fixtures/data/splits.json")]);
     let read_splits: Reader =
         Box::new(|path| Splits::load(path).map(|_| ()).map_err(|e| e.to_string()));
     add("splits", "splits.json", splits, unchanged, read_splits)?;

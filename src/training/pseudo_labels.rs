@@ -167,7 +167,10 @@ mod tests {
         // A damaged file is named in the error.
         std::fs::write(dir.path().join("pseudo_labels/case_7.npy"), b"junk").unwrap();
         let err = load(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("case_7.npy: not a 3D u8 .npy array"), "{err}");
+        assert!(
+            err.contains("case_7.npy: not a valid NumPy .npy file"),
+            "{err}"
+        );
         assert!(load(&dir.path().join("elsewhere")).unwrap().is_empty());
     }
 }
