@@ -15,7 +15,6 @@ use ndarray::{Array3, Axis};
 use semisam::data::{Dataset, Normalization, normalize};
 use semisam::frameworks::sam_assist::SamConfig;
 use semisam::generalists::PseudoLabelRequest;
-use semisam::inference::SlidingWindow;
 use semisam::metrics::{Hd95Convention, dice_from_counts, evaluate_masks};
 use semisam::training::dataset::prepare_image;
 use semisam::training::resample::{downsample_image, downsample_label};
@@ -102,11 +101,7 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
             Some((run, model)) => {
                 image = prepare_image(image, run, &loaded.image.path)?;
                 label = downsample_label(&label, run.data.downsample);
-                let window = SlidingWindow {
-                    window: run.training.patch,
-                    stride: run.validation_stride(),
-                    batch: 1,
-                };
+                let window = run.validation_window();
                 let device = model_device(model);
                 let model = model.valid();
                 Some(predict_case(

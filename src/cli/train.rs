@@ -152,11 +152,7 @@ fn evaluate_final_model(
     }
     let (_, model) = load_checkpoint_model(&run.checkpoint_path("final"))?;
     let device = model_device(&model);
-    let options = PredictOptions {
-        stride: config.inference_stride(),
-        largest_component: config.inference.lcc,
-        window_batch: 1,
-    };
+    let options = PredictOptions::from_config(config);
     let bar = if progress {
         indicatif::ProgressBar::new(ids.len() as u64)
     } else {

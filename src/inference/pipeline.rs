@@ -1,21 +1,25 @@
 //! Whole-file prediction: read → prepare as in training (normalise, down-sample) → sliding
-//! window → optional largest-component clean-up → back to the input grid → write in the input's
-//! format with the input's geometry.
+//! window (one model, or the mean of an ensemble's probabilities) → optional largest-component
+//! clean-up → back to the input grid → write in the input's format with the input's geometry,
+//! and optionally the class probabilities beside it.
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use ndarray::Array3;
+use ndarray::{Array3, Array4};
 use serde::Serialize;
 
 use crate::data::dataset::UAMT_FILE;
 use crate::data::{DataError, SourceFormat, Volume, read_image, write_label};
 use crate::inference::SlidingWindow;
+use crate::inference::ensemble::{Ensemble, EnsembleError, EnsembleMember};
+use crate::inference::mirror::MirrorAxes;
+use crate::inference::probabilities::{probabilities_on_input_grid, write_probabilities};
+use crate::inference::sliding_window::argmax_classes;
+use crate::inference::window_weights::WindowWeighting;
 use crate::networks::{NetworkError, Specialist};
 use crate::training::RunConfig;
-use crate::training::dataset::prepare_image;
 use crate::training::resample::upsample_label;
-use crate::training::validation::predict_case;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
@@ -23,6 +27,8 @@ pub enum InferenceError {
     Data(#[from] DataError),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    #[error(transparent)]
+    Ensemble(#[from] EnsembleError),
     #[error(
         "{0}: no input volume found (expected .nii, .nii.gz, .h5 or .npy files, or UA-MT case folders)"
     )]
@@ -39,6 +45,53 @@ pub struct PredictOptions {
     pub largest_component: bool,
     /// Windows per forward pass.
     pub window_batch: usize,
+    pub weighting: WindowWeighting,
+    /// Mirror test-time augmentation (none: off).
+    pub mirror: MirrorAxes,
+}
+
+impl PredictOptions {
+    /// What the run's `[inference]` section asks for, one window per forward pass.
+    pub fn from_config(config: &RunConfig) -> Self {
+        PredictOptions {
+            stride: config.inference_stride(),
+            largest_component: config.inference.lcc,
+            window_batch: 1,
+            weighting: config.inference.weighting,
+            mirror: if config.inference.tta {
+                config.mirror_axes().unwrap_or(MirrorAxes::NONE)
+            } else {
+                MirrorAxes::NONE
+            },
+        }
+    }
+
+    /// The sliding window for a model trained on patches of `patch`.
+    pub fn sliding_window(&self, patch: [usize; 3]) -> SlidingWindow {
+        SlidingWindow {
+            window: patch,
+            stride: self.stride,
+            batch: self.window_batch,
+            weighting: self.weighting,
+            mirror: self.mirror,
+        }
+    }
+}
+
+/// A label map and the class probabilities `[C, x, y, z]` it was taken from, on the model's grid.
+#[derive(Debug, Clone)]
+pub struct VolumePrediction {
+    pub labels: Volume<u8>,
+    pub probabilities: Array4<f32>,
+    /// From the model grid to the input grid.
+    pub downsample: usize,
+}
+
+impl VolumePrediction {
+    /// The probabilities on the input's grid (what `--save-probabilities` writes).
+    pub fn probabilities_on_input_grid(&self) -> Array4<f32> {
+        probabilities_on_input_grid(&self.probabilities, self.downsample, self.labels.shape())
+    }
 }
 
 /// One input volume to predict and where its prediction goes.
@@ -55,6 +108,9 @@ pub struct PredictionSummary {
     pub case: String,
     pub input: PathBuf,
     pub output: PathBuf,
+    /// The saved class probabilities, if asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<PathBuf>,
     pub shape: [usize; 3],
     /// Voxels per class value 0..C.
     pub voxels_per_class: Vec<usize>,
@@ -70,30 +126,40 @@ pub fn predict_volume(
     device: &Device,
     progress: impl FnMut(usize, usize),
 ) -> Result<Volume<u8>, InferenceError> {
-    let prepared = prepare_image(image.data.clone(), config, &image.path)?;
-    let window = SlidingWindow {
-        window: config.training.patch,
-        stride: options.stride,
-        batch: options.window_batch,
-    };
-    let prediction = predict_case(
+    let member = EnsembleMember {
+        source: &image.path,
+        config,
         model,
-        &prepared,
-        config.network.num_classes,
-        window,
         device,
-        progress,
-    )?;
-    let mut labels = prediction.labels;
-    if options.largest_component {
-        labels = super::postprocess::keep_largest_components(&labels, config.network.num_classes);
+        window: options.sliding_window(config.training.patch),
+    };
+    let ensemble = Ensemble::new(vec![member])?;
+    Ok(predict_with(&ensemble, image, options.largest_component, progress)?.labels)
+}
+
+/// The ensemble's label map of `image` on its own grid, with its geometry, and the mean
+/// probabilities behind it.
+pub fn predict_with(
+    ensemble: &Ensemble,
+    image: &Volume<f32>,
+    largest_component: bool,
+    progress: impl FnMut(usize, usize),
+) -> Result<VolumePrediction, InferenceError> {
+    let probabilities = ensemble.probabilities(image, progress)?;
+    let mut labels = argmax_classes(&probabilities);
+    if largest_component {
+        labels = super::postprocess::keep_largest_components(&labels, ensemble.classes());
     }
-    let labels = upsample_label(&labels, config.data.downsample, image.shape());
-    Ok(Volume {
-        data: labels,
-        geometry: image.geometry.clone(),
-        source: image.source,
-        path: image.path.clone(),
+    let labels = upsample_label(&labels, ensemble.downsample(), image.shape());
+    Ok(VolumePrediction {
+        labels: Volume {
+            data: labels,
+            geometry: image.geometry.clone(),
+            source: image.source,
+            path: image.path.clone(),
+        },
+        probabilities,
+        downsample: ensemble.downsample(),
     })
 }
 
@@ -131,28 +197,51 @@ pub fn list_jobs(input: &Path, output: &Path) -> Result<Vec<PredictionJob>, Infe
     Ok(jobs)
 }
 
-/// Predict one job and write its label map.
+/// What a job writes besides its label map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobOutputs {
+    /// Keep the largest connected component of each foreground class.
+    pub largest_component: bool,
+    /// Also write the class probabilities (`<case>.npz` beside the label map).
+    pub save_probabilities: bool,
+}
+
+/// Predict one job with a model or an ensemble and write its label map (and probabilities).
 pub fn run_job(
-    model: &Specialist,
-    config: &RunConfig,
+    ensemble: &Ensemble,
     job: &PredictionJob,
-    options: PredictOptions,
-    device: &Device,
+    outputs: JobOutputs,
     progress: impl FnMut(usize, usize),
 ) -> Result<PredictionSummary, InferenceError> {
     let tick = std::time::Instant::now();
     let image = read_image(&job.input)?;
     crate::data::validate::check_finite(&image)?;
-    let labels = predict_volume(model, config, &image, options, device, progress)?;
-    write_label(&labels, &job.output)?;
+    let prediction = predict_with(ensemble, &image, outputs.largest_component, progress)?;
+    write_label(&prediction.labels, &job.output)?;
+    let probabilities = if outputs.save_probabilities {
+        let path = job.probabilities_path();
+        write_probabilities(&prediction.probabilities_on_input_grid(), &path)?;
+        Some(path)
+    } else {
+        None
+    };
+    let labels = &prediction.labels;
     Ok(PredictionSummary {
         case: job.case.clone(),
         input: job.input.clone(),
         output: job.output.clone(),
+        probabilities,
         shape: labels.shape(),
-        voxels_per_class: class_counts(&labels.data, config.network.num_classes),
+        voxels_per_class: class_counts(&labels.data, ensemble.classes()),
         seconds: tick.elapsed().as_secs_f64(),
     })
+}
+
+impl PredictionJob {
+    /// Where `--save-probabilities` writes: `<case>.npz` beside the label map.
+    pub fn probabilities_path(&self) -> PathBuf {
+        self.output.with_file_name(format!("{}.npz", self.case))
+    }
 }
 
 fn class_counts(labels: &Array3<u8>, classes: usize) -> Vec<usize> {

@@ -3,14 +3,20 @@
 //!   after), and the padding is cropped off the result;
 //! - along each axis there are `ceil((size - window) / stride) + 1` windows starting at
 //!   `min(stride · n, size - window)`, so the last one ends exactly at the border;
-//! - class probabilities are summed over all windows covering a voxel and divided by their count;
-//!   the label is the first class of highest averaged probability.
+//! - class probabilities are averaged over all windows covering a voxel, each voxel of a window
+//!   weighted by its [`WindowWeighting`] (uniform: UA-MT's plain mean; Gaussian: nnU-Net's
+//!   centre-heavy mean); the label is the first class of highest averaged probability;
+//! - with [`MirrorAxes`], each batch of windows is also predicted mirrored (test-time
+//!   augmentation) before it is accumulated.
 //!
 //! The model is abstracted as a `predictor` that maps a batch of windows `[n, 1, X, Y, Z]` to
 //! class probabilities `[n, C, X, Y, Z]`, so the algorithm is tested with closures whose output is
 //! known exactly.
 
-use ndarray::{Array3, Array4, Array5, ArrayView3, ArrayView5, Axis, s};
+use ndarray::{Array3, Array4, Array5, ArrayView3, ArrayView5, Axis, Zip, s};
+
+use super::mirror::{MirrorAxes, mirrored_mean};
+use super::window_weights::WindowWeighting;
 
 /// Window geometry and how many windows go through the model at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +25,9 @@ pub struct SlidingWindow {
     pub stride: [usize; 3],
     /// Windows per predictor call (memory versus overhead).
     pub batch: usize,
+    pub weighting: WindowWeighting,
+    /// Test-time mirroring (none: each window is predicted once).
+    pub mirror: MirrorAxes,
 }
 
 /// Averaged probabilities `[C, X, Y, Z]` and the argmax label map, on the input's grid.
@@ -52,6 +61,8 @@ impl SlidingWindow {
             window,
             stride,
             batch: 1,
+            weighting: WindowWeighting::default(),
+            mirror: MirrorAxes::NONE,
         }
     }
 
@@ -108,8 +119,9 @@ impl SlidingWindow {
             }
         }
         let [wx, wy, wz] = self.window;
+        let weights = self.weighting.map(self.window);
         let mut scores = Array4::<f32>::zeros([classes, padded[0], padded[1], padded[2]]);
-        let mut counts = Array3::<f32>::zeros(padded);
+        let mut weight_sums = Array3::<f32>::zeros(padded);
         let total = positions.len();
         for (done, chunk) in positions.chunks(self.batch.max(1)).enumerate() {
             let mut windows = Array5::<f32>::zeros([chunk.len(), 1, wx, wy, wz]);
@@ -118,21 +130,33 @@ impl SlidingWindow {
                     .slice_mut(s![n, 0, .., .., ..])
                     .assign(&volume.slice(s![x..x + wx, y..y + wy, z..z + wz]));
             }
-            let probabilities = predictor(windows.view()).map_err(SlidingWindowError::Predictor)?;
             let expected = [chunk.len(), classes, wx, wy, wz];
-            if probabilities.shape() != expected {
-                return Err(SlidingWindowError::Shape {
-                    got: probabilities.shape().to_vec(),
-                    expected: expected.to_vec(),
-                    windows: chunk.len(),
-                });
-            }
+            let checked = |w: ArrayView5<f32>| {
+                let probabilities = predictor(w).map_err(SlidingWindowError::Predictor)?;
+                if probabilities.shape() != expected {
+                    return Err(SlidingWindowError::Shape {
+                        got: probabilities.shape().to_vec(),
+                        expected: expected.to_vec(),
+                        windows: chunk.len(),
+                    });
+                }
+                Ok(probabilities)
+            };
+            let probabilities = mirrored_mean(windows.view(), self.mirror, checked)?;
             for (n, &[x, y, z]) in chunk.iter().enumerate() {
+                let window_probabilities = probabilities.index_axis(Axis(0), n);
                 let mut target = scores.slice_mut(s![.., x..x + wx, y..y + wy, z..z + wz]);
-                target += &probabilities.index_axis(Axis(0), n);
-                counts
-                    .slice_mut(s![x..x + wx, y..y + wy, z..z + wz])
-                    .mapv_inplace(|c| c + 1.0);
+                for (mut class_scores, class_probabilities) in target
+                    .axis_iter_mut(Axis(0))
+                    .zip(window_probabilities.axis_iter(Axis(0)))
+                {
+                    Zip::from(&mut class_scores)
+                        .and(&class_probabilities)
+                        .and(&weights)
+                        .for_each(|score, &p, &w| *score += p * w);
+                }
+                let mut sums = weight_sums.slice_mut(s![x..x + wx, y..y + wy, z..z + wz]);
+                sums += &weights;
             }
             progress((done * self.batch.max(1) + chunk.len()).min(total), total);
         }
@@ -144,13 +168,13 @@ impl SlidingWindow {
             pad[2].0..pad[2].0 + shape[2]
         ];
         let mut probabilities = scores.slice(crop).to_owned();
-        let counts = counts.slice(s![
+        let weight_sums = weight_sums.slice(s![
             pad[0].0..pad[0].0 + shape[0],
             pad[1].0..pad[1].0 + shape[1],
             pad[2].0..pad[2].0 + shape[2]
         ]);
         for mut class in probabilities.axis_iter_mut(Axis(0)) {
-            class /= &counts;
+            class /= &weight_sums;
         }
         let labels = argmax_classes(&probabilities);
         Ok(WindowPrediction {
