@@ -8,8 +8,8 @@ use semisam::inference::ensemble::{Ensemble, EnsembleMember};
 use semisam::inference::mirror::MirrorAxes;
 use semisam::inference::pipeline::{JobOutputs, PredictOptions, list_jobs, run_job};
 use semisam::inference::window_weights::WindowWeighting;
-use semisam::training::{RunConfig, load_checkpoint_model};
 use semisam::training::validation::model_device;
+use semisam::training::{RunConfig, load_checkpoint_model};
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {

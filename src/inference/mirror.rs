@@ -18,7 +18,9 @@ impl MirrorAxes {
         let mut axes = [false; 3];
         for &axis in list {
             if axis > 2 {
-                return Err(format!("mirror axis {axis} is not a spatial axis (0, 1 or 2)"));
+                return Err(format!(
+                    "mirror axis {axis} is not a spatial axis (0, 1 or 2)"
+                ));
             }
             axes[axis] = true;
         }
@@ -100,7 +102,13 @@ mod tests {
                 [true, true, false]
             ]
         );
-        assert_eq!(MirrorAxes::from_list(&[0, 1, 2]).unwrap().combinations().len(), 8);
+        assert_eq!(
+            MirrorAxes::from_list(&[0, 1, 2])
+                .unwrap()
+                .combinations()
+                .len(),
+            8
+        );
         assert_eq!(
             MirrorAxes::from_list(&[3]).unwrap_err(),
             "mirror axis 3 is not a spatial axis (0, 1 or 2)"
@@ -126,7 +134,12 @@ mod tests {
         let tta = mirrored_mean(windows.view(), axes, model).unwrap();
 
         let mut expected = Array5::<f32>::zeros([2, 2, 4, 3, 2]);
-        for flip in [[false; 3], [true, false, false], [false, true, false], [true, true, false]] {
+        for flip in [
+            [false; 3],
+            [true, false, false],
+            [false, true, false],
+            [true, true, false],
+        ] {
             let mut input = windows.clone();
             for a in 0..3 {
                 if flip[a] {

@@ -50,7 +50,9 @@ pub fn write_probabilities(probabilities: &Array4<f32>, path: &Path) -> Result<(
     archive
         .start_file(format!("{PROBABILITIES_KEY}.npy"), options)
         .map_err(zip_error)?;
-    archive.write_all(&npy).map_err(|e| DataError::io(path, e))?;
+    archive
+        .write_all(&npy)
+        .map_err(|e| DataError::io(path, e))?;
     let bytes = archive.finish().map_err(zip_error)?.into_inner();
     crate::io_util::write_atomic(path, &bytes).map_err(DataError::from_output)
 }
@@ -64,7 +66,11 @@ mod tests {
     #[test]
     fn npz_holds_the_probabilities_as_numpy_reads_them() {
         let p = Array4::from_shape_fn([2, 3, 2, 1], |(c, i, j, _)| {
-            if c == 0 { 0.25 * (i + j) as f32 } else { 1.0 - 0.25 * (i + j) as f32 }
+            if c == 0 {
+                0.25 * (i + j) as f32
+            } else {
+                1.0 - 0.25 * (i + j) as f32
+            }
         });
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("case.npz");

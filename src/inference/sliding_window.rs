@@ -228,7 +228,7 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_windows_are_averaged_exactly() {
+    fn uniform_weighting_averages_overlapping_windows_exactly() {
         // Along x (size 10, window 4, stride 3) the windows start at 0, 3, 6; the image value at a
         // window's first voxel is 10 · its x start, so the windows say p = 0.0, 0.3, 0.6.
         let image = Array3::from_shape_fn([10, 1, 1], |(i, _, _)| 10.0 * i as f32);
@@ -236,6 +236,8 @@ mod tests {
             window: [4, 1, 1],
             stride: [3, 1, 1],
             batch: 2,
+            weighting: WindowWeighting::Uniform,
+            mirror: MirrorAxes::NONE,
         };
         let mut calls = Vec::new();
         let out = sw
@@ -254,6 +256,63 @@ mod tests {
             [0, 0, 0, 0, 0, 0, 0, 1, 1, 1]
         );
         assert_eq!(calls, [(2, 3), (3, 3)]);
+    }
+
+    #[test]
+    fn gaussian_weighting_favours_window_centres_and_stays_normalised() {
+        // Windows of 4 along x at 0, 2, 4, 6 saying p = 0.0, 0.2, 0.4, 0.6. The Gaussian of a
+        // side of 4 (centre 1.5, σ = 0.5) weighs the two inner voxels 1 and the outer ones
+        // exp(-4.5) / exp(-0.5) = exp(-4).
+        let image = Array3::from_shape_fn([10, 1, 1], |(i, _, _)| 10.0 * i as f32);
+        let gaussian = SlidingWindow {
+            window: [4, 1, 1],
+            stride: [2, 1, 1],
+            batch: 3,
+            weighting: WindowWeighting::Gaussian,
+            mirror: MirrorAxes::NONE,
+        };
+        let out = gaussian
+            .predict(image.view(), 2, window_tag_model, |_, _| {})
+            .unwrap();
+        let edge = (-4.0f32).exp();
+        // x = 2: the inner voxel of window 0 (p 0) and the outer voxel of window 1 (p 0.2).
+        let expected = 0.2 * edge / (1.0 + edge);
+        assert!((out.probabilities[[1, 2, 0, 0]] - expected).abs() < 1e-6);
+        // x = 0 and x = 9 are each covered by one outer voxel only: the window's own answer.
+        assert!(out.probabilities[[1, 0, 0, 0]].abs() < 1e-7);
+        assert!((out.probabilities[[1, 9, 0, 0]] - 0.6).abs() < 1e-6);
+        for x in 0..10 {
+            let total = out.probabilities[[0, x, 0, 0]] + out.probabilities[[1, x, 0, 0]];
+            assert!((total - 1.0).abs() < 1e-6, "x={x}: {total}");
+        }
+        let uniform = SlidingWindow {
+            weighting: WindowWeighting::Uniform,
+            ..gaussian
+        }
+        .predict(image.view(), 2, window_tag_model, |_, _| {})
+        .unwrap();
+        assert!((uniform.probabilities[[1, 2, 0, 0]] - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn mirrored_windows_average_into_the_volume() {
+        // A model whose answer depends on the window's first voxel: mirrored along x, the first
+        // voxel is the window's last. With one window covering the volume, TTA over x is the
+        // mean of both answers.
+        let image = Array3::from_shape_fn([4, 1, 1], |(i, _, _)| 10.0 + 20.0 * i as f32);
+        let sw = SlidingWindow {
+            mirror: MirrorAxes([true, false, false]),
+            ..SlidingWindow::new([4, 1, 1], [4, 1, 1])
+        };
+        let out = sw
+            .predict(image.view(), 2, window_tag_model, |_, _| {})
+            .unwrap();
+        assert!(
+            out.probabilities
+                .slice(s![1, .., .., ..])
+                .iter()
+                .all(|&p| (p - (0.1 + 0.7) / 2.0).abs() < 1e-6)
+        );
     }
 
     #[test]

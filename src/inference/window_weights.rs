@@ -102,12 +102,18 @@ mod tests {
         let at = |d: f64| (-(d * d) / (2.0 * (17.0f64 / 8.0).powi(2))).exp() as f32;
         assert!((map[[8, 0, 0]] - 1.0).abs() < 1e-7);
         for d in 1..=8usize {
-            assert!((map[[8 + d, 0, 0]] - at(d as f64)).abs() < 1e-6, "distance {d}");
+            assert!(
+                (map[[8 + d, 0, 0]] - at(d as f64)).abs() < 1e-6,
+                "distance {d}"
+            );
         }
         // The border sits about 3.8σ out (weight 8e-4, above the floor) and the sum is the
         // discrete Gaussian's: about σ·√(2π) voxels.
         let sum: f32 = map.iter().sum();
-        assert!((sum - (17.0 / 8.0) * (2.0 * std::f32::consts::PI).sqrt()).abs() < 0.01, "{sum}");
+        assert!(
+            (sum - (17.0 / 8.0) * (2.0 * std::f32::consts::PI).sqrt()).abs() < 0.01,
+            "{sum}"
+        );
         // A small cube's corners (about 1e-8) are lifted to the floor.
         let cube = gaussian_map([8, 8, 8]);
         assert_eq!(cube[[0, 0, 0]], GAUSSIAN_FLOOR);
@@ -115,7 +121,12 @@ mod tests {
 
     #[test]
     fn uniform_weights_are_ones_and_names_parse() {
-        assert!(WindowWeighting::Uniform.map([2, 3, 4]).iter().all(|&w| w == 1.0));
+        assert!(
+            WindowWeighting::Uniform
+                .map([2, 3, 4])
+                .iter()
+                .all(|&w| w == 1.0)
+        );
         assert_eq!("uniform".parse(), Ok(WindowWeighting::Uniform));
         assert_eq!("gaussian".parse(), Ok(WindowWeighting::Gaussian));
         assert_eq!(

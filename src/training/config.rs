@@ -347,7 +347,9 @@ impl RunConfig {
     /// flips the training drew (none when it drew none).
     pub fn mirror_axes(&self) -> Result<MirrorAxes, String> {
         match &self.inference.mirror_axes {
-            Some(list) => MirrorAxes::from_list(list).map_err(|e| format!("inference.mirror_axes: {e}")),
+            Some(list) => {
+                MirrorAxes::from_list(list).map_err(|e| format!("inference.mirror_axes: {e}"))
+            }
             None if self.training.augment.flip => Ok(MirrorAxes([true, true, false])),
             None => Ok(MirrorAxes::NONE),
         }
@@ -470,18 +472,30 @@ lr = 0.01
         assert_eq!(c.inference.weighting, WindowWeighting::Uniform);
         assert_eq!(c.mirror_axes().unwrap(), MirrorAxes([false, false, true]));
         let err = parse(&["inference.weighting=box"]).unwrap_err().to_string();
-        assert!(err.contains("unknown variant `box`, expected `gaussian` or `uniform`"), "{err}");
-        let err = parse(&["inference.mirror_axes=[0, 3]"]).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown variant `box`, expected `gaussian` or `uniform`"),
+            "{err}"
+        );
+        let err = parse(&["inference.mirror_axes=[0, 3]"])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.ends_with("inference.mirror_axes: mirror axis 3 is not a spatial axis (0, 1 or 2)"),
             "{err}"
         );
-        let err = parse(&["inference.tta=true", "training.augment.flip=false"])
-            .unwrap_err()
-            .to_string();
+        let err = parse(&[
+            "inference.tta=true",
+            "training.augment={ rot90 = true, flip = false }",
+        ])
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("inference.tta needs axes to mirror"), "{err}");
-        parse(&["inference.tta=true", "training.augment.flip=false", "inference.mirror_axes=[0]"])
-            .unwrap();
+        parse(&[
+            "inference.tta=true",
+            "training.augment={ rot90 = true, flip = false }",
+            "inference.mirror_axes=[0]",
+        ])
+        .unwrap();
     }
 
     #[test]

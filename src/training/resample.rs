@@ -69,7 +69,11 @@ pub fn upsample_label(label: &Array3<u8>, factor: usize, shape: [usize; 3]) -> A
 
 /// Nearest-neighbour up-sampling of any per-voxel value (labels, class probabilities), cropped to
 /// `shape`.
-pub fn upsample_nearest<T: Clone>(values: &Array3<T>, factor: usize, shape: [usize; 3]) -> Array3<T> {
+pub fn upsample_nearest<T: Clone>(
+    values: &Array3<T>,
+    factor: usize,
+    shape: [usize; 3],
+) -> Array3<T> {
     if factor <= 1 {
         return values.clone();
     }
