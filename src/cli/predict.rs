@@ -34,8 +34,8 @@ pub struct PredictArgs {
     /// Keep every component, whatever the run's configuration says.
     #[arg(long)]
     pub no_lcc: bool,
-    /// Averaging of overlapping windows: gaussian or uniform (default: the run's
-    /// inference.weighting, gaussian unless set).
+    /// Averaging of overlapping windows: uniform or gaussian (default: the run's
+    /// inference.weighting, uniform unless set).
     #[arg(long)]
     pub weighting: Option<WindowWeighting>,
     /// Mirror test-time augmentation over the axes the training flipped (or the run's

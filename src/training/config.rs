@@ -169,7 +169,7 @@ pub struct InferenceConfig {
     /// Keep only the largest connected component of each foreground class.
     #[serde(default)]
     pub lcc: bool,
-    /// How overlapping windows are averaged (`gaussian`, the default, or `uniform`); validation
+    /// How overlapping windows are averaged (`uniform`, the default, or `gaussian`); validation
     /// during training uses the same.
     #[serde(default)]
     pub weighting: WindowWeighting,
@@ -461,15 +461,15 @@ lr = 0.01
         assert_eq!(mt.teacher.ema_decay, 0.99);
         assert_eq!(c.data.normalization, Normalization::ZScore);
         assert_eq!(c.inference_stride(), [32, 32, 24]);
-        assert_eq!(c.inference.weighting, WindowWeighting::Gaussian);
+        assert_eq!(c.inference.weighting, WindowWeighting::Uniform);
         assert!(!c.inference.tta);
         assert_eq!(c.mirror_axes().unwrap(), MirrorAxes([true, true, false]));
     }
 
     #[test]
     fn inference_weighting_and_mirror_axes_are_validated() {
-        let c = parse(&["inference.weighting=uniform", "inference.mirror_axes=[2]"]).unwrap();
-        assert_eq!(c.inference.weighting, WindowWeighting::Uniform);
+        let c = parse(&["inference.weighting=gaussian", "inference.mirror_axes=[2]"]).unwrap();
+        assert_eq!(c.inference.weighting, WindowWeighting::Gaussian);
         assert_eq!(c.mirror_axes().unwrap(), MirrorAxes([false, false, true]));
         let err = parse(&["inference.weighting=box"]).unwrap_err().to_string();
         assert!(
