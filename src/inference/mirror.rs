@@ -141,14 +141,14 @@ mod tests {
             [true, true, false],
         ] {
             let mut input = windows.clone();
-            for a in 0..3 {
-                if flip[a] {
+            for (a, &f) in flip.iter().enumerate() {
+                if f {
                     input.invert_axis(Axis(2 + a));
                 }
             }
             let mut out = model(input.as_standard_layout().view()).unwrap();
-            for a in 0..3 {
-                if flip[a] {
+            for (a, &f) in flip.iter().enumerate() {
+                if f {
                     out.invert_axis(Axis(2 + a));
                 }
             }

@@ -92,7 +92,7 @@ mod tests {
             assert_eq!(w, map[[15 - i, j, k]], "x mirror at {i} {j} {k}");
             assert_eq!(w, map[[i, 23 - j, k]], "y mirror at {i} {j} {k}");
             assert_eq!(w, map[[i, j, 8 - k]], "z mirror at {i} {j} {k}");
-            assert!(w >= GAUSSIAN_FLOOR && w <= 1.0);
+            assert!((GAUSSIAN_FLOOR..=1.0).contains(&w));
         }
     }
 
