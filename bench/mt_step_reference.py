@@ -8,10 +8,14 @@ of the teacher, and reading the loss back. Prints one JSON line with the per-ste
 
 Usage: python bench/mt_step_reference.py --patch 64 64 48 --batch 4 --labeled 2 --width 16 \
            --threads 2 --warmup 2 --iters 10
+
+To time PyTorch as on a CPU without AVX-512 (the counterpart of SEMISAM_KERNELS=avx2), set
+ONEDNN_MAX_CPU_ISA=AVX2 and ATEN_CPU_CAPABILITY=avx2; the printed line names the capability used.
 """
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -127,7 +131,10 @@ def main():
         elapsed = time.perf_counter() - t0
         if it >= args.warmup:
             times.append(elapsed)
-    print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "threads": args.threads,
+    print(json.dumps({"impl": "pytorch", "torch": torch.__version__,
+                      "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                      "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
+                      "threads": args.threads,
                       "patch": args.patch, "batch": args.batch, "labeled": lb, "width": args.width,
                       "median_s": statistics.median(times), "min_s": min(times),
                       "times_s": [round(t, 4) for t in times], "last_loss": loss_value}))

@@ -1,7 +1,9 @@
-//! `cargo bench --bench conv3d_ops -- [--iters N]`: per-layer cost of the V-Net's 3D
+//! `cargo bench --bench conv3d_ops -- [--iters N] [--width F]`: per-layer cost of the V-Net's 3D
 //! convolutions (forward, gradient of the input, gradient of the weight) and batch norm + ReLU at
-//! the LA CPU profile's shapes (batch 4, patch 64 x 64 x 48, width 8), one JSON line per layer and
-//! pass. Every layer runs as in the networks (the direct kernels where they apply).
+//! the LA CPU profile's shapes (batch 4, patch 64 x 64 x 48, width 8; `--width 16` doubles every
+//! channel count but the image's), one JSON line per layer and
+//! pass. Every layer runs as in the networks (the direct kernels where they apply, on the path
+//! `SEMISAM_KERNELS` forces or the best the CPU has; a forced path the CPU lacks is an error).
 //! `bench/conv3d_reference.py` prints the same lines for PyTorch.
 
 use std::time::Instant;
@@ -13,15 +15,16 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 /// (name, in channels, out channels, spatial size of the input, kind)
 const LAYERS: &[(&str, usize, usize, [usize; 3], &str)] = &[
-    ("stage1 3x3x3 1->8", 1, 8, [64, 64, 48], "conv3"),
-    ("stage1 3x3x3 8->8", 8, 8, [64, 64, 48], "conv3"),
-    ("stage2 3x3x3 16->16", 16, 16, [32, 32, 24], "conv3"),
-    ("stage3 3x3x3 32->32", 32, 32, [16, 16, 12], "conv3"),
-    ("stage4 3x3x3 64->64", 64, 64, [8, 8, 6], "conv3"),
-    ("down 2x2x2/2 8->16", 8, 16, [64, 64, 48], "down"),
-    ("up T2x2x2/2 16->8", 16, 8, [32, 32, 24], "up"),
-    ("stage1 batchnorm+relu 8", 8, 8, [64, 64, 48], "bnrelu"),
-    ("stage2 batchnorm+relu 16", 16, 16, [32, 32, 24], "bnrelu"),
+    ("stage1 3x3x3", 1, 8, [64, 64, 48], "conv3"),
+    ("stage1 3x3x3", 8, 8, [64, 64, 48], "conv3"),
+    ("stage2 3x3x3", 16, 16, [32, 32, 24], "conv3"),
+    ("stage3 3x3x3", 32, 32, [16, 16, 12], "conv3"),
+    ("stage4 3x3x3", 64, 64, [8, 8, 6], "conv3"),
+    ("stage5 3x3x3", 128, 128, [4, 4, 3], "conv3"),
+    ("down 2x2x2/2", 8, 16, [64, 64, 48], "down"),
+    ("up T2x2x2/2", 16, 8, [32, 32, 24], "up"),
+    ("stage1 batchnorm+relu", 8, 8, [64, 64, 48], "bnrelu"),
+    ("stage2 batchnorm+relu", 16, 16, [32, 32, 24], "bnrelu"),
 ];
 
 fn median(mut times: Vec<f64>) -> f64 {
@@ -31,14 +34,33 @@ fn median(mut times: Vec<f64>) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let iters = args
-        .iter()
-        .position(|a| a == "--iters")
-        .and_then(|i| args.get(i + 1))
-        .map_or(5, |n| n.parse().expect("--iters takes a number"));
+    let option = |name: &str, default: usize| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map_or(default, |n| {
+                n.parse()
+                    .unwrap_or_else(|_| panic!("{name} takes a number"))
+            })
+    };
+    let iters = option("--iters", 5);
+    let width = option("--width", 8);
+    // Channel counts of the layers above are for width 8; the image keeps its one channel.
+    let scaled = |channels: usize| {
+        if channels == 1 {
+            1
+        } else {
+            channels * width / 8
+        }
+    };
+    let kernels = semisam::ops::kernel_path().unwrap_or_else(|error| {
+        eprintln!("error: {error}");
+        std::process::exit(2);
+    });
     let batch = 4;
     let device = Device::default().autodiff();
     for &(name, cin, cout, [x, y, z], kind) in LAYERS {
+        let (cin, cout) = (scaled(cin), scaled(cout));
         let forward: Box<dyn Fn(Tensor<5>) -> Tensor<5>> = match kind {
             "conv3" => {
                 let conv = Conv3dConfig::new([cin, cout], [3, 3, 3])
@@ -89,7 +111,8 @@ fn main() {
         }
         for (pass, times) in [("forward", forward_times), ("backward", backward_times)] {
             println!(
-                "{{\"impl\":\"semisam (burn flex)\",\"layer\":\"{name}\",\"pass\":\"{pass}\",\"median_s\":{:.5}}}",
+                "{{\"impl\":\"semisam (burn flex)\",\"kernels\":\"{}\",\"width\":{width},\"layer\":\"{name} {cin}->{cout}\",\"pass\":\"{pass}\",\"median_s\":{:.5}}}",
+                kernels.name(),
                 median(times)
             );
         }

@@ -1,6 +1,7 @@
 //! `cargo bench --bench mt_step -- [--patch X Y Z] [--batch B] [--labeled L] [--width F]
 //! [--warmup W] [--iters N]`: times one Mean Teacher step (V-Net) on the default backend and
-//! prints one JSON line, comparable to `bench/mt_step_reference.py`.
+//! prints one JSON line, comparable to `bench/mt_step_reference.py`, naming the kernel path
+//! (`SEMISAM_KERNELS=avx512|avx2|generic` forces one; a path the CPU lacks is an error).
 
 use semisam::frameworks::benchmark::{StepBenchSettings, time_mean_teacher_step};
 
@@ -31,10 +32,13 @@ fn main() {
             _ => i += 1,
         }
     }
+    let kernels = semisam::ops::kernel_path().unwrap_or_else(|error| {
+        eprintln!("error: {error}");
+        std::process::exit(2);
+    });
     let device = semisam::backend::default_device();
     let report = time_mean_teacher_step(&settings, &device).expect("benchmark step failed");
-    println!(
-        "{}",
-        serde_json::to_string(&report).expect("report serialises")
-    );
+    let mut line = serde_json::to_value(&report).expect("report serialises");
+    line["kernels"] = kernels.name().into();
+    println!("{line}");
 }

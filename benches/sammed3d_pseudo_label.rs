@@ -6,8 +6,8 @@
 
 use burn::tensor::Device;
 use ndarray::Array3;
+use semisam::generalists::clicks3d::{ClickLoopConfig, SamMed3dClicks};
 use semisam::generalists::sammed3d::{ModelConfig, SamMed3d};
-use semisam::generalists::sammed3d_clicks::{ClickLoopConfig, SamMed3dClicks};
 use semisam::generalists::{Generalist, PseudoLabelRequest};
 use std::path::PathBuf;
 use std::time::Instant;

@@ -6,7 +6,23 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+/// An output file that could not be written, with its path.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct WriteError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl WriteError {
+    fn new(path: &Path, source: io::Error) -> Self {
+        WriteError {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
 
 fn temp_sibling(path: &Path) -> PathBuf {
     let name = path
@@ -16,13 +32,21 @@ fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
+/// Whether `path` is a temporary file of [`write_atomic_with`] (`.<name>.<pid>.tmp`), such as
+/// one left behind by a process killed while writing.
+pub fn is_temp_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.') && n.ends_with(".tmp"))
+}
+
 /// Write the bytes produced by `fill` to `path` atomically (temp file + fsync + rename).
-pub fn write_atomic_with<F>(path: &Path, fill: F) -> Result<()>
+pub fn write_atomic_with<F>(path: &Path, fill: F) -> Result<(), WriteError>
 where
     F: FnOnce(&mut dyn Write) -> io::Result<()>,
 {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        fs::create_dir_all(parent).map_err(|e| WriteError::new(parent, e))?;
     }
     let tmp = temp_sibling(path);
     let result = (|| {
@@ -35,13 +59,13 @@ where
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+        return Err(WriteError::new(path, e));
     }
     Ok(())
 }
 
 /// Write `bytes` to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 

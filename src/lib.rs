@@ -3,12 +3,15 @@
 //!
 //! The module tree follows the pipeline:
 //! data → networks → prompts → generalists → frameworks/losses → training → inference →
-//! metrics → reports. The `semisam` binary (src/main.rs, src/cli) is the user's edge.
+//! metrics → reports. `planning` (dataset fingerprint → run configuration) writes what training
+//! reads and measures its steps, so it sits above them. The `semisam` binary (src/main.rs,
+//! src/cli) is the user's edge; `fuzzing` sits beside it, feeding damaged files to every reader.
 
 pub mod backend;
 pub mod data;
 pub mod error;
 pub mod frameworks;
+pub mod fuzzing;
 pub mod generalists;
 pub mod inference;
 pub mod io_util;
@@ -17,6 +20,7 @@ pub mod metrics;
 pub mod morphology;
 pub mod networks;
 pub mod ops;
+pub mod planning;
 pub mod prompts;
 pub mod reports;
 pub mod training;

@@ -1,6 +1,7 @@
 //! Every profile shipped in configs/ must stay valid as the configuration schema evolves.
 
 use semisam::training::RunConfig;
+use semisam::training::config::Protocol;
 
 #[test]
 fn shipped_profiles_parse_and_validate() {
@@ -14,7 +15,7 @@ fn shipped_profiles_parse_and_validate() {
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
             assert_eq!(
                 config.sam.is_some(),
-                name.ends_with("_semisam"),
+                name.contains("_semisam"),
                 "{name}: [sam] section"
             );
             checked.push(name);
@@ -29,7 +30,23 @@ fn shipped_profiles_parse_and_validate() {
             "la_cpu",
             "la_cpu_sammed3d_semisam",
             "la_cpu_semisam",
+            "la_cpu_semisam_pool",
             "la_paper"
         ]
     );
+}
+
+#[test]
+fn the_pool_profile_is_the_semisam_profile_plus_a_folder_of_label_free_scans() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let pool = RunConfig::load(&dir.join("la_cpu_semisam_pool.toml"), &[]).unwrap();
+    assert_eq!(pool.data.protocol, Protocol::Paper);
+    assert_eq!((pool.data.labeled, pool.data.validation), (Some(2), 4));
+    assert_eq!(
+        pool.data.unlabeled_root.as_deref(),
+        Some(std::path::Path::new("data/LA-unlabeled"))
+    );
+    let mut semisam = RunConfig::load(&dir.join("la_cpu_semisam.toml"), &[]).unwrap();
+    semisam.data.unlabeled_root = pool.data.unlabeled_root.clone();
+    assert_eq!(pool, semisam);
 }

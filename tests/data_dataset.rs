@@ -219,6 +219,7 @@ fn case_lists_and_splits_round_trip_through_files() {
         validation: ids(&["d"]),
         test: ids(&["e"]),
         seed: 7,
+        label_free: ids(&["c"]),
     };
     let path = dir.path().join("run/splits.json");
     splits.save(&path).unwrap();
@@ -261,7 +262,7 @@ fn random_splits_are_disjoint_sized_and_reproducible_from_the_seed() {
 #[test]
 fn inspect_reports_shape_labels_intensity_and_notes() {
     let dataset = Dataset::open(fixtures().join("uamt")).unwrap();
-    let reports = inspect_dataset(&dataset, Some(2)).unwrap();
+    let reports = inspect_dataset(&dataset, Some(2), None).unwrap();
     assert_eq!(
         reports.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         ["CASE_B", "CASE_A", "CASE_T"]
@@ -288,7 +289,7 @@ fn inspect_continues_past_a_broken_case_and_reports_it() {
     fs::write(&broken, &bytes[..bytes.len() / 3]).unwrap();
     fs::remove_file(dir.path().join("Training Set/CASE_T/mri_norm2.h5")).unwrap();
     let dataset = Dataset::open(dir.path()).unwrap();
-    let reports = inspect_dataset(&dataset, None).unwrap();
+    let reports = inspect_dataset(&dataset, None, None).unwrap();
     assert!(reports[0].problems.is_empty());
     assert_eq!(
         reports[1].problems.len(),
@@ -326,7 +327,7 @@ fn inspect_notes_a_label_without_foreground_without_calling_it_a_problem() {
     .unwrap();
     fs::write(dir.path().join("test.list"), "EMPTY\n").unwrap();
     let dataset = Dataset::open(dir.path()).unwrap();
-    let report = &inspect_dataset(&dataset, None).unwrap()[0];
+    let report = &inspect_dataset(&dataset, None, None).unwrap()[0];
     assert!(report.problems.is_empty());
     assert_eq!(
         report.notes,

@@ -8,12 +8,14 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+mod common;
+
 use ndarray::Array3;
 use semisam::data::{Geometry, SourceFormat, Splits, Volume, read_image, read_label};
 use semisam::reports::curves::CURVES_SIZE;
-use semisam::reports::pseudo_labels::PseudoLabelEntry;
 use semisam::training::RunConfig;
 use semisam::training::checkpoint::Checkpoint;
+use semisam::training::pseudo_labels::PseudoLabelEntry;
 
 /// Four slices along the SAM axis (shorter than the patch, which pads): LiteMedSAM embeds each
 /// slice of a pseudo-labelled case, and four keep the test's time small.
@@ -103,49 +105,25 @@ fn splits() -> Splits {
         validation: ids(3..4),
         test: ids(4..5),
         seed: 5,
+        label_free: vec![],
     }
 }
 
 fn config_text(dataset: &Path, splits_file: &Path) -> String {
-    format!(
-        r#"
-[data]
-root = {dataset:?}
-splits_file = {splits_file:?}
-labeled = 2
-
-[network]
-architecture = "v_net"
-in_channels = 1
-num_classes = 2
-base_filters = 2
-dropout = true
-
-[framework]
-kind = "mean_teacher"
-
-[framework.teacher.consistency]
-weight = 0.1
-rampup_epochs = 4.0
-iterations_per_epoch = 1
-
-[training]
-iterations = {ITERATIONS}
-batch_size = 2
-labeled_bs = 1
-patch = [16, 16, 16]
-lr = 0.05
-seed = 21
-checkpoint_every = 4
-
-[validation]
-every = 4
-stride = [8, 8, 8]
-
-[inference]
-stride = [8, 8, 8]
-
-[sam]
+    common::tiny_run()
+        .set("data", "root", common::toml_path(dataset))
+        .set("data", "splits_file", common::toml_path(splits_file))
+        .set("training", "iterations", ITERATIONS)
+        .set("training", "batch_size", 2)
+        .set("training", "seed", 21)
+        .set("training", "checkpoint_every", 4)
+        .set("validation", "every", 4)
+        .set("inference", "stride", "[8, 8, 8]")
+        .set("framework.teacher.consistency", "weight", 0.1)
+        .set("framework.teacher.consistency", "rampup_epochs", "4.0")
+        .set("framework.teacher.consistency", "iterations_per_epoch", 1)
+        .with_sections(
+            r#"[sam]
 generalist = "litemedsam"
 axis = 2
 weight = 0.1
@@ -158,8 +136,9 @@ refresh_interval = 1000
 # prompted (with a box around the patch) and pseudo-labels exist to be saved and shown.
 [sam.prompts]
 threshold = 0.0
-"#
-    )
+"#,
+        )
+        .text()
 }
 
 fn semisam(args: &[&str]) -> Output {
@@ -197,9 +176,9 @@ fn link_targets(markdown: &str) -> Vec<String> {
 
 #[test]
 fn tiny_semisam_run_produces_a_complete_run_folder_and_report() {
-    if let Err(e) =
-        semisam::generalists::weights::locate(&semisam::generalists::weights::LITEMEDSAM)
-    {
+    if let Err(e) = semisam::generalists::weights_cache::locate(
+        &semisam::generalists::weights_cache::LITEMEDSAM,
+    ) {
         panic!(
             "this end-to-end test trains with LiteMedSAM pseudo-labels and needs its weights: run `semisam weights fetch` (scripts/test does) — {e}"
         );
@@ -483,4 +462,39 @@ fn tiny_semisam_run_produces_a_complete_run_folder_and_report() {
 fn link_targets_are_read_from_markdown() {
     let targets = link_targets("see [a](x/y.png) and ![b](c.md), not (d)");
     assert_eq!(targets, ["x/y.png", "c.md"]);
+}
+
+#[test]
+fn a_wrong_generalist_key_stops_train_before_any_folder_or_case() {
+    let dir = tempfile::tempdir().unwrap();
+    // The dataset does not exist: the configuration must fail before anything reads it.
+    let config_path = dir.path().join("run.toml");
+    let missing = dir.path().join("no-dataset");
+    std::fs::write(
+        &config_path,
+        config_text(&missing, &missing.join("splits.json")),
+    )
+    .unwrap();
+    let runs = dir.path().join("runs");
+    let (config_arg, runs_arg) = (config_path.to_str().unwrap(), runs.to_str().unwrap());
+    for (set, message) in [
+        ("sam.axis=3", "[sam] axis must be 0, 1 or 2, got 3"),
+        (
+            "sam.generalist=\"sammed3d\"",
+            "[sam] weights is required for generalist = \"sammed3d\"",
+        ),
+    ] {
+        let stderr = fails(&[
+            "train",
+            "--config",
+            config_arg,
+            "--runs-dir",
+            runs_arg,
+            "--set",
+            set,
+            "--no-progress",
+        ]);
+        assert!(stderr.contains(message), "{set}: {stderr}");
+        assert!(!runs.exists(), "{set}: a runs folder was created");
+    }
 }

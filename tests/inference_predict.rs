@@ -7,7 +7,9 @@ use ndarray::{Array3, Array4, Axis};
 use semisam::data::{Volume, read_image, read_label};
 use semisam::inference::ensemble::{Ensemble, EnsembleMember};
 use semisam::inference::mirror::MirrorAxes;
-use semisam::inference::pipeline::{JobOutputs, PredictOptions, list_jobs, run_job};
+use semisam::inference::pipeline::{
+    JobOutputs, PredictOptions, PredictionSummary, list_jobs, run_job,
+};
 use semisam::inference::window_weights::WindowWeighting;
 use semisam::networks::Specialist;
 use semisam::training::run_dir::RunDir;
@@ -134,12 +136,13 @@ fn single<'a>(
     device: &'a burn::tensor::Device,
     options: PredictOptions,
 ) -> Ensemble<'a> {
+    let input = config.model_input();
     Ensemble::new(vec![EnsembleMember {
         source: Path::new("model.ckpt"),
-        config,
+        input,
         model,
         device,
-        window: options.sliding_window(config.training.patch),
+        window: options.sliding_window(input.window),
     }])
     .unwrap()
 }
@@ -156,7 +159,7 @@ fn options(weighting: WindowWeighting, mirror: MirrorAxes) -> PredictOptions {
 
 /// The class of highest probability at each voxel (the first one on ties).
 fn argmax(probabilities: &Array4<f32>) -> Array3<u8> {
-    semisam::inference::sliding_window::argmax_classes(probabilities)
+    semisam::networks::arrays::argmax_classes(probabilities.view())
 }
 
 fn read_npz_probabilities(path: &Path) -> Array4<f32> {
@@ -170,6 +173,23 @@ fn read_npz_probabilities(path: &Path) -> Array4<f32> {
         .read_to_end(&mut bytes)
         .unwrap();
     Array4::<f32>::read_npy(&bytes[..]).unwrap()
+}
+
+/// Predict `input` into `out` with its probabilities saved; the summary and what was written.
+fn predict_saving_probabilities(
+    ensemble: &Ensemble,
+    input: &Path,
+    out: &Path,
+) -> (PredictionSummary, Volume<u8>, Array4<f32>) {
+    let job = &list_jobs(input, out).unwrap()[0];
+    let outputs = JobOutputs {
+        largest_component: false,
+        save_probabilities: true,
+    };
+    let summary = run_job(ensemble, job, outputs, |_, _| {}).unwrap();
+    let labels = read_label(&summary.output).unwrap();
+    let probabilities = read_npz_probabilities(summary.probabilities.as_ref().unwrap());
+    (summary, labels, probabilities)
 }
 
 #[test]
@@ -186,15 +206,8 @@ fn saved_probabilities_reproduce_the_saved_labels() {
     );
     let input = Path::new("tests/fixtures/data/msd/imagesTr/hippocampus_001.nii.gz");
     let out = dir.path().join("out");
-    let job = &list_jobs(input, &out).unwrap()[0];
-    let outputs = JobOutputs {
-        largest_component: false,
-        save_probabilities: true,
-    };
-    let summary = run_job(&ensemble, job, outputs, |_, _| {}).unwrap();
+    let (summary, labels, probabilities) = predict_saving_probabilities(&ensemble, input, &out);
     assert_eq!(summary.probabilities, Some(out.join("hippocampus_001.npz")));
-    let labels = read_label(&summary.output).unwrap();
-    let probabilities = read_npz_probabilities(&out.join("hippocampus_001.npz"));
     let shape = labels.shape();
     assert_eq!(probabilities.shape(), &[3, shape[0], shape[1], shape[2]]);
     for voxel in probabilities.lanes(Axis(0)) {
@@ -208,6 +221,51 @@ fn saved_probabilities_reproduce_the_saved_labels() {
             .iter()
             .any(|&p| p < 0.999)
     );
+}
+
+#[test]
+fn saved_probabilities_are_resampled_back_from_the_target_spacing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, model) = load_checkpoint_model(&checkpoint(dir.path(), 1)).unwrap();
+    let device = model_device(&model);
+    let input = Path::new("tests/fixtures/data/msd/imagesTr/hippocampus_001.nii.gz");
+    let image = read_image(input).unwrap();
+    let spacing = image.geometry.spacing.unwrap();
+    // Twice as coarse along x: the model predicts on half as many x voxels.
+    config.data.target_spacing = Some([2.0 * spacing[0], spacing[1], spacing[2]]);
+    let ensemble = single(
+        &config,
+        &model,
+        &device,
+        options(WindowWeighting::Uniform, MirrorAxes::NONE),
+    );
+    let coarse = ensemble.probabilities(&image, |_, _| {}).unwrap();
+    let [x, y, z] = image.shape();
+    assert_eq!(
+        coarse.shape(),
+        &[3, (x as f64 / 2.0).round() as usize, y, z]
+    );
+    let (_, labels, saved) =
+        predict_saving_probabilities(&ensemble, input, &dir.path().join("out"));
+    assert_eq!(labels.shape(), [x, y, z]);
+    assert_eq!(saved.shape(), &[3, x, y, z]);
+    assert_eq!(
+        saved,
+        config
+            .preparation()
+            .restore_probabilities(&coarse, [x, y, z])
+    );
+    for voxel in saved.lanes(Axis(0)) {
+        assert!((voxel.sum() - 1.0).abs() < 1e-5);
+    }
+    let agreeing = argmax(&saved)
+        .iter()
+        .zip(&labels.data)
+        .filter(|(a, b)| a == b)
+        .count();
+    // The label map's classes are resampled as indicators, the probabilities linearly: they may
+    // part only at class borders.
+    assert!(agreeing * 100 >= labels.data.len() * 99, "{agreeing}");
 }
 
 #[test]
@@ -283,9 +341,9 @@ fn ensembling_two_identical_checkpoints_equals_one() {
     let (config_b, model_b) = load_checkpoint_model(&second).unwrap();
     let device = model_device(&model_a);
     let settings = options(WindowWeighting::Gaussian, MirrorAxes::NONE);
-    let make = |source: &'static str, config, model| EnsembleMember {
+    let make = |source: &'static str, config: &RunConfig, model| EnsembleMember {
         source: Path::new(source),
-        config,
+        input: config.model_input(),
         model,
         device: &device,
         window: settings.sliding_window([16, 16, 16]),
@@ -335,5 +393,28 @@ fn ensembling_two_identical_checkpoints_equals_one() {
     assert_eq!(
         err,
         "b.ckpt cannot be ensembled with a.ckpt: its network.num_classes is 2, not 3"
+    );
+    // ... and on the grid they predict on.
+    let mismatch = |edit: fn(&mut RunConfig)| {
+        let mut other = config_b.clone();
+        edit(&mut other);
+        Ensemble::new(vec![
+            make("a.ckpt", &config_a, &model_a),
+            make("b.ckpt", &other, &model_b),
+        ])
+        .unwrap_err()
+        .to_string()
+    };
+    assert_eq!(
+        mismatch(|c| c.data.target_spacing = Some([1.0, 1.0, 2.0])),
+        "b.ckpt cannot be ensembled with a.ckpt: its data.target_spacing is [1.0, 1.0, 2.0], not unset"
+    );
+    assert_eq!(
+        mismatch(|c| c.data.downsample = 2),
+        "b.ckpt cannot be ensembled with a.ckpt: its data.downsample is 2, not 1"
+    );
+    assert_eq!(
+        mismatch(|c| c.network.in_channels = 2),
+        "b.ckpt cannot be ensembled with a.ckpt: its network.in_channels is 2, not 1"
     );
 }

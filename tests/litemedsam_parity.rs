@@ -12,7 +12,7 @@ use semisam::generalists::litemedsam::{
     Embedding, LiteMedSam, LogitWindow, PreparedImage, Prompts, postprocess_mask,
     postprocess_mask_region, prepare_image, resize_area,
 };
-use semisam::generalists::weights::{self, LITEMEDSAM};
+use semisam::generalists::weights_cache::{self, LITEMEDSAM};
 
 const CASES: [&str; 3] = ["case0_synthetic", "case1_ct", "case2_us"];
 const EMBED_STRIDE: usize = 3;
@@ -41,7 +41,7 @@ fn load_f32(rel: &str) -> Vec<f32> {
 fn model() -> &'static LiteMedSam {
     static MODEL: OnceLock<LiteMedSam> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let path = weights::locate(&LITEMEDSAM)
+        let path = weights_cache::locate(&LITEMEDSAM)
             .unwrap_or_else(|e| panic!("LiteMedSAM parity tests need the real checkpoint: {e}"));
         LiteMedSam::load(&path, &semisam::backend::default_device())
             .unwrap_or_else(|e| panic!("{e}"))
@@ -461,8 +461,8 @@ fn empty_prompt_is_rejected() {
 /// The on-disk store's bytes give back the same embedding and geometry (bit for bit).
 #[test]
 fn slice_embeddings_round_trip_through_bytes() {
-    use semisam::generalists::litemedsam_slicewise::LiteMedSamSlices;
     use semisam::generalists::slicewise::SliceModel;
+    use semisam::generalists::slicewise::litemedsam::LiteMedSamSlices;
     let slices = LiteMedSamSlices::new(model().clone(), "test");
     let slice = Array2::from_shape_fn((40, 70), |(i, j)| ((i * 7 + j * 3) % 50) as f32);
     let (embedding, geometry) = slices.embed(slice.view()).unwrap();

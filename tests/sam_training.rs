@@ -1,19 +1,21 @@
 //! SemiSAM training with the real LiteMedSAM as generalist (weights from `semisam weights fetch`,
 //! which `scripts/test` runs first):
-//! - no ground truth leaks: replacing the unlabeled cases' labels on disk by garbage, or removing
-//!   them, gives bit-identical training;
+//! - no ground truth leaks: replacing the unlabeled cases' labels on disk by garbage, removing
+//!   them, or giving the unlabeled cases as label-free images of their own folder
+//!   (`data.unlabeled_root`) gives bit-identical training;
 //! - a run interrupted between pseudo-label refreshes and resumed ends bit-identical to an
 //!   uninterrupted one (the reused pseudo-labels travel in the checkpoint).
 
 use std::path::Path;
 use std::sync::Mutex;
 
+mod common;
 mod module_values;
 
 use module_values::float_values;
 use ndarray::Array3;
 use semisam::data::{Dataset, h5};
-use semisam::training::dataset::{load_training_data, make_splits};
+use semisam::training::dataset::{load_training_data, make_splits, open_dataset};
 use semisam::training::run_dir::RunDir;
 use semisam::training::{RunConfig, TrainOptions, TrainOutcome, load_checkpoint_model, train};
 
@@ -29,37 +31,15 @@ fn config(root: &Path) -> RunConfig {
 }
 
 fn config_with(root: &Path, overrides: &[&str]) -> RunConfig {
-    let text = format!(
-        r#"
-[data]
-root = "{}"
-labeled = 1
-validation = 1
-
-[network]
-architecture = "v_net"
-in_channels = 1
-num_classes = 2
-base_filters = 2
-dropout = true
-
-[framework]
-kind = "mean_teacher"
-
-[training]
-iterations = 4
-batch_size = 3
-labeled_bs = 1
-patch = [16, 16, 16]
-lr = 0.05
-checkpoint_every = 2
-seed = 5
-
-[validation]
-every = 4
-stride = [8, 8, 8]
-
-[sam]
+    common::tiny_run()
+        .set("data", "root", common::toml_path(root))
+        .set("data", "labeled", 1)
+        .set("data", "validation", 1)
+        .set("training", "iterations", 4)
+        .set("training", "checkpoint_every", 2)
+        .set("validation", "every", 4)
+        .with_sections(
+            r#"[sam]
 generalist = "litemedsam"
 axis = 2
 weight = 1.0
@@ -73,10 +53,9 @@ threshold = 0.2
 box_margin = 1.0
 min_slice_area = 4
 "#,
-        root.display()
-    );
-    let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
-    RunConfig::from_toml_str(&text, &overrides, "test.toml").unwrap()
+        )
+        .parse_with(overrides)
+        .unwrap()
 }
 
 /// A bright disc stack (label 1) on a noisy background, 4 slices deep so that LiteMedSAM embeds
@@ -95,17 +74,24 @@ fn case(n: usize) -> (Array3<f32>, Array3<u8>) {
     (image, label)
 }
 
+#[derive(PartialEq)]
 enum UnlabeledLabels {
     True,
     Garbage,
     Removed,
+    /// The unlabeled cases are not in `train.list` but label-free h5 files of [`pool_dir`].
+    OwnFolder,
+}
+
+/// Where [`UnlabeledLabels::OwnFolder`] puts the unlabeled cases.
+fn pool_dir(root: &Path) -> std::path::PathBuf {
+    root.with_extension("pool")
 }
 
 /// A UA-MT style dataset (`<root>/<id>/mri_norm2.h5`, `train.list`).
 fn write_dataset(root: &Path, labels: UnlabeledLabels) {
     for (n, id) in CASES.iter().enumerate() {
         let (image, mut label) = case(n);
-        std::fs::create_dir_all(root.join(id)).unwrap();
         let unlabeled = UNLABELED.contains(id);
         let label = match labels {
             _ if !unlabeled => Some(label),
@@ -116,16 +102,25 @@ fn write_dataset(root: &Path, labels: UnlabeledLabels) {
                 });
                 Some(label)
             }
-            UnlabeledLabels::Removed => None,
+            UnlabeledLabels::Removed | UnlabeledLabels::OwnFolder => None,
+        };
+        let folder = if unlabeled && labels == UnlabeledLabels::OwnFolder {
+            pool_dir(root)
+        } else {
+            root.to_path_buf()
         };
         h5::write_case(
-            &root.join(id).join("mri_norm2.h5"),
+            &folder.join(id).join("mri_norm2.h5"),
             Some(&image),
             label.as_ref(),
         )
         .unwrap();
     }
-    std::fs::write(root.join("train.list"), CASES.join("\n") + "\n").unwrap();
+    let listed: Vec<&str> = CASES
+        .into_iter()
+        .filter(|id| labels != UnlabeledLabels::OwnFolder || !UNLABELED.contains(id))
+        .collect();
+    std::fs::write(root.join("train.list"), listed.join("\n") + "\n").unwrap();
 }
 
 fn final_weights(run: &RunDir) -> Vec<Vec<f32>> {
@@ -166,11 +161,21 @@ fn column(log: &Path, name: &str) -> Vec<f64> {
 /// Train from the dataset on disk, as `semisam train` does; `stop_at` interrupts and resumes.
 fn run(dir: &Path, name: &str, labels: UnlabeledLabels, stop_at: Option<usize>) -> RunDir {
     let root = dir.join(format!("{name}-data"));
+    let label_free = matches!(
+        labels,
+        UnlabeledLabels::Removed | UnlabeledLabels::OwnFolder
+    );
+    let pool = format!("data.unlabeled_root=\"{}\"", pool_dir(&root).display());
+    let config = match labels {
+        UnlabeledLabels::OwnFolder => config_with(&root, &[pool.as_str()]),
+        _ => config(&root),
+    };
     write_dataset(&root, labels);
-    let config = config(&root);
-    let dataset = Dataset::open(&root).unwrap();
+    let dataset = open_dataset(&config, None).unwrap();
     let splits = make_splits(&config, &dataset).unwrap();
     assert_eq!(splits.unlabeled, UNLABELED);
+    let expected_label_free: &[&str] = if label_free { &UNLABELED } else { &[] };
+    assert_eq!(splits.label_free, expected_label_free);
     let data = load_training_data(&config, &dataset, &splits).unwrap();
     let run = RunDir::create(dir, name, false).unwrap();
     if let Some(step) = stop_at {
@@ -218,6 +223,7 @@ fn garbage_or_missing_unlabeled_labels_give_bit_identical_semisam_training_and_r
     for (name, labels) in [
         ("garbage-labels", UnlabeledLabels::Garbage),
         ("no-labels", UnlabeledLabels::Removed),
+        ("own-folder", UnlabeledLabels::OwnFolder),
     ] {
         let other = run(dir.path(), name, labels, None);
         assert!(final_weights(&other) == weights, "{name}: weights differ");

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+mod common;
+
 use ndarray::Array3;
 use semisam::data::batches::{LabeledCase, TrainingPool, UnlabeledCase};
 use semisam::training::run_dir::RunDir;
@@ -17,41 +19,9 @@ fn fixture(name: &str) -> String {
         .to_string()
 }
 
-/// A run config whose `[sam]` section is `sam` (TOML literal strings keep paths verbatim).
+/// The tiny run with the `[sam]` section `sam` (TOML literal strings keep paths verbatim).
 fn config(sam: &str) -> Result<RunConfig, String> {
-    let text = format!(
-        r#"
-[data]
-root = "unused"
-labeled = 2
-
-[network]
-architecture = "v_net"
-in_channels = 1
-num_classes = 2
-base_filters = 2
-dropout = true
-
-[framework]
-kind = "mean_teacher"
-
-[training]
-iterations = 3
-batch_size = 3
-labeled_bs = 1
-patch = [16, 16, 16]
-lr = 0.05
-checkpoint_every = 3
-seed = 5
-
-[validation]
-every = 3
-stride = [8, 8, 8]
-
-{sam}
-"#
-    );
-    RunConfig::from_toml_str(&text, &[], "test.toml").map_err(|e| e.to_string())
+    common::tiny_run().with_sections(sam).parse()
 }
 
 fn tiny_sam_section(extra: &str) -> String {
@@ -175,7 +145,8 @@ fn sammed3d_parses_and_builds_with_its_keys() {
     let config = config(&tiny_sam_section(extra)).unwrap();
     let sam = config.sam.unwrap();
     let generalist = sam
-        .build_generalist(&semisam::backend::default_device())
+        .generalist
+        .build(&sam.prompts, &semisam::backend::default_device())
         .unwrap();
     assert_eq!(
         generalist.identity(),
@@ -184,12 +155,12 @@ fn sammed3d_parses_and_builds_with_its_keys() {
 }
 
 #[test]
-fn sammed3d_without_weights_is_an_error_naming_the_key() {
+fn sammed3d_without_weights_is_a_configuration_error_naming_the_key() {
     let section = format!(
         "[sam]\ngeneralist = \"sammed3d\"\nmodel_config = '{}'\n",
         fixture("model_config_tiny.json")
     );
-    let err = build_error(&section);
+    let err = config(&section).unwrap_err();
     assert!(
         err.contains("[sam] weights is required") && err.contains("sam_med3d_turbo.pth"),
         "{err}"
@@ -224,17 +195,18 @@ fn unknown_and_misspelt_sam_keys_are_rejected() {
 /// The error of building the generalist of a `[sam]` section that parses.
 fn build_error(section: &str) -> String {
     let sam = config(section).unwrap().sam.unwrap();
-    sam.build_generalist(&semisam::backend::default_device())
+    sam.generalist
+        .build(&sam.prompts, &semisam::backend::default_device())
         .err()
         .expect("building the generalist fails")
         .to_string()
 }
 
 #[test]
-fn an_embedding_store_is_refused_for_sammed3d() {
-    let err = build_error(&tiny_sam_section("embedding_dir = \"emb\""));
-    assert_eq!(
-        err,
-        "[sam] embedding_dir applies to generalist = \"litemedsam\" only"
+fn an_embedding_store_is_refused_for_sammed3d_when_the_configuration_is_parsed() {
+    let err = config(&tiny_sam_section("embedding_dir = \"emb\"")).unwrap_err();
+    assert!(
+        err.ends_with("[sam] embedding_dir applies to generalist = \"litemedsam\" only"),
+        "{err}"
     );
 }

@@ -14,6 +14,7 @@ fn config(root: &Path, overrides: &[&str]) -> RunConfig {
         r#"
 [data]
 root = "{}"
+protocol = "paper"
 labeled = 1
 
 [network]
@@ -141,7 +142,9 @@ fn split_requests_beyond_the_list_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.ends_with("1 labeled + 2 validation cases requested but the training list holds 2"),
+        err.ends_with(
+            "1 labeled + 2 validation cases requested but the training list holds 2 with a label"
+        ),
         "{err}"
     );
     let err = make_splits(&config(root, &["data.unlabeled=3"]), &dataset)

@@ -2,6 +2,7 @@
 
 use std::sync::Mutex;
 
+mod common;
 mod module_values;
 
 use module_values::float_values;
@@ -18,37 +19,12 @@ use semisam::training::{
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn config(framework: &str) -> RunConfig {
-    let text = format!(
-        r#"
-[data]
-root = "unused"
-labeled = 2
-
-[network]
-architecture = "v_net"
-in_channels = 1
-num_classes = 2
-base_filters = 2
-dropout = true
-
-[framework]
-kind = "{framework}"
-
-[training]
-iterations = 6
-batch_size = 3
-labeled_bs = 1
-patch = [16, 16, 16]
-lr = 0.05
-checkpoint_every = 2
-seed = 11
-
-[validation]
-every = 3
-stride = [8, 8, 8]
-"#
-    );
-    RunConfig::from_toml_str(&text, &[], "test.toml").unwrap()
+    common::tiny_run()
+        .set("framework", "kind", format!("{framework:?}"))
+        .set("training", "iterations", 6)
+        .set("training", "checkpoint_every", 2)
+        .set("training", "seed", 11)
+        .build()
 }
 
 /// A bright sphere (label 1) on a noisy background, different per case.

@@ -1,5 +1,7 @@
 //! `semisam bench train-step`: time one Mean Teacher training step (V-Net) on the default
 //! backend; compare with `bench/mt_step_reference.py` run with the same settings.
+//! `SEMISAM_KERNELS=avx512|avx2|generic` forces the kernel path (a path the CPU lacks is an
+//! error); the printed line names the path that ran.
 
 use semisam::frameworks::benchmark::{StepBenchSettings, time_mean_teacher_step};
 
@@ -55,9 +57,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 warmup: step.warmup,
                 iterations: step.iters,
                 seed: step.seed,
+                ..StepBenchSettings::default()
             };
+            let kernels = semisam::ops::kernel_path()?;
             let report = time_mean_teacher_step(&settings, &semisam::backend::default_device())?;
-            println!("{}", serde_json::to_string(&report)?);
+            let mut line = serde_json::to_value(&report)?;
+            line["kernels"] = kernels.name().into();
+            println!("{line}");
             Ok(())
         }
     }

@@ -1,13 +1,15 @@
 //! `semisam evaluate --pred DIR --ref DIR`: per-case and summary metrics of a folder of
 //! predictions against a folder of references, matched by case identifier.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
-use semisam::data::read_label;
+use ndarray::Array3;
+use semisam::data::labels::values_present;
+use semisam::data::{Volume, read_label};
 use semisam::metrics::{
     EvaluationOptions, Hd95Convention, SpacingSource, case_id_from_path, evaluate_pair,
     write_evaluation_report,
@@ -26,22 +28,29 @@ pub struct EvaluateArgs {
     /// Folder of predicted label maps (NIfTI, h5 with a `label` dataset, or npy).
     #[arg(long)]
     pub pred: PathBuf,
-    /// Folder of reference label maps, the same case identifiers as the predictions.
+    /// Folder of reference label maps, the same case identifiers as the predictions. Every
+    /// reference case is scored.
     #[arg(long = "ref")]
     pub reference: PathBuf,
     /// Output folder for per_case.csv, summary.json and summary.md.
     #[arg(long, default_value = "evaluation")]
     pub out: PathBuf,
-    /// Label values to evaluate (default: every non-zero value found in the references).
+    /// Label values to evaluate (default: every non-zero value found in any reference). Each
+    /// class is scored on every case under the empty-mask policy.
     #[arg(long, value_delimiter = ',')]
     pub classes: Vec<u8>,
+    /// Score a reference case without a prediction file as an empty prediction (default: an
+    /// error naming the cases).
+    #[arg(long)]
+    pub missing_as_empty: bool,
     #[arg(long, value_enum, default_value_t = Convention::Medpy)]
     pub hd95: Convention,
     /// Report distances in voxels even when the files store a spacing.
     #[arg(long, conflicts_with = "spacing")]
     pub voxels: bool,
-    /// Spacing in mm (x,y,z) for every case, e.g. 0.625,0.625,0.625 for LA h5 files.
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    /// Spacing in mm (x,y,z) for every case, e.g. 0.625,0.625,0.625 for LA h5 files (three
+    /// separate values work too).
+    #[arg(long, value_delimiter = ',', num_args = 1..=3)]
     pub spacing: Vec<f64>,
 }
 
@@ -82,49 +91,111 @@ fn label_files(dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     Ok(files)
 }
 
+/// The label values present in `volumes`, background excluded.
+fn foreground_values<'a>(volumes: impl Iterator<Item = &'a Volume<u8>>) -> BTreeSet<u8> {
+    volumes
+        .flat_map(|volume| values_present(&volume.data))
+        .filter(|&v| v > 0)
+        .collect()
+}
+
+/// A prediction with no foreground on the reference's grid, for a case without a prediction.
+fn empty_prediction(reference: &Volume<u8>) -> Volume<u8> {
+    Volume {
+        data: Array3::zeros(reference.data.raw_dim()),
+        geometry: reference.geometry.clone(),
+        source: reference.source,
+        path: PathBuf::new(),
+    }
+}
+
+fn spacing_source(args: &EvaluateArgs) -> anyhow::Result<SpacingSource> {
+    Ok(match (args.voxels, args.spacing.as_slice()) {
+        (true, _) => SpacingSource::Voxels,
+        (false, []) => SpacingSource::Files,
+        (false, &[x, y, z]) => SpacingSource::Override([x, y, z]),
+        (false, other) => bail!(
+            "--spacing needs three values x,y,z (e.g. 0.625,0.625,0.625), got {}",
+            other.len()
+        ),
+    })
+}
+
 pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
+    let spacing = spacing_source(&args)?;
     let predictions = label_files(&args.pred)?;
     let references = label_files(&args.reference)?;
-    if predictions.is_empty() {
+    if references.is_empty() {
         bail!(
-            "{}: no prediction files (.nii, .nii.gz, .h5, .npy)",
-            args.pred.display()
-        );
-    }
-    let missing: Vec<_> = predictions
-        .keys()
-        .filter(|id| !references.contains_key(*id))
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "{}: no reference for predicted case(s) {missing:?}",
+            "{}: no reference files (.nii, .nii.gz, .h5, .npy)",
             args.reference.display()
         );
     }
-    let spacing = match (args.voxels, args.spacing.as_slice()) {
-        (true, _) => SpacingSource::Voxels,
-        (false, [x, y, z]) => SpacingSource::Override([*x, *y, *z]),
-        _ => SpacingSource::Files,
-    };
+    let unmatched: Vec<_> = predictions
+        .keys()
+        .filter(|id| !references.contains_key(*id))
+        .collect();
+    if !unmatched.is_empty() {
+        bail!(
+            "{}: no reference for predicted case(s) {unmatched:?}",
+            args.reference.display()
+        );
+    }
+    let missing: Vec<&String> = references
+        .keys()
+        .filter(|id| !predictions.contains_key(*id))
+        .collect();
+    if !missing.is_empty() {
+        if !args.missing_as_empty {
+            bail!(
+                "{}: no prediction for reference case(s) {missing:?}; predict them, or pass --missing-as-empty to score them as empty predictions",
+                args.pred.display()
+            );
+        }
+        eprintln!(
+            "warning: no prediction for {} reference case(s), scored as empty predictions: {missing:?}",
+            missing.len()
+        );
+    }
     let hd95 = match args.hd95 {
         Convention::Medpy => Hd95Convention::Medpy,
         Convention::Monai => Hd95Convention::Monai,
     };
     let options = EvaluationOptions { hd95, spacing };
-    let mut cases = Vec::new();
-    for (id, prediction_path) in &predictions {
-        let prediction = read_label(prediction_path)?;
-        let reference = read_label(&references[id])?;
-        let classes = if args.classes.is_empty() {
-            let mut found: Vec<u8> = reference.data.iter().copied().filter(|&v| v > 0).collect();
-            found.sort_unstable();
-            found.dedup();
-            found
-        } else {
-            args.classes.clone()
+    let mut pairs = Vec::with_capacity(references.len());
+    for (id, reference_path) in &references {
+        let reference = read_label(reference_path)?;
+        let prediction = match predictions.get(id) {
+            Some(path) => read_label(path)?,
+            None => empty_prediction(&reference),
         };
-        let mut metrics = evaluate_pair(&prediction, &reference, &classes, options)?;
-        metrics.case_id = id.clone();
+        pairs.push((id, prediction, reference));
+    }
+    let classes: Vec<u8> = if args.classes.is_empty() {
+        let found = foreground_values(pairs.iter().map(|(_, _, reference)| reference));
+        if found.is_empty() {
+            bail!(
+                "{}: no reference holds a foreground label; name the classes to score with --classes",
+                args.reference.display()
+            );
+        }
+        found.into_iter().collect()
+    } else {
+        args.classes.clone()
+    };
+    let unscored: Vec<u8> = foreground_values(pairs.iter().map(|(_, prediction, _)| prediction))
+        .into_iter()
+        .filter(|v| !classes.contains(v))
+        .collect();
+    if !unscored.is_empty() {
+        eprintln!(
+            "warning: predictions hold label value(s) {unscored:?} that are not scored (classes {classes:?}); name them with --classes to score them"
+        );
+    }
+    let mut cases = Vec::with_capacity(pairs.len());
+    for (id, prediction, reference) in &pairs {
+        let mut metrics = evaluate_pair(prediction, reference, &classes, options)?;
+        metrics.case_id = (*id).clone();
         cases.push(metrics);
     }
     let paths = write_evaluation_report(&args.out, &cases, &options)?;

@@ -4,6 +4,7 @@ mod bench;
 mod evaluate;
 mod inspect;
 mod oracle;
+mod plan;
 mod predict;
 mod report;
 mod sam2d;
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// List the cases of a dataset with shapes, spacing, labels, intensities and every problem found.
     Inspect(inspect::InspectArgs),
+    /// Fingerprint a dataset and write a complete, commented run configuration (plan.toml).
+    Plan(plan::PlanArgs),
     /// Train a specialist (optionally SAM-assisted) from a run configuration into a run folder.
     Train(train::TrainArgs),
     /// Sliding-window prediction with a trained checkpoint; outputs keep format and geometry.
@@ -49,11 +52,39 @@ enum Command {
     SamOracle(oracle::OracleArgs),
 }
 
+/// `N` comma-separated numbers, e.g. `32,48,32`.
+fn parse_numbers<T, const N: usize>(text: &str) -> Result<[T; N], String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let values: Vec<T> = text
+        .split(',')
+        .map(|v| v.trim().parse::<T>().map_err(|e| format!("`{v}`: {e}")))
+        .collect::<Result<_, _>>()?;
+    values
+        .try_into()
+        .map_err(|v: Vec<T>| format!("expected {N} comma-separated numbers, got {}", v.len()))
+}
+
+/// Three comma-separated numbers (x,y,z).
+fn parse_triple<T>(text: &str) -> Result<[T; 3], String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    parse_numbers::<T, 3>(text)
+}
+
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
-        Command::Train(args) => train::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Train(args) => match train::run(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Command::Predict(args) => predict::run(args),
         Command::Weights(args) => weights::run(args),
         Command::Sam2d(args) => sam2d::run(args),

@@ -12,13 +12,14 @@ use burn::module::Module;
 use clap::Args;
 use ndarray::{Array3, Axis};
 
+use semisam::data::downsample::{downsample_image, downsample_label};
 use semisam::data::{Dataset, Normalization, normalize};
 use semisam::frameworks::sam_assist::SamConfig;
 use semisam::generalists::PseudoLabelRequest;
+use semisam::generalists::factory::{GeneralistConfig, LiteMedSamConfig};
+use semisam::inference::predictor::predict_case;
 use semisam::metrics::{Hd95Convention, dice_from_counts, evaluate_masks};
-use semisam::training::dataset::prepare_image;
-use semisam::training::resample::{downsample_image, downsample_label};
-use semisam::training::validation::{model_device, predict_case};
+use semisam::training::validation::model_device;
 use semisam::training::{RunConfig, load_checkpoint_model};
 
 #[derive(Args)]
@@ -72,14 +73,19 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
     let mut config = match specialist.as_ref().and_then(|(run, _)| run.sam.clone()) {
         Some(sam) => sam,
         None => SamConfig {
-            axis: args.axis,
+            generalist: GeneralistConfig::LiteMedSam(LiteMedSamConfig {
+                axis: args.axis,
+                ..LiteMedSamConfig::default()
+            }),
             ..SamConfig::default()
         },
     };
     if specialist.is_none() {
         config.prompts.box_margin = args.margin;
     }
-    let mut generalist = config.build_generalist(&semisam::backend::default_device())?;
+    let mut generalist = config
+        .generalist
+        .build(&config.prompts, &semisam::backend::default_device())?;
     let chosen: Vec<_> = dataset
         .cases
         .iter()
@@ -95,12 +101,13 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
     for case in chosen {
         let loaded = dataset.load_case(case)?;
-        let mut image = loaded.image.data;
-        let mut label = loaded.label.context("labeled case without label")?.data;
+        let label_volume = loaded.label.context("labeled case without label")?;
+        let mut image = loaded.image.data.clone();
+        let mut label = label_volume.data.clone();
         let prediction = match &specialist {
             Some((run, model)) => {
-                image = prepare_image(image, run, &loaded.image.path)?;
-                label = downsample_label(&label, run.data.downsample);
+                image = run.preparation().image(&loaded.image)?;
+                label = run.preparation().label(&label_volume)?;
                 let window = run.validation_window();
                 let device = model_device(model);
                 let model = model.valid();

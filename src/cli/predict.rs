@@ -1,10 +1,12 @@
 //! `semisam predict`: segment new volumes with a trained checkpoint, or with the mean of several
-//! checkpoints' probabilities (an ensemble).
+//! checkpoints' probabilities (an ensemble). Each input is resampled to the model's grid
+//! (`data.target_spacing`) and its prediction back onto the input's own grid.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use semisam::inference::ensemble::{Ensemble, EnsembleMember};
+use semisam::inference::input_check::check_inputs;
 use semisam::inference::mirror::MirrorAxes;
 use semisam::inference::pipeline::{JobOutputs, PredictOptions, list_jobs, run_job};
 use semisam::inference::window_weights::WindowWeighting;
@@ -14,8 +16,8 @@ use semisam::training::{RunConfig, load_checkpoint_model};
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
     /// Checkpoint file (e.g. runs/NAME/checkpoints/final.ckpt); repeat it to ensemble several
-    /// models (the mean of their probabilities; they must share classes, channels and
-    /// data.downsample).
+    /// models (the mean of their probabilities; they must share classes, channels,
+    /// data.target_spacing and data.downsample).
     #[arg(long, required = true)]
     pub checkpoint: Vec<PathBuf>,
     /// A volume (.nii, .nii.gz, .h5, .npy) or a folder of them (or of UA-MT case folders).
@@ -71,7 +73,7 @@ fn parse_triple(text: &str) -> Result<[usize; 3], String> {
 
 /// The options of one checkpoint's run, with the command line's overrides.
 fn options_for(config: &RunConfig, args: &PredictArgs) -> anyhow::Result<PredictOptions> {
-    let configured = PredictOptions::from_config(config);
+    let configured = config.predict_options();
     let tta = !args.no_tta && (args.tta || config.inference.tta);
     let mirror = if tta {
         let axes = config.mirror_axes().map_err(anyhow::Error::msg)?;
@@ -111,12 +113,15 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     }
     let members = loaded
         .iter()
-        .map(|(path, config, model, device, options)| EnsembleMember {
-            source: path.as_path(),
-            config,
-            model,
-            device,
-            window: options.sliding_window(config.training.patch),
+        .map(|(path, config, model, device, options)| {
+            let input = config.model_input();
+            EnsembleMember {
+                source: path.as_path(),
+                input,
+                model,
+                device,
+                window: options.sliding_window(input.window),
+            }
         })
         .collect();
     let ensemble = Ensemble::new(members)?;
@@ -127,6 +132,15 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         save_probabilities: args.save_probabilities,
     };
     let jobs = list_jobs(&args.input, &args.output)?;
+    for (path, config, ..) in &loaded {
+        check_inputs(
+            &args.input,
+            &jobs,
+            config.network.in_channels,
+            config.data.modality.as_deref(),
+        )
+        .with_context(|| format!("checkpoint {}", path.display()))?;
+    }
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
 

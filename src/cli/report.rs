@@ -27,6 +27,12 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             metrics.summary_markdown.display()
         );
     }
+    if files.unverified_metrics {
+        eprintln!(
+            "warning: {} has no saved prediction of the held-out cases: the scores in metrics/ cannot be re-checked and are not shown as the final model's",
+            args.run_dir.join("predictions").display()
+        );
+    }
     if let Some(curves) = &files.curves {
         eprintln!("curves: {}", curves.display());
     }

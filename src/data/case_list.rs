@@ -37,7 +37,7 @@ pub fn parse_case_list(path: &Path, text: &str) -> Result<Vec<String>, DataError
 pub fn write_case_list(path: impl AsRef<Path>, ids: &[String]) -> Result<(), DataError> {
     let mut text = ids.join("\n");
     text.push('\n');
-    crate::io_util::write_atomic(path.as_ref(), text.as_bytes()).map_err(DataError::from_output)
+    crate::io_util::write_atomic(path.as_ref(), text.as_bytes()).map_err(DataError::from)
 }
 
 #[cfg(test)]

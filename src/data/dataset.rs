@@ -4,6 +4,12 @@
 //! - MSD: `dataset.json` with labels number → name and `training` / `test` file lists;
 //! - nnU-Net v2: `dataset.json` with labels name → number, `file_ending` and `channel_names`;
 //!   images `imagesTr/<ID>_0000<ending>`, labels `labelsTr/<ID><ending>`, test `imagesTs/`.
+//!
+//! Images without any label are unlabeled cases: a UA-MT h5 file without a `label` dataset, an
+//! MSD / nnU-Net image in `imagesTr/` without a label file in `labelsTr/` (for MSD: a `training`
+//! entry without `label`, or an image `dataset.json` does not list), every image of an optional
+//! `imagesUnlabeled/` folder, and every image of a folder added with
+//! [`Dataset::add_unlabeled_folder`] (`data.unlabeled_root`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +18,8 @@ use serde_json::Value;
 
 use super::case_list::read_case_list;
 use super::error::DataError;
+use super::h5;
+use super::image_folder::{FoundImage, scan_nnunet, scan_plain};
 use super::validate::case_problems;
 use super::volume::Volume;
 use super::{read_image, read_label};
@@ -23,6 +31,8 @@ pub const TEST_LIST: &str = "test.list";
 pub const DATASET_JSON: &str = "dataset.json";
 /// nnU-Net's suffix of the first (and, for semisam, only) input channel.
 pub const CHANNEL_SUFFIX: &str = "_0000";
+/// MSD / nnU-Net folder of images that have no label (named like `imagesTr/`'s images).
+pub const UNLABELED_DIR: &str = "imagesUnlabeled";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
@@ -50,7 +60,8 @@ impl Layout {
 pub struct Case {
     pub id: String,
     pub image: PathBuf,
-    /// `None` for test cases without a reference. For UA-MT it is the image's own h5 file.
+    /// `None` for unlabeled images and test cases without a reference. For UA-MT it is the
+    /// image's own h5 file.
     pub label: Option<PathBuf>,
 }
 
@@ -66,30 +77,27 @@ pub struct LoadedCase {
 pub struct Dataset {
     pub root: PathBuf,
     pub layout: Layout,
-    /// Training cases first (in list / `dataset.json` order), then test cases.
+    /// Labeled training cases first (in list / `dataset.json` order), then unlabeled images, then
+    /// test cases.
     pub cases: Vec<Case>,
     /// Declared label values and their names. UA-MT declares none; binary {0, 1} is assumed.
     pub labels: BTreeMap<u8, String>,
-    /// IDs of the training list (UA-MT `train.list`, MSD `training`, nnU-Net `imagesTr`).
+    /// IDs of the labeled training cases (UA-MT `train.list`, MSD `training`, nnU-Net
+    /// `imagesTr`), in list order; images without a label are not among them.
     pub training_ids: Vec<String>,
+    /// IDs of the images without any label (see the module documentation), in the order found.
+    pub unlabeled_ids: Vec<String>,
     /// IDs of the test list (UA-MT `test.list`, MSD `test`, nnU-Net `imagesTs`).
     pub test_ids: Vec<String>,
 }
 
 impl Dataset {
-    /// Detect the layout of `root` and list its cases. Case files are not opened here; a missing
-    /// or broken file is reported when the case is loaded.
+    /// Detect the layout of `root` and list its cases. Only UA-MT h5 files are opened here, to
+    /// see whether they hold a label; a missing or broken file is reported when the case is
+    /// loaded.
     pub fn open(root: impl AsRef<Path>) -> Result<Self, DataError> {
         let root = root.as_ref();
-        if !root.is_dir() {
-            return Err(if root.exists() {
-                DataError::invalid(root, "is not a folder")
-            } else {
-                DataError::Missing {
-                    path: root.to_path_buf(),
-                }
-            });
-        }
+        require_folder(root)?;
         let json = root.join(DATASET_JSON);
         if json.is_file() {
             return open_json(root, &json);
@@ -113,6 +121,41 @@ impl Dataset {
         self.cases.iter().find(|c| c.id == id)
     }
 
+    /// Whether `id` is an image without any label (rather than a labeled case, which the paper
+    /// protocol may use without its label).
+    pub fn is_label_free(&self, id: &str) -> bool {
+        self.unlabeled_ids.iter().any(|u| u == id)
+    }
+
+    /// Add every image of a plain folder (`<ID>.nii`, `.nii.gz`, `.h5`, `.npy`, `<ID>/mri_norm2.h5`)
+    /// as an unlabeled case, after the layout's own unlabeled images. A folder without images,
+    /// or an ID the dataset already has, is an error naming the folder or file.
+    pub fn add_unlabeled_folder(&mut self, dir: &Path) -> Result<(), DataError> {
+        require_folder(dir)?;
+        let found = scan_plain(dir)?;
+        if found.is_empty() {
+            return Err(DataError::invalid(
+                dir,
+                format!(
+                    "no image found: expected <ID>.nii, <ID>.nii.gz, <ID>.h5, <ID>.npy files or <ID>/{UAMT_FILE} folders"
+                ),
+            ));
+        }
+        if let Some(clash) = found.iter().find(|f| self.case(&f.id).is_some()) {
+            return Err(DataError::DuplicateCase {
+                path: clash.path.clone(),
+                id: clash.id.clone(),
+                location: format!("also a case of the dataset {}", self.root.display()),
+            });
+        }
+        let at = self.cases.len() - self.test_ids.len();
+        self.unlabeled_ids
+            .extend(found.iter().map(|f| f.id.clone()));
+        self.cases
+            .splice(at..at, found.into_iter().map(case_without_label));
+        Ok(())
+    }
+
     /// Read a case's image and label and check them (finite intensities, matching grids,
     /// declared label values); the first problem is returned as the error.
     pub fn load_case(&self, case: &Case) -> Result<LoadedCase, DataError> {
@@ -130,6 +173,44 @@ impl Dataset {
             label,
         })
     }
+}
+
+fn require_folder(path: &Path) -> Result<(), DataError> {
+    if path.is_dir() {
+        Ok(())
+    } else if path.exists() {
+        Err(DataError::invalid(path, "is not a folder"))
+    } else {
+        Err(DataError::Missing {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+fn case_without_label(image: FoundImage) -> Case {
+    Case {
+        id: image.id,
+        image: image.path,
+        label: None,
+    }
+}
+
+/// The images of an optional folder (none when it does not exist).
+fn scan_optional(
+    dir: &Path,
+    scan: impl Fn(&Path) -> Result<Vec<FoundImage>, DataError>,
+) -> Result<Vec<FoundImage>, DataError> {
+    if dir.is_dir() {
+        scan(dir)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+/// A UA-MT h5 file that opens and holds no `label` dataset. A file that cannot be read counts as
+/// labeled here, so that loading it reports the problem.
+fn h5_without_label(file: &Path) -> bool {
+    matches!(h5::has_dataset(file, h5::LABEL_KEY), Ok(false))
 }
 
 fn binary_labels() -> BTreeMap<u8, String> {
@@ -157,25 +238,27 @@ fn open_uamt(root: &Path) -> Result<Dataset, DataError> {
     }
     let all: Vec<&String> = training_ids.iter().chain(&test_ids).collect();
     let cases_dir = find_cases_dir(root, &all)?;
-    let cases = all
+    let case = |id: &String| {
+        let file = cases_dir.join(id).join(UAMT_FILE);
+        let label = (!h5_without_label(&file)).then(|| file.clone());
+        Case {
+            id: id.clone(),
+            image: file,
+            label,
+        }
+    };
+    let (labeled, unlabeled) = training_ids
         .iter()
-        .map(|id| {
-            let file = cases_dir.join(id).join(UAMT_FILE);
-            Case {
-                id: id.to_string(),
-                image: file.clone(),
-                label: Some(file),
-            }
-        })
-        .collect();
-    Ok(Dataset {
-        root: root.to_path_buf(),
-        layout: Layout::UaMt { cases_dir },
-        cases,
-        labels: binary_labels(),
-        training_ids,
-        test_ids,
-    })
+        .map(case)
+        .partition(|c| c.label.is_some());
+    let test = test_ids.iter().map(case).collect();
+    assemble(
+        root,
+        &root.join(TRAIN_LIST),
+        Layout::UaMt { cases_dir },
+        binary_labels(),
+        [labeled, unlabeled, test],
+    )
 }
 
 /// The root or the sub-folder of it holding the most listed case folders.
@@ -215,7 +298,7 @@ fn find_cases_dir(root: &Path, ids: &[&String]) -> Result<PathBuf, DataError> {
     }
 }
 
-fn read_json(path: &Path) -> Result<Value, DataError> {
+pub(crate) fn read_json(path: &Path) -> Result<Value, DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| DataError::Format {
         path: path.to_path_buf(),
@@ -261,9 +344,38 @@ fn msd_labels(
         .collect()
 }
 
-/// Strip the NIfTI extension (and a nnU-Net channel suffix when asked) from a file name.
-fn case_id(file: &str, ending: &str) -> String {
+/// Strip the NIfTI extension from a file name.
+fn case_id(file: &str) -> String {
+    let ending = if file.ends_with(".nii.gz") {
+        ".nii.gz"
+    } else {
+        ".nii"
+    };
     file.strip_suffix(ending).unwrap_or(file).to_string()
+}
+
+/// A dataset from its labeled training cases, unlabeled images and test cases; `source` (the
+/// list or `dataset.json`) is named when an ID occurs twice.
+fn assemble(
+    root: &Path,
+    source: &Path,
+    layout: Layout,
+    labels: BTreeMap<u8, String>,
+    [labeled, unlabeled, test]: [Vec<Case>; 3],
+) -> Result<Dataset, DataError> {
+    let ids = |cases: &[Case]| cases.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+    let (training_ids, unlabeled_ids, test_ids) = (ids(&labeled), ids(&unlabeled), ids(&test));
+    let cases: Vec<Case> = labeled.into_iter().chain(unlabeled).chain(test).collect();
+    check_unique(source, &cases)?;
+    Ok(Dataset {
+        root: root.to_path_buf(),
+        layout,
+        cases,
+        labels,
+        training_ids,
+        unlabeled_ids,
+        test_ids,
+    })
 }
 
 fn open_msd(root: &Path, json_path: &Path, json: &Value) -> Result<Dataset, DataError> {
@@ -271,16 +383,8 @@ fn open_msd(root: &Path, json_path: &Path, json: &Value) -> Result<Dataset, Data
         json_path,
         json["labels"].as_object().expect("checked by caller"),
     )?;
-    let ending = |p: &str| {
-        if p.ends_with(".nii.gz") {
-            ".nii.gz"
-        } else {
-            ".nii"
-        }
-    };
     let resolve = |p: &str| root.join(p.trim_start_matches("./"));
-    let mut cases = Vec::new();
-    let mut training_ids = Vec::new();
+    let (mut labeled, mut unlabeled) = (Vec::new(), Vec::new());
     let training = json
         .get("training")
         .and_then(Value::as_array)
@@ -297,15 +401,47 @@ fn open_msd(root: &Path, json_path: &Path, json: &Value) -> Result<Dataset, Data
             ));
         };
         let file = image.rsplit('/').next().unwrap_or(image);
-        let id = case_id(file, ending(file));
-        training_ids.push(id.clone());
-        cases.push(Case {
-            id,
+        let case = Case {
+            id: case_id(file),
             image: resolve(image),
             label: label.map(resolve),
-        });
+        };
+        if case.label.is_some() {
+            labeled.push(case);
+        } else {
+            unlabeled.push(case);
+        }
     }
-    let mut test_ids = Vec::new();
+    // Images that `dataset.json` does not list: labeled when `labelsTr/` has their file.
+    let listed: std::collections::HashSet<PathBuf> = labeled
+        .iter()
+        .chain(&unlabeled)
+        .map(|c| c.image.clone())
+        .collect();
+    for found in scan_optional(&root.join("imagesTr"), scan_plain)? {
+        if listed.contains(&found.path) {
+            continue;
+        }
+        let label = found
+            .path
+            .file_name()
+            .map(|name| root.join("labelsTr").join(name))
+            .filter(|path| path.is_file());
+        match label {
+            Some(label) => labeled.push(Case {
+                id: found.id,
+                image: found.path,
+                label: Some(label),
+            }),
+            None => unlabeled.push(case_without_label(found)),
+        }
+    }
+    unlabeled.extend(
+        scan_optional(&root.join(UNLABELED_DIR), scan_plain)?
+            .into_iter()
+            .map(case_without_label),
+    );
+    let mut test = Vec::new();
     for entry in json
         .get("test")
         .and_then(Value::as_array)
@@ -322,23 +458,19 @@ fn open_msd(root: &Path, json_path: &Path, json: &Value) -> Result<Dataset, Data
             ));
         };
         let file = image.rsplit('/').next().unwrap_or(image);
-        let id = case_id(file, ending(file));
-        test_ids.push(id.clone());
-        cases.push(Case {
-            id,
+        test.push(Case {
+            id: case_id(file),
             image: resolve(image),
             label: None,
         });
     }
-    check_unique(json_path, &cases)?;
-    Ok(Dataset {
-        root: root.to_path_buf(),
-        layout: Layout::Msd,
-        cases,
+    assemble(
+        root,
+        json_path,
+        Layout::Msd,
         labels,
-        training_ids,
-        test_ids,
-    })
+        [labeled, unlabeled, test],
+    )
 }
 
 fn check_unique(source: &Path, cases: &[Case]) -> Result<(), DataError> {
@@ -384,52 +516,32 @@ fn open_nnunet(root: &Path, json_path: &Path, json: &Value) -> Result<Dataset, D
             ),
         ));
     }
-    let list = |folder: &str| -> Result<Vec<String>, DataError> {
-        let dir = root.join(folder);
-        if !dir.is_dir() {
-            return Ok(Vec::new());
+    let scan = |folder: &str| scan_optional(&root.join(folder), |d| scan_nnunet(d, &file_ending));
+    let (mut labeled, mut unlabeled) = (Vec::new(), Vec::new());
+    for found in scan("imagesTr")? {
+        let label = root
+            .join("labelsTr")
+            .join(format!("{}{file_ending}", found.id));
+        if label.is_file() {
+            labeled.push(Case {
+                id: found.id,
+                image: found.path,
+                label: Some(label),
+            });
+        } else {
+            unlabeled.push(case_without_label(found));
         }
-        let suffix = format!("{CHANNEL_SUFFIX}{file_ending}");
-        let mut ids: Vec<String> = std::fs::read_dir(&dir)
-            .map_err(|e| DataError::io(&dir, e))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(&suffix))
-                    .map(str::to_string)
-            })
-            .filter(|id| !id.starts_with('.'))
-            .collect();
-        ids.sort();
-        Ok(ids)
-    };
-    let training_ids = list("imagesTr")?;
-    let test_ids = list("imagesTs")?;
-    let image = |folder: &str, id: &str| {
-        root.join(folder)
-            .join(format!("{id}{CHANNEL_SUFFIX}{file_ending}"))
-    };
-    let mut cases: Vec<Case> = training_ids
-        .iter()
-        .map(|id| Case {
-            id: id.clone(),
-            image: image("imagesTr", id),
-            label: Some(root.join("labelsTr").join(format!("{id}{file_ending}"))),
-        })
+    }
+    unlabeled.extend(scan(UNLABELED_DIR)?.into_iter().map(case_without_label));
+    let test = scan("imagesTs")?
+        .into_iter()
+        .map(case_without_label)
         .collect();
-    cases.extend(test_ids.iter().map(|id| Case {
-        id: id.clone(),
-        image: image("imagesTs", id),
-        label: None,
-    }));
-    check_unique(json_path, &cases)?;
-    Ok(Dataset {
-        root: root.to_path_buf(),
-        layout: Layout::NnUnetV2 { file_ending },
-        cases,
+    assemble(
+        root,
+        json_path,
+        Layout::NnUnetV2 { file_ending },
         labels,
-        training_ids,
-        test_ids,
-    })
+        [labeled, unlabeled, test],
+    )
 }

@@ -136,16 +136,13 @@ impl DataError {
             _ => DataError::Io { path, source },
         }
     }
+}
 
-    /// Convert an error from [`crate::io_util`] (which names the output file itself).
-    pub(crate) fn from_output(err: crate::error::Error) -> Self {
-        match err {
-            crate::error::Error::Io { path, source } => DataError::Io { path, source },
-            crate::error::Error::Data(e) => e,
-            other => DataError::Invalid {
-                path: Default::default(),
-                message: other.to_string(),
-            },
+impl From<crate::io_util::WriteError> for DataError {
+    fn from(e: crate::io_util::WriteError) -> Self {
+        DataError::Io {
+            path: e.path,
+            source: e.source,
         }
     }
 }

@@ -21,7 +21,20 @@ pub const LABEL_KEY: &str = "label";
 const WRITE_CHUNK: u64 = 64;
 const WRITE_DEFLATE_LEVEL: u32 = 4;
 
-fn open(path: &Path) -> Result<hdf5_pure::File, DataError> {
+/// Deflate shrinks data by at most about 1032:1: no dataset of a file holds more bytes than
+/// this many per byte of the file.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+const SIGNATURE: &[u8; 8] = b"\x89HDF\r\n\x1a\n";
+
+/// An open file and what its superblock says about its length, to tell a file cut short from
+/// one whose structure is damaged.
+struct H5File {
+    file: hdf5_pure::File,
+    length: u64,
+    declared_length: Option<u64>,
+}
+
+fn open(path: &Path) -> Result<H5File, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     if !hdf5_pure::is_hdf5_bytes(&bytes) {
         return Err(DataError::Format {
@@ -30,42 +43,113 @@ fn open(path: &Path) -> Result<hdf5_pure::File, DataError> {
             reason: "the HDF5 signature is missing".into(),
         });
     }
-    hdf5_pure::File::from_bytes(bytes).map_err(|e| classify(path, e))
+    let length = bytes.len() as u64;
+    let declared_length = declared_file_length(&bytes);
+    let classify_open = |e| classify(path, e, length, declared_length);
+    let file = hdf5_pure::File::from_bytes(bytes).map_err(classify_open)?;
+    Ok(H5File {
+        file,
+        length,
+        declared_length,
+    })
 }
 
-/// A file that starts like HDF5 but breaks while parsing is almost always cut short; say so.
-fn classify(path: &Path, err: hdf5_pure::Error) -> DataError {
-    let reason = err.to_string();
-    let lower = reason.to_lowercase();
-    let truncated = [
-        "eof",
-        "end of",
-        "truncat",
-        "out of bounds",
-        "beyond",
-        "short",
-        "exceeds",
-    ];
-    if truncated.iter().any(|w| lower.contains(w)) {
-        DataError::Truncated {
-            path: path.to_path_buf(),
-            reason,
+impl H5File {
+    fn error(&self, path: &Path, err: hdf5_pure::Error) -> DataError {
+        classify(path, err, self.length, self.declared_length)
+    }
+
+    /// A dataset's `what` (its shape or chunk shape) of `value_bytes`-byte values may not
+    /// declare more bytes than the file can hold, compressed at deflate's best.
+    fn check_holds(
+        &self,
+        path: &Path,
+        key: &str,
+        what: &str,
+        dims: &[u64],
+        value_bytes: u64,
+    ) -> Result<(), DataError> {
+        let bytes = dims
+            .iter()
+            .try_fold(value_bytes, |acc, &d| acc.checked_mul(d));
+        let capacity = self.length.saturating_mul(MAX_DEFLATE_RATIO);
+        if bytes.is_some_and(|b| b <= capacity) {
+            return Ok(());
         }
-    } else {
-        DataError::Format {
+        let dims: Vec<String> = dims.iter().map(u64::to_string).collect();
+        Err(DataError::Format {
             path: path.to_path_buf(),
             format: "HDF5",
-            reason,
-        }
+            reason: format!(
+                "the file is corrupt: dataset `{key}` declares {what} {} of {value_bytes}-byte \
+                 values, more than a {}-byte file can hold even compressed",
+                dims.join("x"),
+                self.length
+            ),
+        })
     }
 }
 
-fn dataset(
-    file: &hdf5_pure::File,
+/// The end-of-file address the superblock records (plus its base address): the length of the
+/// file as it was written. `None` when the superblock cannot be read.
+fn declared_file_length(bytes: &[u8]) -> Option<u64> {
+    // The superblock sits at byte 0, 512, 1024, 2048, ...
+    let start = std::iter::once(0)
+        .chain((9..40).map(|p| 1usize << p))
+        .take_while(|&p| p + SIGNATURE.len() <= bytes.len())
+        .find(|&p| &bytes[p..p + SIGNATURE.len()] == SIGNATURE)?;
+    let field = |at: usize| bytes.get(start + at).copied();
+    let (offset_size, base_at) = match field(8)? {
+        0 => (field(13)?, 24),
+        1 => (field(13)?, 28),
+        2 | 3 => (field(9)?, 12),
+        _ => return None,
+    };
+    let width = usize::from(offset_size);
+    if !matches!(width, 2 | 4 | 8) {
+        return None;
+    }
+    let address = |at: usize| -> Option<u64> {
+        let raw = bytes.get(start + at..start + at + width)?;
+        Some(
+            raw.iter()
+                .rev()
+                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
+        )
+    };
+    let base = address(base_at)?;
+    let end_of_file = address(base_at + 2 * width)?;
+    base.checked_add(end_of_file)
+}
+
+/// A file shorter than its superblock says was cut short; any other parse failure means the
+/// file's structure is damaged (its addresses and sizes cannot be trusted).
+fn classify(
     path: &Path,
-    key: &str,
-) -> Result<hdf5_pure::Dataset, DataError> {
-    let names = file.root().datasets().map_err(|e| classify(path, e))?;
+    err: hdf5_pure::Error,
+    length: u64,
+    declared_length: Option<u64>,
+) -> DataError {
+    let reason = err.to_string();
+    match declared_length {
+        Some(declared) if length < declared => DataError::Truncated {
+            path: path.to_path_buf(),
+            reason: format!("{length} bytes of the {declared} its superblock declares ({reason})"),
+        },
+        _ => DataError::Format {
+            path: path.to_path_buf(),
+            format: "HDF5",
+            reason: format!("the file is corrupt: {reason}"),
+        },
+    }
+}
+
+fn dataset(file: &H5File, path: &Path, key: &str) -> Result<hdf5_pure::Dataset, DataError> {
+    let names = file
+        .file
+        .root()
+        .datasets()
+        .map_err(|e| file.error(path, e))?;
     if !names.iter().any(|n| n == key) {
         let found = if names.is_empty() {
             "no datasets".to_string()
@@ -78,18 +162,30 @@ fn dataset(
             found,
         });
     }
-    file.dataset(key).map_err(|e| classify(path, e))
+    file.file.dataset(key).map_err(|e| file.error(path, e))
 }
 
-fn shape3(ds: &hdf5_pure::Dataset, path: &Path, key: &str) -> Result<[usize; 3], DataError> {
-    let shape = ds.shape().map_err(|e| classify(path, e))?;
-    match shape.as_slice() {
-        &[x, y, z] => Ok([x as usize, y as usize, z as usize]),
-        other => Err(DataError::invalid(
+/// The dataset's 3D shape, when the file can hold that many values.
+fn shape3(
+    file: &H5File,
+    ds: &hdf5_pure::Dataset,
+    path: &Path,
+    key: &str,
+) -> Result<[usize; 3], DataError> {
+    let shape = ds.shape().map_err(|e| file.error(path, e))?;
+    let &[x, y, z] = shape.as_slice() else {
+        return Err(DataError::invalid(
             path,
-            format!("dataset `{key}` has {} dimensions, expected 3", other.len()),
-        )),
+            format!("dataset `{key}` has {} dimensions, expected 3", shape.len()),
+        ));
+    };
+    // The reader sizes its buffers by the shape, the chunk shape and the stored element size.
+    let value_bytes = ds.element_size().map_err(|e| file.error(path, e))?;
+    file.check_holds(path, key, "shape", &shape, value_bytes)?;
+    if let Some(chunk) = ds.chunk_shape().map_err(|e| file.error(path, e))? {
+        file.check_holds(path, key, "chunk shape", &chunk, value_bytes)?;
     }
+    Ok([x as usize, y as usize, z as usize])
 }
 
 fn into_array<T>(
@@ -118,8 +214,8 @@ fn volume<T>(path: &Path, data: Array3<T>) -> Volume<T> {
 pub fn read_image(path: &Path) -> Result<Volume<f32>, DataError> {
     let file = open(path)?;
     let ds = dataset(&file, path, IMAGE_KEY)?;
-    let shape = shape3(&ds, path, IMAGE_KEY)?;
-    let values = ds.read_f32().map_err(|e| classify(path, e))?;
+    let shape = shape3(&file, &ds, path, IMAGE_KEY)?;
+    let values = ds.read_f32().map_err(|e| file.error(path, e))?;
     Ok(volume(path, into_array(path, IMAGE_KEY, shape, values)?))
 }
 
@@ -128,10 +224,10 @@ pub fn read_image(path: &Path) -> Result<Volume<f32>, DataError> {
 pub fn read_label(path: &Path) -> Result<Volume<u8>, DataError> {
     let file = open(path)?;
     let ds = dataset(&file, path, LABEL_KEY)?;
-    let shape = shape3(&ds, path, LABEL_KEY)?;
-    let dtype = ds.dtype().map_err(|e| classify(path, e))?;
+    let shape = shape3(&file, &ds, path, LABEL_KEY)?;
+    let dtype = ds.dtype().map_err(|e| file.error(path, e))?;
     let values = match dtype {
-        DType::U8 => ds.read_u8().map_err(|e| classify(path, e))?,
+        DType::U8 => ds.read_u8().map_err(|e| file.error(path, e))?,
         DType::F32
         | DType::F64
         | DType::I8
@@ -140,7 +236,7 @@ pub fn read_label(path: &Path) -> Result<Volume<u8>, DataError> {
         | DType::I64
         | DType::U16
         | DType::U32
-        | DType::U64 => labels_from_f64(path, &ds.read_f64().map_err(|e| classify(path, e))?)?,
+        | DType::U64 => labels_from_f64(path, &ds.read_f64().map_err(|e| file.error(path, e))?)?,
         other => {
             return Err(DataError::invalid(
                 path,
@@ -149,6 +245,17 @@ pub fn read_label(path: &Path) -> Result<Volume<u8>, DataError> {
         }
     };
     Ok(volume(path, into_array(path, LABEL_KEY, shape, values)?))
+}
+
+/// Whether the file holds a dataset named `key`; only the file's structure is parsed.
+pub fn has_dataset(path: &Path, key: &str) -> Result<bool, DataError> {
+    let file = open(path)?;
+    let names = file
+        .file
+        .root()
+        .datasets()
+        .map_err(|e| file.error(path, e))?;
+    Ok(names.iter().any(|n| n == key))
 }
 
 /// Write a UA-MT style file holding `label`, and `image` when given (atomic, gzip-compressed).
@@ -173,7 +280,7 @@ pub fn write_case(
         compress(ds, label.shape());
     }
     crate::io_util::write_atomic_with(path, |w| builder.finish_to(w).map_err(io::Error::other))
-        .map_err(DataError::from_output)
+        .map_err(DataError::from)
 }
 
 fn shape_u64(shape: &[usize]) -> Vec<u64> {

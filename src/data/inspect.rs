@@ -3,9 +3,10 @@
 
 use std::fmt;
 
+use ndarray::Array3;
 use rayon::prelude::*;
 
-use super::dataset::{Case, Dataset};
+use super::dataset::{Case, DATASET_JSON, Dataset, Layout, TRAIN_LIST};
 use super::error::DataError;
 use super::labels::values_present;
 use super::validate::{case_problems, is_all_background};
@@ -35,6 +36,58 @@ pub fn intensity_stats<'a>(values: impl Iterator<Item = &'a f32>) -> Option<Inte
     })
 }
 
+/// A dataset must list training cases to be trained on; the error names the file (or folder)
+/// that should list them.
+pub fn check_training_cases(dataset: &Dataset) -> Result<(), DataError> {
+    if !dataset.training_ids.is_empty() {
+        return Ok(());
+    }
+    let (path, what) = match dataset.layout {
+        Layout::UaMt { .. } => (
+            dataset.root.join(TRAIN_LIST),
+            "lists no case (or is missing)",
+        ),
+        Layout::Msd => (
+            dataset.root.join(DATASET_JSON),
+            "has no `training` list (or an empty one)",
+        ),
+        Layout::NnUnetV2 { .. } => (dataset.root.join("imagesTr"), "holds no training image"),
+    };
+    Err(DataError::invalid(
+        &path,
+        format!("{what}: the dataset has no training case"),
+    ))
+}
+
+/// What is legal but probably not meant in an image: every voxel the same (an all-zero volume),
+/// or a shape smaller than the training patch along some axis (its patches are mostly padding).
+pub fn image_warnings(image: &Array3<f32>, patch: Option<[usize; 3]>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(&first) = image.iter().next()
+        && image.iter().all(|&v| v == first)
+    {
+        warnings.push(format!(
+            "every voxel of the image is {first}: it holds nothing to learn from or segment"
+        ));
+    }
+    if let Some(patch) = patch {
+        let shape = image.shape();
+        let short: Vec<String> = (0..3)
+            .filter(|&d| shape[d] < patch[d])
+            .map(|d| format!("axis {d} ({} < {})", shape[d], patch[d]))
+            .collect();
+        if !short.is_empty() {
+            warnings.push(format!(
+                "the image ({}) is smaller than the training patch ({}) along {}: its patches are zero-padded",
+                join(shape, "x"),
+                join(&patch, "x"),
+                short.join(", ")
+            ));
+        }
+    }
+    warnings
+}
+
 #[derive(Debug)]
 pub struct CaseReport {
     pub id: String,
@@ -46,9 +99,13 @@ pub struct CaseReport {
     pub problems: Vec<DataError>,
     /// Observations that are not errors (e.g. a label without foreground).
     pub notes: Vec<String>,
+    /// Legal but suspicious (see [`image_warnings`]).
+    pub warnings: Vec<String>,
 }
 
-pub fn inspect_case(dataset: &Dataset, case: &Case) -> CaseReport {
+/// Inspect one case; `patch` (the training patch, if known) adds a warning when the image is
+/// smaller than it.
+pub fn inspect_case(dataset: &Dataset, case: &Case, patch: Option<[usize; 3]>) -> CaseReport {
     let mut report = CaseReport {
         id: case.id.clone(),
         shape: None,
@@ -57,6 +114,7 @@ pub fn inspect_case(dataset: &Dataset, case: &Case) -> CaseReport {
         label_values: None,
         problems: Vec::new(),
         notes: Vec::new(),
+        warnings: Vec::new(),
     };
     let image = read_image(&case.image);
     // UA-MT keeps image and label in one file: a failure of the file itself is reported once.
@@ -66,6 +124,10 @@ pub fn inspect_case(dataset: &Dataset, case: &Case) -> CaseReport {
     let label = match &case.label {
         Some(_) if same_file_failed => None,
         Some(path) => read_label(path).map_err(|e| report.problems.push(e)).ok(),
+        None if dataset.is_label_free(&case.id) => {
+            report.notes.push("unlabeled: no label".into());
+            None
+        }
         None => {
             report.notes.push("no label".into());
             None
@@ -81,6 +143,7 @@ pub fn inspect_case(dataset: &Dataset, case: &Case) -> CaseReport {
         report.shape = Some(image.shape());
         report.spacing = image.geometry.spacing;
         report.intensity = intensity_stats(image.data.iter());
+        report.warnings = image_warnings(&image.data, patch);
         report.problems.extend(case_problems(
             &case.id,
             image,
@@ -101,6 +164,7 @@ pub fn inspect_case(dataset: &Dataset, case: &Case) -> CaseReport {
 pub fn inspect_dataset(
     dataset: &Dataset,
     jobs: Option<usize>,
+    patch: Option<[usize; 3]>,
 ) -> Result<Vec<CaseReport>, DataError> {
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(jobs) = jobs {
@@ -113,7 +177,7 @@ pub fn inspect_dataset(
         dataset
             .cases
             .par_iter()
-            .map(|case| inspect_case(dataset, case))
+            .map(|case| inspect_case(dataset, case, patch))
             .collect()
     }))
 }
@@ -155,6 +219,9 @@ impl fmt::Display for CaseReport {
         }
         for note in &self.notes {
             write!(f, "\n    note: {note}")?;
+        }
+        for warning in &self.warnings {
+            write!(f, "\n    WARNING: {warning}")?;
         }
         for problem in &self.problems {
             write!(f, "\n    PROBLEM: {problem}")?;

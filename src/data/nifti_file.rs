@@ -24,6 +24,11 @@ const FORMAT: &str = "NIfTI-1";
 const HEADER_SIZE: usize = 348;
 /// Header plus the 4-byte "no extensions" marker.
 const DATA_OFFSET: f32 = 352.0;
+/// Header plus the 4-byte extender: where extensions, or else the voxels, begin.
+const VOLUME_START: usize = 352;
+/// Deflate shrinks data by at most about 1032:1, so a gzip file never decodes to more than this
+/// many times its length.
+const MAX_DEFLATE_RATIO: u64 = 1032;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// NIfTI `xyzt_units` code for millimetres.
 const UNITS_MM: u8 = 2;
@@ -53,46 +58,285 @@ fn error(path: &Path, err: NiftiError) -> DataError {
     }
 }
 
-/// Read the file (gzip decoded when it is gzip, whatever its name) and parse it.
+/// Read the file (gzip decoded when it is gzip, whatever its name) and parse it. The header is
+/// checked against the bytes that are there before the `nifti` crate allocates what it declares.
 fn read_object(path: &Path) -> Result<InMemNiftiObject, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if bytes.len() < HEADER_SIZE && !bytes.starts_with(&GZIP_MAGIC) {
-        return Err(if bytes.len() >= 4 && looks_like_nifti_start(&bytes) {
+    let decoded;
+    let contents = if bytes.starts_with(&GZIP_MAGIC) {
+        decoded = decompress(path, &bytes)?;
+        decoded.as_slice()
+    } else {
+        let layout = check_header(path, &bytes)?;
+        layout.check_available(path, bytes.len())?;
+        bytes.as_slice()
+    };
+    check_extensions(path, contents)?;
+    InMemNiftiObject::from_reader(contents).map_err(|e| error(path, e))
+}
+
+fn gzip_error(path: &Path, err: io::Error) -> DataError {
+    if err.kind() == io::ErrorKind::UnexpectedEof {
+        DataError::Truncated {
+            path: path.to_path_buf(),
+            reason: "the gzip stream ends early".into(),
+        }
+    } else {
+        DataError::Format {
+            path: path.to_path_buf(),
+            format: "gzip",
+            reason: err.to_string(),
+        }
+    }
+}
+
+/// Decode the header first, then no more than the header declares, and no more than a gzip
+/// file of this length can hold: a corrupt header cannot make the reader allocate without
+/// bound (a gzip bomb stops at the declared size).
+fn decompress(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
+    let mut decoder = MultiGzDecoder::new(bytes);
+    let mut decoded = Vec::with_capacity(VOLUME_START);
+    (&mut decoder)
+        .take(VOLUME_START as u64)
+        .read_to_end(&mut decoded)
+        .map_err(|e| gzip_error(path, e))?;
+    let layout = check_header(path, &decoded)?;
+    let declared = layout.end().ok_or_else(|| layout.too_large(path))?;
+    let capacity = (bytes.len() as u64).saturating_mul(MAX_DEFLATE_RATIO);
+    if declared as u64 > capacity {
+        return Err(DataError::Format {
+            path: path.to_path_buf(),
+            format: FORMAT,
+            reason: format!(
+                "the header declares {declared} bytes of header and voxel data, more than a \
+                 {}-byte gzip file can hold (deflate compresses at most {MAX_DEFLATE_RATIO}:1): \
+                 the header is corrupt",
+                bytes.len()
+            ),
+        });
+    }
+    (&mut decoder)
+        .take((declared - decoded.len()) as u64)
+        .read_to_end(&mut decoded)
+        .map_err(|e| gzip_error(path, e))?;
+    layout.check_available(path, decoded.len())?;
+    // Reading on to the end of the stream makes the decoder verify its CRC; trailing data a
+    // writer left after the volume is read in bounded pieces and dropped.
+    io::copy(&mut decoder, &mut io::sink()).map_err(|e| gzip_error(path, e))?;
+    Ok(decoded)
+}
+
+/// Where the voxel data lies, as the header declares it.
+struct DeclaredLayout {
+    /// Header, extender and extensions.
+    data_start: usize,
+    /// `None` when the size overflows.
+    data_bytes: Option<usize>,
+    dims: Vec<usize>,
+    value_bytes: usize,
+}
+
+impl DeclaredLayout {
+    fn end(&self) -> Option<usize> {
+        self.data_bytes?.checked_add(self.data_start)
+    }
+
+    fn too_large(&self, path: &Path) -> DataError {
+        DataError::Format {
+            path: path.to_path_buf(),
+            format: FORMAT,
+            reason: format!(
+                "the header declares shape {:?} of {}-byte values, more than any file can hold",
+                self.dims, self.value_bytes
+            ),
+        }
+    }
+
+    /// The file (decoded) holds `available` bytes: it must reach the end of the voxel data.
+    fn check_available(&self, path: &Path, available: usize) -> Result<(), DataError> {
+        let data_bytes = self.data_bytes.ok_or_else(|| self.too_large(path))?;
+        if self.data_start > available {
+            return Err(DataError::Format {
+                path: path.to_path_buf(),
+                format: FORMAT,
+                reason: format!(
+                    "the voxel data starts at byte {} (vox_offset), beyond the end of the {available}-byte file",
+                    self.data_start
+                ),
+            });
+        }
+        let held = available - self.data_start;
+        if held < data_bytes {
+            return Err(DataError::Truncated {
+                path: path.to_path_buf(),
+                reason: format!("voxel data holds {held} bytes, the header declares {data_bytes}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn corrupt_header(path: &Path, reason: String) -> DataError {
+    DataError::Format {
+        path: path.to_path_buf(),
+        format: FORMAT,
+        reason: format!("{reason} (the header is corrupt)"),
+    }
+}
+
+/// Check the fixed header (and the extender after it) in `head`, the first bytes of the file.
+fn check_header(path: &Path, head: &[u8]) -> Result<DeclaredLayout, DataError> {
+    if head.len() < HEADER_SIZE {
+        return Err(if head.len() >= 4 && looks_like_nifti_start(head) {
             DataError::Truncated {
                 path: path.to_path_buf(),
-                reason: format!("only {} bytes, a header needs 348", bytes.len()),
+                reason: format!("only {} bytes, a header needs 348", head.len()),
             }
         } else {
             DataError::Format {
                 path: path.to_path_buf(),
                 format: FORMAT,
-                reason: format!("only {} bytes", bytes.len()),
+                reason: format!("only {} bytes", head.len()),
             }
         });
     }
-    let object = if bytes.starts_with(&GZIP_MAGIC) {
-        let mut decoded = Vec::new();
-        MultiGzDecoder::new(bytes.as_slice())
-            .read_to_end(&mut decoded)
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    DataError::Truncated {
-                        path: path.to_path_buf(),
-                        reason: "the gzip stream ends early".into(),
-                    }
-                } else {
-                    DataError::Format {
-                        path: path.to_path_buf(),
-                        format: "gzip",
-                        reason: e.to_string(),
-                    }
-                }
-            })?;
-        InMemNiftiObject::from_reader(decoded.as_slice())
-    } else {
-        InMemNiftiObject::from_reader(bytes.as_slice())
+    let big_endian = match head[..4].try_into().map(i32::from_le_bytes) {
+        Ok(348) => false,
+        _ if i32::from_be_bytes([head[0], head[1], head[2], head[3]]) == 348 => true,
+        _ => {
+            return Err(DataError::Format {
+                path: path.to_path_buf(),
+                format: FORMAT,
+                reason: format!(
+                    "sizeof_hdr is {}, a NIfTI-1 header has 348",
+                    i32::from_le_bytes([head[0], head[1], head[2], head[3]])
+                ),
+            });
+        }
     };
-    object.map_err(|e| error(path, e))
+    match &head[344..348] {
+        b"n+1\0" => {}
+        b"ni1\0" => {
+            return Err(DataError::Format {
+                path: path.to_path_buf(),
+                format: FORMAT,
+                reason: "the magic code `ni1` means the voxels are in a separate .img file; \
+                         semisam reads single-file NIfTI (`n+1`)"
+                    .into(),
+            });
+        }
+        _ => return Err(error(path, NiftiError::InvalidFormat)),
+    }
+    let i16_at = |offset: usize| {
+        let pair = [head[offset], head[offset + 1]];
+        if big_endian {
+            i16::from_be_bytes(pair)
+        } else {
+            i16::from_le_bytes(pair)
+        }
+    };
+    let ndim = i16_at(40);
+    if !(1..=7).contains(&ndim) {
+        return Err(corrupt_header(
+            path,
+            format!("dim[0] = {ndim}: the number of dimensions must be 1 to 7"),
+        ));
+    }
+    let mut dims = Vec::with_capacity(ndim as usize);
+    for axis in 1..=ndim as usize {
+        let size = i16_at(40 + 2 * axis);
+        if size < 1 {
+            return Err(corrupt_header(
+                path,
+                format!("dim[{axis}] = {size}: every axis needs at least one voxel"),
+            ));
+        }
+        dims.push(size as usize);
+    }
+    let header = NiftiHeader::from_reader(&head[..HEADER_SIZE]).map_err(|e| error(path, e))?;
+    let datatype = header.data_type().map_err(|_| {
+        corrupt_header(
+            path,
+            format!("datatype = {} is not a NIfTI-1 data type", header.datatype),
+        )
+    })?;
+    let value_bytes = datatype.size_of();
+    if header.bitpix as usize != value_bytes * 8 {
+        return Err(corrupt_header(
+            path,
+            format!(
+                "bitpix = {} but datatype {datatype:?} has {} bits",
+                header.bitpix,
+                value_bytes * 8
+            ),
+        ));
+    }
+    if !(header.vox_offset.is_finite() && header.vox_offset >= 0.0) {
+        return Err(corrupt_header(
+            path,
+            format!("vox_offset = {} is not a byte offset", header.vox_offset),
+        ));
+    }
+    let Some(&extender) = head.get(HEADER_SIZE) else {
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            reason: "the header is incomplete".into(),
+        });
+    };
+    // As the nifti crate reads it: extensions fill the bytes up to vox_offset when the extender
+    // announces them, and the voxels follow the extender otherwise.
+    let data_start = if extender != 0 {
+        (header.vox_offset as usize).max(VOLUME_START)
+    } else {
+        VOLUME_START
+    };
+    let data_bytes = dims
+        .iter()
+        .try_fold(value_bytes, |acc, &d| acc.checked_mul(d));
+    Ok(DeclaredLayout {
+        data_start,
+        data_bytes,
+        dims,
+        value_bytes,
+    })
+}
+
+/// The extensions between the extender and vox_offset must chain exactly onto the voxel data:
+/// the nifti crate trusts each extension's size.
+fn check_extensions(path: &Path, contents: &[u8]) -> Result<(), DataError> {
+    let layout = check_header(path, contents)?;
+    let big_endian = contents[..4] != 348i32.to_le_bytes();
+    let mut offset = VOLUME_START;
+    while offset < layout.data_start {
+        let Some(field) = contents.get(offset..offset + 4) else {
+            break;
+        };
+        let field = [field[0], field[1], field[2], field[3]];
+        let size = if big_endian {
+            i32::from_be_bytes(field)
+        } else {
+            i32::from_le_bytes(field)
+        };
+        let fits = usize::try_from(size)
+            .ok()
+            .filter(|&s| s >= 8)
+            .and_then(|s| offset.checked_add(s))
+            .filter(|&end| end <= layout.data_start);
+        match fits {
+            Some(end) => offset = end,
+            None => {
+                return Err(corrupt_header(
+                    path,
+                    format!(
+                        "the extension at byte {offset} declares {size} bytes, which does not end \
+                         by vox_offset = {}",
+                        layout.data_start
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `sizeof_hdr` is 348 in either byte order.
@@ -448,5 +692,5 @@ pub fn write<T: NiftiElement>(volume: &Volume<T>, path: &Path) -> Result<(), Dat
             w.write_all(&bytes)
         }
     })
-    .map_err(DataError::from_output)
+    .map_err(DataError::from)
 }

@@ -12,6 +12,15 @@ pub enum Normalization {
     /// Clip to the case's `lower`/`upper` percentiles (0..=100, numpy's linear interpolation),
     /// then z-score.
     PercentileClip { lower: f64, upper: f64 },
+    /// Clip to fixed bounds, then subtract `mean` and divide by `std`: dataset-wide statistics,
+    /// for calibrated intensities such as CT (`semisam plan` takes them from the labeled
+    /// foreground).
+    ClipZScore {
+        lower: f64,
+        upper: f64,
+        mean: f64,
+        std: f64,
+    },
     /// Leave intensities as stored (UA-MT h5 images are z-scored already).
     Identity,
 }
@@ -22,6 +31,10 @@ pub enum NormalizeError {
         "percentile clipping needs 0 <= lower < upper <= 100, got lower {lower} and upper {upper}"
     )]
     BadPercentiles { lower: f64, upper: f64 },
+    #[error(
+        "clip_z_score needs lower < upper and a positive std, got lower {lower}, upper {upper}, std {std}"
+    )]
+    BadClipZScore { lower: f64, upper: f64, std: f64 },
 }
 
 /// The `p`-th percentile (0..=100) with linear interpolation between order statistics.
@@ -66,6 +79,17 @@ pub fn normalize(data: &mut Array3<f32>, method: Normalization) -> Result<(), No
             let hi = percentile(&mut values, upper) as f32;
             data.mapv_inplace(|v| v.clamp(lo, hi));
             z_score(data);
+        }
+        Normalization::ClipZScore {
+            lower,
+            upper,
+            mean,
+            std,
+        } => {
+            if !(lower < upper && std > 0.0 && std.is_finite()) {
+                return Err(NormalizeError::BadClipZScore { lower, upper, std });
+            }
+            data.mapv_inplace(|v| ((f64::from(v).clamp(lower, upper) - mean) / std) as f32);
         }
     }
     Ok(())
@@ -151,5 +175,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("lower 90 and upper 10"), "{err}");
+    }
+
+    #[test]
+    fn clip_z_score_uses_the_given_statistics() {
+        let mut a = array(&[-1000.0, 40.0, 60.0, 3000.0]);
+        let method = Normalization::ClipZScore {
+            lower: 0.0,
+            upper: 100.0,
+            mean: 50.0,
+            std: 10.0,
+        };
+        normalize(&mut a, method).unwrap();
+        assert_eq!(
+            a.iter().copied().collect::<Vec<_>>(),
+            [-5.0, -1.0, 1.0, 5.0]
+        );
+        let err = normalize(
+            &mut a,
+            Normalization::ClipZScore {
+                lower: 0.0,
+                upper: 100.0,
+                mean: 0.0,
+                std: 0.0,
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("positive std"), "{err}");
     }
 }

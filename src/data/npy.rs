@@ -1,8 +1,13 @@
 //! NumPy `.npy` arrays (C or Fortran order). They carry no geometry.
+//!
+//! The header is checked against the file's length before anything is read: `ndarray-npy`
+//! allocates the declared header length and the declared array size up front, so a corrupt
+//! header would otherwise abort the process instead of giving an error.
 
 use std::path::Path;
 
 use ndarray::Array3;
+use ndarray_npy::npy::header::{Header, ReadHeaderError};
 use ndarray_npy::{ReadNpyError, ReadNpyExt, ReadableElement, WritableElement, WriteNpyExt};
 
 use super::error::DataError;
@@ -11,16 +16,116 @@ use super::volume::{Geometry, SourceFormat, Volume};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
+const FORMAT: &str = "NumPy .npy";
+
+fn format_error(path: &Path, reason: impl Into<String>) -> DataError {
+    DataError::Format {
+        path: path.to_path_buf(),
+        format: FORMAT,
+        reason: reason.into(),
+    }
+}
+
+fn truncated(path: &Path, reason: impl Into<String>) -> DataError {
+    DataError::Truncated {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
 fn read_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if !bytes.starts_with(MAGIC) {
-        return Err(DataError::Format {
-            path: path.to_path_buf(),
-            format: "NumPy .npy",
-            reason: "the magic string is missing".into(),
-        });
-    }
+    check_declared_sizes(path, &bytes)?;
     Ok(bytes)
+}
+
+/// Check that the file at `path` is an `.npy` whose header fits the file, so that any `.npy`
+/// reader can then allocate what the header declares.
+pub fn check_file(path: &Path) -> Result<(), DataError> {
+    read_bytes(path).map(|_| ())
+}
+
+/// The header's length and the array it declares must fit in `bytes`.
+fn check_declared_sizes(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    if !bytes.starts_with(MAGIC) {
+        return Err(format_error(path, "the magic string is missing"));
+    }
+    let (length_field, prefix) = match bytes.get(MAGIC.len()) {
+        Some(1) => (2, MAGIC.len() + 4),
+        Some(2 | 3) => (4, MAGIC.len() + 6),
+        Some(major) => {
+            return Err(format_error(
+                path,
+                format!("unsupported format version {major}"),
+            ));
+        }
+        None => return Err(truncated(path, "the header is incomplete")),
+    };
+    let Some(field) = bytes.get(prefix - length_field..prefix) else {
+        return Err(truncated(path, "the header is incomplete"));
+    };
+    let header_len = field
+        .iter()
+        .rev()
+        .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+    let available = bytes.len() - prefix;
+    if header_len > available {
+        return Err(truncated(
+            path,
+            format!("the header declares {header_len} bytes, only {available} follow"),
+        ));
+    }
+    let header = Header::from_reader(&mut &bytes[..prefix + header_len]).map_err(|e| match e {
+        ReadHeaderError::Io(e) => truncated(path, e.to_string()),
+        ReadHeaderError::Parse(e) => format_error(path, format!("unreadable header: {e}")),
+    })?;
+    let descriptor = header.type_descriptor.to_string();
+    let item_size = numeric_item_size(&descriptor).ok_or_else(|| {
+        DataError::invalid(
+            path,
+            format!("unsupported element type {descriptor} (expected a numeric or boolean array)"),
+        )
+    })?;
+    let data = bytes.len() - prefix - header_len;
+    let shape = header
+        .shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("x");
+    let declared = header
+        .shape
+        .iter()
+        .try_fold(item_size, |acc, &d| acc.checked_mul(d));
+    match declared {
+        Some(declared) if declared <= data => Ok(()),
+        Some(declared) => Err(format_error(
+            path,
+            format!(
+                "the header declares shape {shape} of {item_size}-byte values ({declared} bytes), \
+                 the file holds {data} bytes of data (cut short, or a corrupt header)"
+            ),
+        )),
+        None => Err(format_error(
+            path,
+            format!("the header declares shape {shape}, more bytes than any file can hold"),
+        )),
+    }
+}
+
+/// Bytes per element of a numeric or boolean descriptor such as `'<f4'` or `'|b1'`.
+fn numeric_item_size(descriptor: &str) -> Option<usize> {
+    let text = descriptor.trim_matches('\'');
+    let text = text.trim_start_matches(['<', '>', '|', '=']);
+    let (kind, size) = text.split_at_checked(1)?;
+    let size: usize = size.parse().ok()?;
+    let valid = match kind {
+        "f" => matches!(size, 2 | 4 | 8),
+        "i" | "u" => matches!(size, 1 | 2 | 4 | 8),
+        "b" => size == 1,
+        _ => false,
+    };
+    valid.then_some(size)
 }
 
 /// Outcome of trying one element type.
@@ -105,5 +210,5 @@ pub fn read_label(path: &Path) -> Result<Volume<u8>, DataError> {
 
 pub fn write<T: WritableElement>(data: &Array3<T>, path: &Path) -> Result<(), DataError> {
     crate::io_util::write_atomic_with(path, |w| data.write_npy(w).map_err(std::io::Error::other))
-        .map_err(DataError::from_output)
+        .map_err(DataError::from)
 }

@@ -17,6 +17,11 @@ pub struct Splits {
     pub validation: Vec<String>,
     pub test: Vec<String>,
     pub seed: u64,
+    /// The unlabeled cases that have no label at all (images without a label file); the other
+    /// unlabeled cases are labeled cases used without their labels (paper protocol). Absent in
+    /// files written before it existed.
+    #[serde(default)]
+    pub label_free: Vec<String>,
 }
 
 impl Splits {
@@ -44,6 +49,7 @@ impl Splits {
             validation: Vec::new(),
             test: test.to_vec(),
             seed,
+            label_free: Vec::new(),
         };
         splits.check(list_path)?;
         Ok(splits)
@@ -83,6 +89,7 @@ impl Splits {
             validation,
             test,
             seed,
+            label_free: Vec::new(),
         };
         splits.check(source)?;
         Ok(splits)
@@ -97,8 +104,19 @@ impl Splits {
         ]
     }
 
-    /// Every case appears at most once across all splits. `path` names the source in errors.
+    /// Every case appears at most once across all splits, and the label-free cases are unlabeled
+    /// ones. `path` names the source in errors.
     pub fn check(&self, path: &Path) -> Result<(), DataError> {
+        if let Some(id) = self
+            .label_free
+            .iter()
+            .find(|id| !self.unlabeled.contains(id))
+        {
+            return Err(DataError::invalid(
+                path,
+                format!("case {id} is listed as label-free but is not an unlabeled case"),
+            ));
+        }
         let mut seen: HashMap<&str, &'static str> = HashMap::new();
         for (split, ids) in self.named() {
             for id in ids {
@@ -131,10 +149,10 @@ impl Splits {
         self.check(path)?;
         let mut json = serde_json::to_string_pretty(self).expect("splits serialise");
         json.push('\n');
-        crate::io_util::write_atomic(path, json.as_bytes()).map_err(DataError::from_output)
+        crate::io_util::write_atomic(path, json.as_bytes()).map_err(DataError::from)
     }
 
-    /// Load and check.
+    /// Load and check; a splits file is what a run trains on, so it needs a labeled case.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, DataError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
@@ -143,6 +161,12 @@ impl Splits {
             format: "splits JSON",
             reason: e.to_string(),
         })?;
+        if splits.labeled.is_empty() {
+            return Err(DataError::invalid(
+                path,
+                "the `labeled` list is empty: training needs at least one labeled case",
+            ));
+        }
         splits.check(path)?;
         Ok(splits)
     }

@@ -1,4 +1,4 @@
-//! Timing of one Mean Teacher training step (V-Net), the Rust side of
+//! Timing of one Mean Teacher training step (V-Net by default), the Rust side of
 //! `bench/mt_step_reference.py`: student forward, teacher forward on the noisy unlabeled
 //! items, CE + Dice + consistency, backward, SGD (lr 0.01, momentum 0.9 without dampening,
 //! weight decay 1e-4), EMA update, loss read back.
@@ -24,6 +24,9 @@ pub struct StepBenchSettings {
     pub batch: usize,
     pub labeled: usize,
     pub width: usize,
+    pub architecture: Architecture,
+    /// Output classes, background included.
+    pub classes: usize,
     pub warmup: usize,
     pub iterations: usize,
     pub seed: u64,
@@ -36,6 +39,8 @@ impl Default for StepBenchSettings {
             batch: 4,
             labeled: 2,
             width: 16,
+            architecture: Architecture::VNet,
+            classes: 2,
             warmup: 2,
             iterations: 10,
             seed: 1337,
@@ -64,9 +69,9 @@ pub fn time_mean_teacher_step(
     let device = device.clone().autodiff();
     let mut rng = ChaCha8Rng::seed_from_u64(settings.seed);
     let network = NetworkConfig {
-        architecture: Architecture::VNet,
+        architecture: settings.architecture,
         in_channels: 1,
-        num_classes: 2,
+        num_classes: settings.classes,
         base_filters: settings.width,
         dropout: true,
     };
@@ -83,8 +88,13 @@ pub fn time_mean_teacher_step(
     let images: Vec<f32> = (0..settings.batch * voxels)
         .map(|_| rng.r#gen::<f32>() * 2.0 - 1.0)
         .collect();
+    // Binary labels keep the reference script's 30 % foreground.
+    let classes = settings.classes.max(2) as i64;
     let labels: Vec<i64> = (0..settings.labeled * voxels)
-        .map(|_| i64::from(rng.gen_bool(0.3)))
+        .map(|_| match classes {
+            2 => i64::from(rng.gen_bool(0.3)),
+            _ => rng.gen_range(0..classes),
+        })
         .collect();
     let images = Tensor::<5>::from_data(
         TensorData::new(images, [settings.batch, 1, x, y, z]),

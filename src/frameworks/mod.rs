@@ -7,7 +7,8 @@
 //! let mut student = network_config.init(&device.autodiff())?;
 //! let mut teacher = framework.uses_teacher().then(|| new_teacher(&student));
 //! for step in start..max_steps {
-//!     let batch = Batch::new(images, labels, labeled_bs)?;   // [B,1,X,Y,Z], [labeled_bs,X,Y,Z]
+//!     let batch = Batch::new(images, labels, labeled_bs)?    // [B,1,X,Y,Z], [labeled_bs,X,Y,Z]
+//!         .with_provenance(items)?;                       // where each patch came from
 //!     let out = train_step(&*framework, &student, teacher.as_ref(),
 //!                          &batch, StepIndex { step, max_steps }, &mut rng, &mut [])?;
 //!     let grads = out.loss.backward();                        // then optimizer step on student
@@ -41,6 +42,7 @@ use burn::tensor::{Int, Tensor};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::data::batches::ItemProvenance;
 use crate::losses::LossError;
 use crate::networks::{NetworkError, Specialist};
 use crate::ops::channel_softmax;
@@ -77,6 +79,9 @@ pub struct Batch {
     /// `[labeled_bs, X, Y, Z]` class indices of the labeled items only.
     pub labels: Tensor<4, Int>,
     pub labeled_bs: usize,
+    /// Where each item's patch came from (case, augmentation), in batch order; empty for
+    /// batches built without it. Terms that map patches back onto their cases read it.
+    pub provenance: Vec<ItemProvenance>,
 }
 
 impl Batch {
@@ -102,7 +107,21 @@ impl Batch {
             images,
             labels,
             labeled_bs,
+            provenance: Vec::new(),
         })
+    }
+
+    /// The batch with the provenance of every item (labeled first).
+    pub fn with_provenance(mut self, items: Vec<ItemProvenance>) -> Result<Self, FrameworkError> {
+        if items.len() != self.batch_size() {
+            return Err(FrameworkError::Batch(format!(
+                "{} item provenances for a batch of {}",
+                items.len(),
+                self.batch_size()
+            )));
+        }
+        self.provenance = items;
+        Ok(self)
     }
 
     pub fn batch_size(&self) -> usize {
@@ -229,10 +248,6 @@ pub trait Framework: Send + Sync {
 /// A loss term added on top of any framework (the SAM pseudo-label term plugs in here).
 pub trait AuxiliaryLoss {
     fn name(&self) -> &str;
-
-    /// Called with the provenance of every item (labeled first) before the batch's step, for
-    /// terms that need to know where the patches came from. Nothing by default.
-    fn prepare(&mut self, _items: &[crate::data::batches::ItemProvenance]) {}
 
     fn loss_terms(
         &mut self,

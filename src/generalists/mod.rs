@@ -9,14 +9,14 @@
 //!   get that from [`slicewise::SliceWise`], which also owns the embedding cache.
 
 pub mod cache;
-pub mod embedding_store;
+pub mod clicks3d;
+pub mod factory;
 pub mod litemedsam;
-pub mod litemedsam_slicewise;
+pub mod param_loader;
 pub mod sammed3d;
-pub mod sammed3d_clicks;
-pub mod sammed3d_crop;
+mod shared_layers;
 pub mod slicewise;
-pub mod weights;
+pub mod weights_cache;
 
 use ndarray::{Array3, ArrayView3};
 use std::ops::Range;

@@ -1,6 +1,7 @@
 //! Sliding-window inference and post-processing.
 
 pub mod ensemble;
+pub mod input_check;
 pub mod mirror;
 pub mod pipeline;
 pub mod postprocess;
@@ -9,4 +10,5 @@ pub mod probabilities;
 pub mod sliding_window;
 pub mod window_weights;
 
+pub use pipeline::ModelInput;
 pub use sliding_window::{SlidingWindow, WindowPrediction};

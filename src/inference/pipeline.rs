@@ -1,4 +1,4 @@
-//! Whole-file prediction: read → prepare as in training (normalise, down-sample) → sliding
+//! Whole-file prediction: read → prepare as in training (normalise, resample) → sliding
 //! window (one model, or the mean of an ensemble's probabilities) → optional largest-component
 //! clean-up → back to the input grid → write in the input's format with the input's geometry,
 //! and optionally the class probabilities beside it.
@@ -10,16 +10,14 @@ use ndarray::{Array3, Array4};
 use serde::Serialize;
 
 use crate::data::dataset::UAMT_FILE;
-use crate::data::{DataError, SourceFormat, Volume, read_image, write_label};
+use crate::data::{DataError, Preparation, SourceFormat, Volume, read_image, write_label};
 use crate::inference::SlidingWindow;
 use crate::inference::ensemble::{Ensemble, EnsembleError, EnsembleMember};
 use crate::inference::mirror::MirrorAxes;
-use crate::inference::probabilities::{probabilities_on_input_grid, write_probabilities};
-use crate::inference::sliding_window::argmax_classes;
+use crate::inference::probabilities::write_probabilities;
 use crate::inference::window_weights::WindowWeighting;
+use crate::networks::arrays::argmax_classes;
 use crate::networks::{NetworkError, Specialist};
-use crate::training::RunConfig;
-use crate::training::resample::upsample_label;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
@@ -27,14 +25,33 @@ pub enum InferenceError {
     Data(#[from] DataError),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// Boxed: its paths and shapes would make every inference result large.
     #[error(transparent)]
-    Ensemble(#[from] EnsembleError),
+    Ensemble(Box<EnsembleError>),
     #[error(
         "{0}: no input volume found (expected .nii, .nii.gz, .h5 or .npy files, or UA-MT case folders)"
     )]
     NoInputs(PathBuf),
     #[error("{path}: {message}")]
     Output { path: PathBuf, message: String },
+}
+
+impl From<EnsembleError> for InferenceError {
+    fn from(error: EnsembleError) -> Self {
+        InferenceError::Ensemble(Box::new(error))
+    }
+}
+
+/// What a trained network expects of a volume: its run's preparation, input channels, window
+/// and classes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelInput {
+    pub preparation: Preparation,
+    /// Input channels (modalities) per voxel.
+    pub channels: usize,
+    /// The sliding window (the training patch).
+    pub window: [usize; 3],
+    pub classes: usize,
 }
 
 /// Prediction settings.
@@ -51,21 +68,6 @@ pub struct PredictOptions {
 }
 
 impl PredictOptions {
-    /// What the run's `[inference]` section asks for, one window per forward pass.
-    pub fn from_config(config: &RunConfig) -> Self {
-        PredictOptions {
-            stride: config.inference_stride(),
-            largest_component: config.inference.lcc,
-            window_batch: 1,
-            weighting: config.inference.weighting,
-            mirror: if config.inference.tta {
-                config.mirror_axes().unwrap_or(MirrorAxes::NONE)
-            } else {
-                MirrorAxes::NONE
-            },
-        }
-    }
-
     /// The sliding window for a model trained on patches of `patch`.
     pub fn sliding_window(&self, patch: [usize; 3]) -> SlidingWindow {
         SlidingWindow {
@@ -83,14 +85,15 @@ impl PredictOptions {
 pub struct VolumePrediction {
     pub labels: Volume<u8>,
     pub probabilities: Array4<f32>,
-    /// From the model grid to the input grid.
-    pub downsample: usize,
+    /// How the model's grid was made from the input's, to go back.
+    pub preparation: Preparation,
 }
 
 impl VolumePrediction {
     /// The probabilities on the input's grid (what `--save-probabilities` writes).
     pub fn probabilities_on_input_grid(&self) -> Array4<f32> {
-        probabilities_on_input_grid(&self.probabilities, self.downsample, self.labels.shape())
+        self.preparation
+            .restore_probabilities(&self.probabilities, self.labels.shape())
     }
 }
 
@@ -120,7 +123,7 @@ pub struct PredictionSummary {
 /// Label map of `image` on its own grid, with its geometry.
 pub fn predict_volume(
     model: &Specialist,
-    config: &RunConfig,
+    input: &ModelInput,
     image: &Volume<f32>,
     options: PredictOptions,
     device: &Device,
@@ -128,10 +131,10 @@ pub fn predict_volume(
 ) -> Result<Volume<u8>, InferenceError> {
     let member = EnsembleMember {
         source: &image.path,
-        config,
+        input: *input,
         model,
         device,
-        window: options.sliding_window(config.training.patch),
+        window: options.sliding_window(input.window),
     };
     let ensemble = Ensemble::new(vec![member])?;
     Ok(predict_with(&ensemble, image, options.largest_component, progress)?.labels)
@@ -146,11 +149,12 @@ pub fn predict_with(
     progress: impl FnMut(usize, usize),
 ) -> Result<VolumePrediction, InferenceError> {
     let probabilities = ensemble.probabilities(image, progress)?;
-    let mut labels = argmax_classes(&probabilities);
+    let mut labels = argmax_classes(probabilities.view());
     if largest_component {
         labels = super::postprocess::keep_largest_components(&labels, ensemble.classes());
     }
-    let labels = upsample_label(&labels, ensemble.downsample(), image.shape());
+    let preparation = ensemble.preparation();
+    let labels = preparation.restore_label(&labels, image.shape());
     Ok(VolumePrediction {
         labels: Volume {
             data: labels,
@@ -159,7 +163,7 @@ pub fn predict_with(
             path: image.path.clone(),
         },
         probabilities,
-        downsample: ensemble.downsample(),
+        preparation,
     })
 }
 

@@ -1,37 +1,20 @@
 //! Saved class probabilities: one NumPy `.npz` per case (as nnU-Net's `--save_probabilities`),
 //! holding `probabilities`, float32 `[C, X, Y, Z]` on the input's voxel grid in the label map's
-//! axis order, so `probabilities.argmax(0)` is the saved label map (before any largest-component
-//! clean-up). The label file next to it carries the geometry.
+//! axis order. The label file next to it carries the geometry. Without a target spacing,
+//! `probabilities.argmax(0)` is the saved label map (before any largest-component clean-up); with
+//! one, each class's probability is resampled linearly while the label map's classes are
+//! resampled as indicators, so the two can differ by a voxel at class borders.
 
 use std::io::{Cursor, Write};
 use std::path::Path;
 
-use ndarray::{Array4, Axis, stack};
+use ndarray::Array4;
 use ndarray_npy::WriteNpyExt;
 
 use crate::data::DataError;
-use crate::training::resample::upsample_nearest;
 
 /// The array's name inside the `.npz`.
 pub const PROBABILITIES_KEY: &str = "probabilities";
-
-/// Model-grid probabilities `[C, x, y, z]` brought to the input grid `shape` the way label maps
-/// are (nearest neighbour), so their argmax stays the up-sampled label map.
-pub fn probabilities_on_input_grid(
-    probabilities: &Array4<f32>,
-    factor: usize,
-    shape: [usize; 3],
-) -> Array4<f32> {
-    if factor <= 1 {
-        return probabilities.clone();
-    }
-    let classes: Vec<_> = probabilities
-        .axis_iter(Axis(0))
-        .map(|class| upsample_nearest(&class.to_owned(), factor, shape))
-        .collect();
-    let views: Vec<_> = classes.iter().map(|c| c.view()).collect();
-    stack(Axis(0), &views).expect("every class has the input's shape")
-}
 
 /// Write `probabilities` atomically as a deflate-compressed `.npz` (`numpy.load(path)["probabilities"]`).
 pub fn write_probabilities(probabilities: &Array4<f32>, path: &Path) -> Result<(), DataError> {
@@ -54,7 +37,7 @@ pub fn write_probabilities(probabilities: &Array4<f32>, path: &Path) -> Result<(
         .write_all(&npy)
         .map_err(|e| DataError::io(path, e))?;
     let bytes = archive.finish().map_err(zip_error)?.into_inner();
-    crate::io_util::write_atomic(path, &bytes).map_err(DataError::from_output)
+    crate::io_util::write_atomic(path, &bytes).map_err(DataError::from)
 }
 
 #[cfg(test)]
@@ -81,15 +64,5 @@ mod tests {
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).unwrap();
         assert_eq!(Array4::<f32>::read_npy(&bytes[..]).unwrap(), p);
-    }
-
-    #[test]
-    fn upsampling_repeats_each_voxel_and_crops() {
-        let p = Array4::from_shape_fn([2, 2, 1, 1], |(c, i, _, _)| (c * 10 + i) as f32);
-        let up = probabilities_on_input_grid(&p, 2, [3, 2, 1]);
-        assert_eq!(up.shape(), &[2, 3, 2, 1]);
-        assert_eq!(up[[1, 0, 1, 0]], 10.0);
-        assert_eq!(up[[1, 2, 0, 0]], 11.0);
-        assert_eq!(up[[0, 1, 1, 0]], 0.0);
     }
 }

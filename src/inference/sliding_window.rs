@@ -18,6 +18,8 @@ use ndarray::{Array3, Array4, Array5, ArrayView3, ArrayView5, Axis, Zip, s};
 use super::mirror::{MirrorAxes, mirrored_mean};
 use super::window_weights::WindowWeighting;
 
+use crate::networks::arrays::argmax_classes;
+
 /// Window geometry and how many windows go through the model at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlidingWindow {
@@ -176,26 +178,12 @@ impl SlidingWindow {
         for mut class in probabilities.axis_iter_mut(Axis(0)) {
             class /= &weight_sums;
         }
-        let labels = argmax_classes(&probabilities);
+        let labels = argmax_classes(probabilities.view());
         Ok(WindowPrediction {
             probabilities,
             labels,
         })
     }
-}
-
-/// Index of the first maximum along the class axis.
-pub fn argmax_classes(probabilities: &Array4<f32>) -> Array3<u8> {
-    let shape = &probabilities.shape()[1..];
-    Array3::from_shape_fn([shape[0], shape[1], shape[2]], |(i, j, k)| {
-        let mut best = 0;
-        for c in 1..probabilities.shape()[0] {
-            if probabilities[[c, i, j, k]] > probabilities[[best, i, j, k]] {
-                best = c;
-            }
-        }
-        best as u8
-    })
 }
 
 #[cfg(test)]

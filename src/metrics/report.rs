@@ -58,6 +58,8 @@ struct Summary<'a> {
     empty_mask_policy: &'static str,
     std: &'static str,
     dice_and_jaccard: &'static str,
+    /// Cases scored without a prediction file, as an empty prediction.
+    missing_predictions: Vec<String>,
     classes: &'a [ClassSummary],
 }
 
@@ -72,8 +74,9 @@ pub struct ReportPaths {
 /// Writes `per_case.csv`, `summary.json` and `summary.md` into `dir` (created if missing).
 ///
 /// The summary gives mean ± std per class and metric, the distance unit, the HD95 convention and
-/// the empty-mask policy. Errors: no cases, cases in different units or computed with another HD95
-/// convention than `options.hd95`, and write failures.
+/// the empty-mask policy. A case whose `prediction` path is empty had no prediction file and was
+/// scored as an empty prediction; the summary lists it. Errors: no cases, cases in different
+/// units or computed with another HD95 convention than `options.hd95`, and write failures.
 pub fn write_evaluation_report(
     dir: &Path,
     cases: &[CaseMetrics],
@@ -115,6 +118,11 @@ pub fn write_evaluation_report(
         empty_mask_policy: EMPTY_MASK_POLICY,
         std: STD_DEFINITION,
         dice_and_jaccard: "fractions in [0, 1]",
+        missing_predictions: cases
+            .iter()
+            .filter(|c| c.prediction.as_os_str().is_empty())
+            .map(|c| c.case_id.clone())
+            .collect(),
         classes: &classes,
     };
     let paths = ReportPaths {
@@ -244,6 +252,14 @@ fn markdown(summary: &Summary) -> String {
     let _ = writeln!(out, "- ASD: {}", summary.asd_definition);
     let _ = writeln!(out, "- ASSD: {}", summary.assd_definition);
     let _ = writeln!(out, "- Empty-mask policy: {}", summary.empty_mask_policy);
+    if !summary.missing_predictions.is_empty() {
+        let _ = writeln!(
+            out,
+            "- No prediction file, scored as an empty prediction ({} cases): {}",
+            summary.missing_predictions.len(),
+            summary.missing_predictions.join(", ")
+        );
+    }
     for class in summary.classes {
         for (what, ids) in [
             ("empty prediction", &class.empty_predictions),

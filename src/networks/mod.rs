@@ -6,6 +6,7 @@
 //! (batch statistics on an autodiff device with training enabled, running statistics after
 //! `Module::valid()`).
 
+pub mod arrays;
 pub mod unet3d;
 pub mod vnet;
 
@@ -40,6 +41,16 @@ pub enum Architecture {
     /// SSL4MIS `unet_3D` (InstanceNorm, max-pool, trilinear up + concatenation, dropout 0.3).
     #[serde(rename = "unet3d")]
     UNet3d,
+}
+
+impl Architecture {
+    /// The name configurations use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::VNet => "v_net",
+            Architecture::UNet3d => "unet3d",
+        }
+    }
 }
 
 /// Everything needed to build a specialist.

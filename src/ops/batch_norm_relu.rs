@@ -9,18 +9,30 @@
 use burn::nn::BatchNorm;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
+use semisam_kernels::KernelPath;
 
 /// `relu(norm.forward(x))`, fused where it applies; updates the running statistics as
 /// `BatchNorm::forward` does.
 pub fn batch_norm_relu<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
+    batch_norm_relu_on(semisam_kernels::path::selected(), norm, x)
+}
+
+/// [`batch_norm_relu`] with the kernels on `path` (which the CPU must run).
+pub(crate) fn batch_norm_relu_on<const D: usize>(
+    path: KernelPath,
+    norm: &BatchNorm,
+    x: Tensor<D>,
+) -> Tensor<D> {
     #[cfg(feature = "flex")]
     if x.device().is_autodiff()
         && norm.training.is_enabled()
         && x.dtype() == burn::tensor::DType::F32
-        && let Some(y) = fused::train(norm, x.clone())
+        && let Some(y) = fused::train(path, norm, x.clone())
     {
         return y;
     }
+    #[cfg(not(feature = "flex"))]
+    let _ = path;
     relu(norm.forward(x))
 }
 
@@ -35,6 +47,7 @@ mod fused {
     use burn::nn::BatchNorm;
     use burn::tensor::{Tensor, TensorData};
     use burn_flex::FlexTensor;
+    use semisam_kernels::KernelPath;
     use semisam_kernels::batch_norm_relu::{self as kernels, BatchStatistics, Layout};
 
     use crate::ops::flex_primitives::{
@@ -42,7 +55,11 @@ mod fused {
     };
 
     /// The training forward; `None` when the tensors are not tracked flex tensors.
-    pub(super) fn train<const D: usize>(norm: &BatchNorm, x: Tensor<D>) -> Option<Tensor<D>> {
+    pub(super) fn train<const D: usize>(
+        path: KernelPath,
+        norm: &BatchNorm,
+        x: Tensor<D>,
+    ) -> Option<Tensor<D>> {
         let device = x.device();
         let (FlexFloat::Tracked(x), FlexFloat::Tracked(gamma), FlexFloat::Tracked(beta)) = (
             flex_float(x)?,
@@ -57,9 +74,10 @@ mod fused {
             channels: shape[1],
             spatial: shape[2..].iter().product(),
         };
-        let statistics = kernels::statistics(&values(x.primitive()), layout);
+        let statistics = kernels::statistics(path, &values(x.primitive()), layout);
         update_running(norm, &statistics, &device);
         let state = State {
+            path,
             x: x.primitive().clone(),
             layout,
             statistics,
@@ -108,8 +126,10 @@ mod fused {
         norm.running_var.update(variance);
     }
 
+    /// What the backward step needs, including the forward's kernel path.
     #[derive(Debug, Clone)]
     struct State {
+        path: KernelPath,
         x: FlexTensor,
         layout: Layout,
         statistics: BatchStatistics,
@@ -121,6 +141,7 @@ mod fused {
     impl State {
         fn forward(&self, shape: &[usize]) -> FlexTensor {
             let y = kernels::forward(
+                self.path,
                 &values(&self.x),
                 self.layout,
                 &self.statistics,
@@ -148,6 +169,7 @@ mod fused {
             let gradient = grads.consume::<Flex>(&ops.node);
             let state = ops.state;
             let g = kernels::backward(
+                state.path,
                 &values(&state.x),
                 &values(&gradient),
                 state.layout,
@@ -181,9 +203,17 @@ mod tests {
     }
 
     /// Output, running statistics and the gradients of x, gamma and beta against burn's
-    /// `relu(BatchNorm::forward)`, on a non-trivial gamma/beta and a channel offset.
+    /// `relu(BatchNorm::forward)`, on a non-trivial gamma/beta and a channel offset, on every
+    /// kernel path this CPU runs.
     #[test]
-    fn matches_burn_batch_norm_then_relu_in_training() {
+    fn matches_burn_batch_norm_then_relu_in_training_on_every_path() {
+        for path in KernelPath::available() {
+            matches_burn_in_training(path);
+        }
+    }
+
+    fn matches_burn_in_training(path: KernelPath) {
+        let name = path.name();
         let device = Device::default().autodiff();
         let channels = 5;
         // Two layers with the same parameters and their own running statistics (a clone would
@@ -214,14 +244,14 @@ mod tests {
         let x_fused = x.clone().detach().require_grad();
         #[cfg(feature = "flex")]
         assert!(
-            fused::train(&fused_norm.clone(), x_fused.clone()).is_some(),
+            fused::train(path, &fused_norm.clone(), x_fused.clone()).is_some(),
             "the fused path did not run"
         );
-        let fused = batch_norm_relu(&fused_norm, x_fused.clone());
+        let fused = batch_norm_relu_on(path, &fused_norm, x_fused.clone());
         let x_burn = x.clone().detach().require_grad();
         let reference = relu(burn_norm.forward(x_burn.clone()));
         let error = max_abs_diff(fused.clone().detach(), reference.clone().detach());
-        assert!(error < 1e-5, "forward differs by {error}");
+        assert!(error < 1e-5, "{name}: forward differs by {error}");
 
         let fused_grads = (fused * weights.clone()).sum().backward();
         let burn_grads = (reference * weights).sum().backward();
@@ -229,7 +259,7 @@ mod tests {
             x_fused.grad(&fused_grads).unwrap(),
             x_burn.grad(&burn_grads).unwrap(),
         );
-        assert!(error < 1e-5, "input gradient differs by {error}");
+        assert!(error < 1e-5, "{name}: input gradient differs by {error}");
         for (what, a, b) in [
             ("gamma", fused_norm.gamma.val(), burn_norm.gamma.val()),
             ("beta", fused_norm.beta.val(), burn_norm.beta.val()),
@@ -239,7 +269,7 @@ mod tests {
             let error = max_abs_diff(a, b) / scale.max(1.0);
             assert!(
                 error < 1e-5,
-                "{what} gradient differs by {error} (relative)"
+                "{name}: {what} gradient differs by {error} (relative)"
             );
         }
         // The test ran the fused training forward twice (the check above), burn's once.
@@ -261,9 +291,9 @@ mod tests {
             ),
         ] {
             let moved: f32 = (b.clone() - initial).abs().max().into_scalar();
-            assert!(moved > 0.05, "{what} did not move");
+            assert!(moved > 0.05, "{name}: {what} did not move");
             let error = max_abs_diff(a, b);
-            assert!(error < 1e-5, "{what} differs by {error}");
+            assert!(error < 1e-5, "{name}: {what} differs by {error}");
         }
     }
 

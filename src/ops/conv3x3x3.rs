@@ -3,22 +3,31 @@
 //!
 //! burn-flex computes a convolution as im2col + GEMM and its weight gradient as a convolution
 //! whose kernel is the whole output gradient; both copy 27 shifted views of their input, which
-//! made a V-Net step 3.5x slower than PyTorch's. Any other backend, layer shape or CPU goes
+//! made a V-Net step 3.5x slower than PyTorch's. The kernels run on every CPU, on the
+//! instruction set `semisam_kernels::path::selected` picks. Any other backend or layer shape goes
 //! through burn's own `Conv3d::forward`, so results never depend on which path ran beyond float
 //! rounding (the parity tests bound it).
 
 use burn::nn::conv::Conv3d;
 use burn::tensor::Tensor;
+use semisam_kernels::KernelPath;
 
 /// `conv.forward(x)`, through the direct kernels where they apply.
 pub fn conv3x3x3(conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
+    conv3x3x3_on(semisam_kernels::path::selected(), conv, x)
+}
+
+/// [`conv3x3x3`] with the kernels on `path` (which the CPU must run).
+pub(crate) fn conv3x3x3_on(path: KernelPath, conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
     #[cfg(feature = "flex")]
     if direct::applies(conv, &x) {
         let bias = conv.bias.as_ref().map(|bias| bias.val());
-        if let Some(y) = direct::forward(x.clone(), conv.weight.val(), bias) {
+        if let Some(y) = direct::forward(path, x.clone(), conv.weight.val(), bias) {
             return y;
         }
     }
+    #[cfg(not(feature = "flex"))]
+    let _ = path;
     conv.forward(x)
 }
 
@@ -30,6 +39,7 @@ mod direct {
     use burn::nn::conv::Conv3d;
     use burn::tensor::{DType, Tensor};
     use burn_flex::FlexTensor;
+    use semisam_kernels::KernelPath;
     use semisam_kernels::conv3x3x3 as kernels;
     use semisam_kernels::grid::PaddedGrid;
 
@@ -43,24 +53,27 @@ mod direct {
             && conv.groups == 1
             && conv.padding == PaddingConfig3d::Explicit(1, 1, 1)
             && x.dtype() == DType::F32
-            && kernels::supported()
     }
 
     /// The convolution; `None` when the tensors are not all flex tensors of one kind.
     pub(super) fn forward(
+        path: KernelPath,
         x: Tensor<5>,
         weight: Tensor<5>,
         bias: Option<Tensor<1>>,
     ) -> Option<Tensor<5>> {
-        direct_layer::run(Conv3x3x3, x, weight, bias)
+        direct_layer::run(Conv3x3x3 { path }, x, weight, bias)
     }
 
+    /// The layer on one kernel path; the backward step keeps the forward's path.
     #[derive(Debug, Clone)]
-    struct Conv3x3x3;
+    struct Conv3x3x3 {
+        path: KernelPath,
+    }
 
     impl DirectLayer for Conv3x3x3 {
         fn forward(&self, x: &FlexTensor, weight: &FlexTensor, bias: Option<&[f32]>) -> FlexTensor {
-            let layer = Layer::of(x, weight);
+            let layer = Layer::of(self.path, x, weight);
             let weights =
                 kernels::forward_weights(&values(weight), layer.out_channels, layer.in_channels);
             let y = layer.correlate(
@@ -80,7 +93,7 @@ mod direct {
             weight: &FlexTensor,
             output_gradient: &'a [f32],
         ) -> Cow<'a, [f32]> {
-            Cow::Owned(Layer::of(x, weight).pad_gradient(output_gradient))
+            Cow::Owned(Layer::of(self.path, x, weight).pad_gradient(output_gradient))
         }
 
         /// The transposed convolution of the output gradient: the same kernel with the weights
@@ -91,7 +104,7 @@ mod direct {
             weight: &FlexTensor,
             output_gradient: &[f32],
         ) -> FlexTensor {
-            let layer = Layer::of(x, weight);
+            let layer = Layer::of(self.path, x, weight);
             let out_rows = kernels::padded_channels(layer.out_channels);
             let weights = kernels::input_gradient_weights(
                 &values(weight),
@@ -109,8 +122,9 @@ mod direct {
             weight: &FlexTensor,
             output_gradient: &[f32],
         ) -> FlexTensor {
-            let layer = Layer::of(x, weight);
+            let layer = Layer::of(self.path, x, weight);
             let dw = kernels::weight_gradient(
+                self.path,
                 &layer.grid,
                 &layer.pad_input(x),
                 layer.in_channels,
@@ -125,6 +139,7 @@ mod direct {
 
     /// Sizes of one convolution call.
     struct Layer {
+        path: KernelPath,
         items: usize,
         in_channels: usize,
         out_channels: usize,
@@ -132,9 +147,10 @@ mod direct {
     }
 
     impl Layer {
-        fn of(x: &FlexTensor, weight: &FlexTensor) -> Self {
+        fn of(path: KernelPath, x: &FlexTensor, weight: &FlexTensor) -> Self {
             let (xs, ws) = (dims(x), dims(weight));
             Self {
+                path,
                 items: xs[0],
                 in_channels: xs[1],
                 out_channels: ws[0],
@@ -143,7 +159,7 @@ mod direct {
         }
 
         /// `kernels::correlate` of `input` (`in_rows` grid rows per item) into `channels` output
-        /// channels, back in the contiguous layout.
+        /// channels, in the contiguous layout.
         fn correlate(
             &self,
             input: &[f32],
@@ -152,9 +168,9 @@ mod direct {
             channels: usize,
             bias: Option<&[f32]>,
         ) -> Vec<f32> {
-            let rows = kernels::padded_channels(channels);
-            let grid = kernels::correlate(&self.grid, input, self.items, in_rows, weights, rows);
-            self.grid.extract(&grid, self.items, rows, channels, bias)
+            kernels::correlate(
+                self.path, &self.grid, input, self.items, in_rows, weights, channels, bias,
+            )
         }
 
         fn pad_input(&self, x: &FlexTensor) -> Vec<f32> {
@@ -205,51 +221,54 @@ mod tests {
             .init(device)
     }
 
-    /// Forward and every gradient (input, weight, bias) against burn's own convolution, for
-    /// channel counts on and off the kernels' blocks of 4 and uneven sides.
+    /// Forward and every gradient (input, weight, bias) against burn's own convolution on every
+    /// kernel path this CPU runs, for channel counts on and off the kernels' blocks of 4, uneven
+    /// sides and a grid whose span covers several parallel jobs.
     #[test]
-    fn matches_burn_conv3d_forward_and_gradients() {
-        if !semisam_kernels::conv3x3x3::supported() {
-            eprintln!("skipped: the direct kernels need AVX-512F; burn's path ran instead");
-            return;
-        }
+    fn matches_burn_conv3d_forward_and_gradients_on_every_path() {
         let device = Device::default().autodiff();
         for (items, cin, cout, sides, bias) in [
             (2, 1, 8, [6, 7, 5], true),
             (3, 6, 5, [4, 9, 6], true),
             (1, 16, 16, [8, 8, 6], true),
             (2, 4, 3, [5, 4, 6], false),
+            (1, 3, 4, [9, 12, 14], true),
         ] {
             let conv = layer_with_bias(cin, cout, bias, &device);
             let shape = [items, cin, sides[0], sides[1], sides[2]];
             let x = Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device);
             let bias = conv.bias.as_ref().map(|bias| bias.val());
-            assert!(
-                direct::forward(x.clone(), conv.weight.val(), bias.clone()).is_some(),
-                "the direct kernels did not run"
-            );
-            check_against_burn(
-                &format!("{shape:?} -> {cout}"),
-                x,
-                &[("weight", conv.weight.val())],
-                bias,
-                |x| conv3x3x3(&conv, x),
-                |x| conv.forward(x),
-            );
+            for path in KernelPath::available() {
+                assert!(
+                    direct::forward(path, x.clone(), conv.weight.val(), bias.clone()).is_some(),
+                    "the direct kernels did not run"
+                );
+                check_against_burn(
+                    &format!("{}: {shape:?} -> {cout}", path.name()),
+                    x.clone(),
+                    &[("weight", conv.weight.val())],
+                    bias.clone(),
+                    |x| conv3x3x3_on(path, &conv, x),
+                    |x| conv.forward(x),
+                );
+            }
         }
     }
 
     #[test]
-    fn matches_burn_conv3d_without_autodiff() {
+    fn matches_burn_conv3d_without_autodiff_on_every_path() {
         let device = Device::default();
         let conv = layer(3, 4, &device);
         let x = Tensor::<5>::random([2, 3, 5, 6, 7], Distribution::Normal(0.0, 1.0), &device);
-        if semisam_kernels::conv3x3x3::supported() {
-            let bias = conv.bias.as_ref().map(|bias| bias.val());
-            assert!(direct::forward(x.clone(), conv.weight.val(), bias).is_some());
+        let bias = conv.bias.as_ref().map(|bias| bias.val());
+        for path in KernelPath::available() {
+            assert!(direct::forward(path, x.clone(), conv.weight.val(), bias.clone()).is_some());
+            let error = max_abs_diff(
+                conv3x3x3_on(path, &conv, x.clone()),
+                conv.forward(x.clone()),
+            );
+            assert!(error < 1e-5, "{}: forward differs by {error}", path.name());
         }
-        let error = max_abs_diff(conv3x3x3(&conv, x.clone()), conv.forward(x));
-        assert!(error < 1e-5, "forward differs by {error}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Tensor operations burn lacks (MaxPool3d, trilinear interpolation, Dropout3d).
+//! Tensor operations burn lacks (MaxPool3d, trilinear interpolation, Dropout3d), and the
+//! networks' hot layers on hand-written kernels.
 
 pub mod batch_norm_relu;
 pub mod channel_softmax;
@@ -20,3 +21,14 @@ pub use conv3x3x3::conv3x3x3;
 pub use dropout::{Dropout3d, DropoutError, DropoutMode};
 pub use pool::{PoolError, max_pool3d};
 pub use stride2::{down_conv, up_conv};
+
+pub use semisam_kernels::KernelPath;
+pub use semisam_kernels::path::KernelChoiceError;
+
+/// The kernel path the hand-written layers use in this process, or the error when
+/// `SEMISAM_KERNELS` asks for one this CPU lacks (the layers themselves would warn and take the
+/// best path instead). For callers that must not measure or report the wrong path.
+pub fn kernel_path() -> Result<KernelPath, KernelChoiceError> {
+    semisam_kernels::path::requested()?;
+    Ok(semisam_kernels::path::selected())
+}

@@ -12,7 +12,6 @@ pub mod font;
 pub mod history;
 pub mod overlays;
 pub mod png;
-pub mod pseudo_labels;
 pub mod report;
 pub mod rescore;
 pub mod slices;
@@ -67,6 +66,21 @@ boxed_from!(
     Metrics(crate::metrics::MetricsError),
 );
 
+impl From<crate::io_util::WriteError> for ReportError {
+    fn from(e: crate::io_util::WriteError) -> Self {
+        ReportError::Output(Box::new(e.into()))
+    }
+}
+
+impl From<crate::training::pseudo_labels::PseudoLabelFileError> for ReportError {
+    fn from(e: crate::training::pseudo_labels::PseudoLabelFileError) -> Self {
+        ReportError::File {
+            path: e.path,
+            message: e.message,
+        }
+    }
+}
+
 impl ReportError {
     pub(crate) fn file(path: &Path, message: impl std::fmt::Display) -> Self {
         ReportError::File {
@@ -93,6 +107,9 @@ pub struct ReportFiles {
     pub curves: Option<PathBuf>,
     pub overlays: Vec<PathBuf>,
     pub metrics: Option<crate::metrics::ReportPaths>,
+    /// `metrics/` holds scores that could not be re-scored because the saved predictions are
+    /// gone: the report does not present them as the final model's.
+    pub unverified_metrics: bool,
 }
 
 /// Everything the report is made from, read once.
@@ -114,8 +131,8 @@ impl RunContents {
         let splits = Splits::load(run.splits_path())?;
         let history = history::TrainingHistory::read(&run.log_jsonl_path())?;
         let dataset_root = data_root.unwrap_or(&config.data.root).to_owned();
-        let dataset =
-            Dataset::open(&dataset_root).map_err(|source| ReportError::DatasetMissing {
+        let dataset = crate::training::dataset::open_dataset(&config, Some(dataset_root.as_path()))
+            .map_err(|source| ReportError::DatasetMissing {
                 root: dataset_root,
                 source: Box::new(source),
             })?;
@@ -141,6 +158,10 @@ pub fn generate(root: &Path, options: &ReportOptions) -> Result<ReportFiles, Rep
     } else {
         None
     };
+    // Re-scoring found no prediction: any metrics/ left are not traceable to the final model.
+    let unverified_metrics = options.rescore
+        && metrics.is_none()
+        && run.metrics_dir().join(rescore::SUMMARY_FILE).is_file();
     let curves = if contents.history.iterations.is_empty() {
         None
     } else {
@@ -155,11 +176,18 @@ pub fn generate(root: &Path, options: &ReportOptions) -> Result<ReportFiles, Rep
         Some(path)
     };
     let overlays = overlays::write_overlays(&contents, &held_out.ids)?;
-    let report = report::write_report(&contents, &held_out, curves.is_some(), &overlays)?;
+    let report = report::write_report(
+        &contents,
+        &held_out,
+        curves.is_some(),
+        &overlays,
+        !unverified_metrics,
+    )?;
     Ok(ReportFiles {
         report,
         curves,
         overlays: overlays.into_iter().map(|o| o.path).collect(),
         metrics,
+        unverified_metrics,
     })
 }

@@ -8,9 +8,11 @@ use super::slices::{
     Contour, PREDICTION_COLOR, PSEUDO_LABEL_COLOR, REFERENCE_COLOR, SliceFigure, intensity_window,
     largest_slices, render_figure,
 };
-use super::{ReportError, RunContents, pseudo_labels, rescore};
+use super::{ReportError, RunContents, rescore};
+use crate::data::downsample::{downsample_image, downsample_label};
 use crate::data::read_label;
-use crate::training::resample::{downsample_image, downsample_label};
+use crate::data::resample::{resample_image_to_shape, resample_label_to_shape};
+use crate::training::pseudo_labels;
 
 pub const OVERLAYS_DIR: &str = "overlays";
 /// Slices shown per case.
@@ -37,7 +39,12 @@ pub struct Overlay {
 /// The axis the pictures slice along: the generalist's when the run used SAM (its pseudo-labels
 /// are made slice by slice along it), else the third array axis.
 pub fn display_axis(contents: &RunContents) -> usize {
-    contents.config.sam.as_ref().map_or(2, |sam| sam.axis)
+    contents
+        .config
+        .sam
+        .as_ref()
+        .and_then(|sam| sam.generalist.slicing_axis())
+        .unwrap_or(2)
 }
 
 /// Write the overlays of the held-out cases `ids` that have a saved prediction and of every saved
@@ -91,21 +98,25 @@ pub fn write_overlays(contents: &RunContents, ids: &[String]) -> Result<Vec<Over
     for (entry, pseudo_label) in pseudo_labels::load(contents.run.root())? {
         let id = &entry.case_id;
         let loaded = load(contents, id)?;
-        // Shown on the grid the label was made on.
-        let image = downsample_image(&loaded.image.data, entry.downsample);
-        let reference = loaded
+        // Shown on the grid the label was made on: down-sampled by the run's factor, or
+        // resampled to its target spacing (the grid of the saved label).
+        let mut image = downsample_image(&loaded.image.data, entry.downsample);
+        let mut reference = loaded
             .label
             .map(|l| downsample_label(&l.data, entry.downsample));
         if image.shape() != pseudo_label.shape() {
-            return Err(ReportError::file(
-                &pseudo_labels::dir(contents.run.root()).join(&entry.file),
-                format!(
-                    "pseudo-label grid {:?} does not match case {id}'s image {:?} down-sampled by {}",
-                    pseudo_label.shape(),
-                    image.shape(),
-                    entry.downsample
-                ),
-            ));
+            let grid = entry.grid;
+            if pseudo_label.shape() != grid {
+                return Err(ReportError::file(
+                    &pseudo_labels::dir(contents.run.root()).join(&entry.file),
+                    format!(
+                        "pseudo-label shape {:?} does not match its recorded grid {grid:?}",
+                        pseudo_label.shape()
+                    ),
+                ));
+            }
+            image = resample_image_to_shape(image.view(), grid);
+            reference = reference.map(|r| resample_label_to_shape(r.view(), grid));
         }
         // The reference of an unlabeled case is read for this picture only, after training.
         let slices = largest_slices(

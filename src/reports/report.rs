@@ -32,12 +32,15 @@ struct ClassSummary {
     assd: MetricSummary,
 }
 
-/// Write `report.md` into the run folder; returns its path.
+/// Write `report.md` into the run folder; returns its path. Without `metrics_verified` (the
+/// saved predictions are gone, so `metrics/` could not be re-scored) the metrics are not shown
+/// as the final model's.
 pub fn write_report(
     contents: &RunContents,
     held_out: &HeldOut,
     curves: bool,
     overlays: &[Overlay],
+    metrics_verified: bool,
 ) -> Result<PathBuf, ReportError> {
     let root = contents.run.root();
     let path = root.join(REPORT_FILE);
@@ -96,7 +99,15 @@ pub fn write_report(
         "## Metrics: final model on the {} split\n",
         held_out.split
     );
-    metrics_table(&mut md, contents, &root.join("metrics"))?;
+    if metrics_verified {
+        metrics_table(&mut md, contents, &root.join("metrics"))?;
+    } else {
+        let _ = writeln!(
+            md,
+            "Not shown: [metrics/](metrics/) holds scores of an earlier evaluation, but [predictions/](predictions/) holds no prediction of the {} cases to re-score, so they cannot be confirmed as the final model's. Predict those cases with `semisam predict --checkpoint checkpoints/final.ckpt` into predictions/ and run `semisam report` again.\n",
+            held_out.split
+        );
+    }
 
     md.push_str("## Training curves\n\n");
     if curves {
@@ -109,7 +120,9 @@ pub fn write_report(
         .iter()
         .partition(|o| o.kind == OverlayKind::Prediction);
     let _ = writeln!(md, "## Held-out cases ({} split)\n", held_out.split);
-    if predictions.is_empty() {
+    if predictions.is_empty() && contents.run.checkpoint_path("final").is_file() {
+        md.push_str("No saved predictions in predictions/.\n\n");
+    } else if predictions.is_empty() {
         md.push_str("No saved predictions (the run has not finished).\n\n");
     } else {
         md.push_str("Slices with the largest reference area; green: reference, red: prediction of the final model.\n\n");
@@ -193,7 +206,7 @@ fn metrics_table(
     contents: &RunContents,
     metrics_dir: &Path,
 ) -> Result<(), ReportError> {
-    let summary_path = metrics_dir.join("summary.json");
+    let summary_path = metrics_dir.join(super::rescore::SUMMARY_FILE);
     if !summary_path.is_file() {
         md.push_str("No metrics yet (the run has not finished).\n\n");
         return Ok(());

@@ -9,6 +9,9 @@ use crate::metrics::{ReportPaths, evaluate_pair, write_evaluation_report};
 use crate::training::evaluate::evaluation_options;
 use crate::training::run_dir::RunDir;
 
+/// The summary file of `metrics/` (see `metrics::write_evaluation_report`).
+pub const SUMMARY_FILE: &str = "summary.json";
+
 /// The cases the final model is evaluated on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldOut {
@@ -119,6 +122,7 @@ mod tests {
             cases: vec![case("v", true), case("t1", false), case("t2", true)],
             labels: Default::default(),
             training_ids: vec!["v".into()],
+            unlabeled_ids: vec![],
             test_ids: vec!["t1".into(), "t2".into()],
         };
         let mut splits = Splits {
@@ -127,6 +131,7 @@ mod tests {
             validation: vec!["v".into()],
             test: vec!["t1".into(), "t2".into()],
             seed: 0,
+            label_free: vec![],
         };
         assert_eq!(
             held_out_cases(&dataset, &splits),

@@ -2,20 +2,28 @@
 //!
 //! Layout: the magic `SEMISAM-CKPT`, a little-endian `u32` format version, a little-endian `u64`
 //! header length, the JSON [`CheckpointHeader`], then the binary sections the header lists, in
-//! order (burnpack bytes of the student, the teacher and the optimizer). One file rather than a
-//! folder, so that the rename of `io_util::write_atomic_with` makes the whole checkpoint appear at
-//! once: an interrupted save leaves the previous checkpoint intact.
+//! order (burnpack bytes of the student, the teacher and the optimizer), and last the SHA-256
+//! of everything before it. One file rather than a folder, so that the rename of
+//! `io_util::write_atomic_with` makes the whole checkpoint appear at once: an interrupted save
+//! leaves the previous checkpoint intact. The checksum turns a file damaged after it was written
+//! into an error instead of a model that silently predicts from damaged weights.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::data::batches::{RngState, SamplerState};
 
 const MAGIC: &[u8; 12] = b"SEMISAM-CKPT";
 /// Bumped whenever the layout or the meaning of a field changes.
-pub const CHECKPOINT_FORMAT: u32 = 1;
+pub const CHECKPOINT_FORMAT: u32 = 2;
+/// Magic, format version and header length.
+const PREFIX_LEN: u64 = 12 + 4 + 8;
+const CHECKSUM_LEN: u64 = 32;
+/// The JSON header holds the configuration and the sampler state: kilobytes, never this much.
+const MAX_HEADER_LEN: u64 = 64 << 20;
 
 /// A checkpoint could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +37,54 @@ pub enum CheckpointError {
     #[error("{path}: not a semisam checkpoint ({reason})")]
     Format { path: PathBuf, reason: String },
     #[error(
-        "{path}: checkpoint format {found} is not supported by this semisam (format {CHECKPOINT_FORMAT})"
+        "{path}: checkpoint format {found} was written by an older semisam; this one reads format \
+         {CHECKPOINT_FORMAT} only (checkpoints now carry a checksum): retrain the run, or use the \
+         semisam version that wrote it"
+    )]
+    Outdated { path: PathBuf, found: u32 },
+    #[error(
+        "{path}: checkpoint format {found} is not supported by this semisam (format {CHECKPOINT_FORMAT}); update semisam"
     )]
     Version { path: PathBuf, found: u32 },
+    #[error(
+        "{path}: the checkpoint is corrupt: its contents do not match the SHA-256 recorded in it \
+         (the file was damaged after it was written); use another checkpoint of the run or retrain"
+    )]
+    Corrupt { path: PathBuf },
     #[error("{path}: {message}")]
     Content { path: PathBuf, message: String },
+}
+
+/// Hashes every byte read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Hashes every byte written through it.
+struct HashingWriter<'a> {
+    inner: &'a mut dyn Write,
+    hasher: Sha256,
+}
+
+impl Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Where training stood when the checkpoint was written.
@@ -85,79 +136,153 @@ impl Checkpoint {
             .collect();
         let json = serde_json::to_vec(&header).expect("the header is plain data");
         crate::io_util::write_atomic_with(path, |w| {
-            w.write_all(MAGIC)?;
-            w.write_all(&CHECKPOINT_FORMAT.to_le_bytes())?;
-            w.write_all(&(json.len() as u64).to_le_bytes())?;
-            w.write_all(&json)?;
+            let mut hashed = HashingWriter {
+                inner: w,
+                hasher: Sha256::new(),
+            };
+            hashed.write_all(MAGIC)?;
+            hashed.write_all(&CHECKPOINT_FORMAT.to_le_bytes())?;
+            hashed.write_all(&(json.len() as u64).to_le_bytes())?;
+            hashed.write_all(&json)?;
             for (_, bytes) in &self.sections {
-                w.write_all(bytes)?;
+                hashed.write_all(bytes)?;
             }
-            Ok(())
+            let checksum = hashed.hasher.finalize();
+            hashed.inner.write_all(&checksum)
         })
-        .map_err(|e| match e {
-            crate::Error::Io { path, source } => CheckpointError::Io { path, source },
-            other => CheckpointError::Content {
-                path: path.to_owned(),
-                message: other.to_string(),
-            },
+        .map_err(|e| CheckpointError::Io {
+            path: e.path,
+            source: e.source,
         })
     }
 
-    /// Read and check a checkpoint file.
+    /// Read and check a checkpoint file: every size it declares is checked against the file's
+    /// length before anything is allocated, and its checksum before anything is returned.
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
         let io = |source| CheckpointError::Io {
             path: path.to_owned(),
             source,
         };
-        let format = |reason: &str| CheckpointError::Format {
+        let format = |reason: String| CheckpointError::Format {
             path: path.to_owned(),
-            reason: reason.to_owned(),
+            reason,
         };
-        let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+        let file = std::fs::File::open(path).map_err(io)?;
+        let length = file.metadata().map_err(io)?.len();
+        let mut reader = HashingReader {
+            inner: std::io::BufReader::new(file),
+            hasher: Sha256::new(),
+        };
         let mut magic = [0u8; 12];
-        file.read_exact(&mut magic)
-            .map_err(|_| format("file too short"))?;
+        reader
+            .read_exact(&mut magic)
+            .map_err(|_| format("file too short".into()))?;
         if &magic != MAGIC {
-            return Err(format("wrong magic bytes"));
+            return Err(format("wrong magic bytes".into()));
         }
         let mut word = [0u8; 4];
-        file.read_exact(&mut word)
-            .map_err(|_| format("file too short"))?;
+        reader
+            .read_exact(&mut word)
+            .map_err(|_| format("file too short".into()))?;
         let found = u32::from_le_bytes(word);
+        if found < CHECKPOINT_FORMAT {
+            return Err(CheckpointError::Outdated {
+                path: path.to_owned(),
+                found,
+            });
+        }
         if found != CHECKPOINT_FORMAT {
             return Err(CheckpointError::Version {
                 path: path.to_owned(),
                 found,
             });
         }
+        // A damaged file is reported as damaged, whatever part of it the damage hit first.
+        let structural = |reason: String| match checksum_matches(path) {
+            Ok(false) => CheckpointError::Corrupt {
+                path: path.to_owned(),
+            },
+            _ => format(reason),
+        };
         let mut len = [0u8; 8];
-        file.read_exact(&mut len)
-            .map_err(|_| format("file too short"))?;
-        let len = u64::from_le_bytes(len);
-        if len > 64 << 20 {
-            return Err(format("implausible header length"));
+        reader
+            .read_exact(&mut len)
+            .map_err(|_| format("file too short".into()))?;
+        let header_len = u64::from_le_bytes(len);
+        let body = length.saturating_sub(PREFIX_LEN + CHECKSUM_LEN);
+        if header_len > MAX_HEADER_LEN.min(body) {
+            return Err(structural(format!(
+                "the header length {header_len} does not fit the {length}-byte file"
+            )));
         }
-        let mut json = vec![0u8; len as usize];
-        file.read_exact(&mut json)
-            .map_err(|_| format("truncated header"))?;
+        let mut json = vec![0u8; header_len as usize];
+        reader.read_exact(&mut json).map_err(io)?;
         let header: CheckpointHeader = serde_json::from_slice(&json)
-            .map_err(|e| format(&format!("unreadable header: {e}")))?;
+            .map_err(|e| structural(format!("unreadable header: {e}")))?;
+        let declared = header
+            .sections
+            .iter()
+            .try_fold(header_len, |acc, (_, size)| acc.checked_add(*size));
+        match declared {
+            Some(declared) if declared == body => {}
+            Some(declared) if declared > body => {
+                return Err(format(format!(
+                    "the file is truncated: its header and sections take {declared} bytes, \
+                     {body} are there"
+                )));
+            }
+            _ => {
+                return Err(structural(format!(
+                    "the section sizes in the header do not add up to the file's {length} bytes"
+                )));
+            }
+        }
         let mut sections = Vec::with_capacity(header.sections.len());
         for (name, size) in &header.sections {
-            let mut bytes = Vec::new();
-            (&mut file)
-                .take(*size)
-                .read_to_end(&mut bytes)
-                .map_err(io)?;
-            if bytes.len() as u64 != *size {
-                return Err(format(&format!("section {name} is truncated")));
-            }
+            let mut bytes = vec![0u8; *size as usize];
+            reader.read_exact(&mut bytes).map_err(io)?;
             sections.push((name.clone(), bytes));
         }
-        if file.read(&mut [0u8; 1]).map_err(io)? != 0 {
-            return Err(format("trailing bytes after the last section"));
+        let computed = reader.hasher.finalize();
+        let mut recorded = [0u8; CHECKSUM_LEN as usize];
+        reader.inner.read_exact(&mut recorded).map_err(io)?;
+        if computed.as_slice() != recorded {
+            return Err(CheckpointError::Corrupt {
+                path: path.to_owned(),
+            });
         }
         Ok(Checkpoint { header, sections })
+    }
+}
+
+/// Whether the file's trailing SHA-256 matches the bytes before it (streamed, not loaded).
+fn checksum_matches(path: &Path) -> std::io::Result<bool> {
+    let mut file = std::fs::File::open(path)?;
+    let length = file.metadata()?.len();
+    if length < PREFIX_LEN + CHECKSUM_LEN {
+        return Ok(false);
+    }
+    let mut hasher = Sha256::new();
+    std::io::copy(
+        &mut (&mut file).take(length - CHECKSUM_LEN),
+        &mut HashingSink(&mut hasher),
+    )?;
+    let mut recorded = [0u8; CHECKSUM_LEN as usize];
+    file.read_exact(&mut recorded)?;
+    Ok(hasher.finalize().as_slice() == recorded)
+}
+
+/// Feeds written bytes to a hasher.
+struct HashingSink<'a>(&'a mut Sha256);
+
+impl Write for HashingSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -230,7 +355,7 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
         let err = Checkpoint::load(&path).unwrap_err().to_string();
         assert!(
-            err.ends_with("not a semisam checkpoint (section student is truncated)"),
+            err.contains("last.ckpt: not a semisam checkpoint (the file is truncated"),
             "{err}"
         );
 
@@ -239,7 +364,9 @@ mod tests {
         std::fs::write(&path, &newer).unwrap();
         let err = Checkpoint::load(&path).unwrap_err().to_string();
         assert!(
-            err.ends_with("checkpoint format 99 is not supported by this semisam (format 1)"),
+            err.ends_with(
+                "checkpoint format 99 is not supported by this semisam (format 2); update semisam"
+            ),
             "{err}"
         );
 
@@ -247,6 +374,95 @@ mod tests {
         let err = Checkpoint::load(&path).unwrap_err().to_string();
         assert!(
             err.contains("last.ckpt: not a semisam checkpoint (wrong magic bytes)"),
+            "{err}"
+        );
+    }
+
+    /// The sample saved as `name`, then its bytes edited in place.
+    fn saved_and_edited(
+        name: &str,
+        edit: impl FnOnce(&mut Vec<u8>),
+    ) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        sample().save(&path).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        edit(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn inverted_weight_bytes_fail_the_checksum() {
+        let (_dir, path) = saved_and_edited("final.ckpt", |bytes| {
+            let header_len = u64::from_le_bytes(bytes[16..24].try_into().unwrap()) as usize;
+            let student = PREFIX_LEN as usize + header_len;
+            for b in &mut bytes[student..student + 3] {
+                *b = !*b;
+            }
+        });
+        let err = Checkpoint::load(&path).unwrap_err();
+        assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(
+                "final.ckpt: the checkpoint is corrupt: its contents do not match the SHA-256"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_header_is_reported_as_corruption() {
+        // The header's opening brace: the JSON no longer parses, and the checksum tells why.
+        let (_dir, path) = saved_and_edited("best.ckpt", |bytes| {
+            bytes[PREFIX_LEN as usize] ^= 0x55;
+        });
+        let err = Checkpoint::load(&path).unwrap_err();
+        assert!(matches!(err, CheckpointError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn format_1_checkpoints_are_refused_with_what_to_do() {
+        let (_dir, path) = saved_and_edited("old.ckpt", |bytes| {
+            bytes[12..16].copy_from_slice(&1u32.to_le_bytes());
+            bytes.truncate(bytes.len() - CHECKSUM_LEN as usize);
+        });
+        let err = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("old.ckpt: checkpoint format 1 was written by an older semisam")
+                && err.contains("retrain the run, or use the semisam version that wrote it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn declared_sizes_beyond_the_file_are_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.ckpt");
+        let mut header = sample().header;
+        header.sections = vec![
+            ("student".into(), u64::MAX / 2),
+            ("teacher".into(), 1 << 50),
+        ];
+        let json = serde_json::to_vec(&header).unwrap();
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&CHECKPOINT_FORMAT.to_le_bytes());
+        bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&json);
+        bytes.extend_from_slice(&[0; 32]);
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("huge.ckpt: not a semisam checkpoint (the file is truncated"),
+            "{err}"
+        );
+
+        bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Checkpoint::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("huge.ckpt: the checkpoint is corrupt"),
             "{err}"
         );
     }

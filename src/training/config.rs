@@ -14,6 +14,7 @@ use crate::data::augment::AugmentOptions;
 use crate::frameworks::FrameworkConfig;
 use crate::inference::SlidingWindow;
 use crate::inference::mirror::MirrorAxes;
+use crate::inference::pipeline::PredictOptions;
 use crate::inference::window_weights::WindowWeighting;
 use crate::networks::{Architecture, NetworkConfig};
 
@@ -53,21 +54,46 @@ pub struct RunConfig {
     pub sam: Option<crate::frameworks::sam_assist::SamConfig>,
 }
 
+/// How the cases of a dataset are divided into labeled and unlabeled ones (without a
+/// `splits_file`). In both, the validation cases are the last `validation` labeled cases and
+/// every image without a label is unlabeled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// A user's data: every labeled case is labeled (at most `labeled` of them, the first in list
+    /// order, when set; the others are left out), the images without a label are unlabeled.
+    #[default]
+    All,
+    /// The benchmark protocol: the first `labeled` cases of the training list are labeled, the
+    /// labeled cases between them and the validation cases are used without their labels.
+    Paper,
+}
+
 /// Which cases are used and how they are prepared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// Dataset root (UA-MT h5 root or MSD / nnU-Net folder), relative to the working directory.
     pub root: PathBuf,
-    /// Number of labeled cases: the first N of the training list, in file order (paper protocol).
-    pub labeled: usize,
-    /// Number of validation cases, taken from the end of the training list.
+    /// A plain folder of images without labels, added as unlabeled cases (NIfTI, `<ID>.h5` or
+    /// `<ID>/mri_norm2.h5`, `.npy`).
+    #[serde(default)]
+    pub unlabeled_root: Option<PathBuf>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Number of labeled cases: required by `paper` (the first N of the training list, in file
+    /// order); a cap under `all` (every labeled case when absent).
+    #[serde(default)]
+    pub labeled: Option<usize>,
+    /// Number of validation cases, taken from the end of the labeled training cases.
     #[serde(default)]
     pub validation: usize,
-    /// Number of unlabeled cases (the cases after the labeled ones); all remaining when absent.
+    /// Number of unlabeled cases, the first N of them (`paper`: the labeled cases used without
+    /// their labels, then the images without a label); all when absent.
     #[serde(default)]
     pub unlabeled: Option<usize>,
-    /// An explicit splits JSON (labeled / unlabeled / validation / test); overrides the counts.
+    /// An explicit splits JSON (labeled / unlabeled / validation / test); overrides the protocol
+    /// and the counts.
     #[serde(default)]
     pub splits_file: Option<PathBuf>,
     /// Per-case intensity normalisation (`{ method = "z_score" }` by default).
@@ -80,6 +106,14 @@ pub struct DataConfig {
     /// Voxel spacing (mm) to use when the files store none (UA-MT h5: 0.625 mm for LA).
     #[serde(default)]
     pub spacing: Option<[f64; 3]>,
+    /// Resample every volume to this voxel spacing (mm) before training and prediction
+    /// (`semisam plan` chooses it); absent: volumes keep their own grid.
+    #[serde(default)]
+    pub target_spacing: Option<[f64; 3]>,
+    /// Imaging modality of the training images (`dataset.json`'s, e.g. "MRI" or "CT");
+    /// `predict` refuses inputs declared with another one.
+    #[serde(default)]
+    pub modality: Option<String>,
 }
 
 /// Optimiser, schedule, batches and checkpoints.
@@ -293,11 +327,30 @@ impl RunConfig {
                 t.patch, self.network.architecture
             ));
         }
-        if self.data.labeled == 0 && self.data.splits_file.is_none() {
+        let d = &self.data;
+        if d.labeled == Some(0) {
             return Err("data.labeled must be at least 1".into());
+        }
+        if d.protocol == Protocol::Paper && d.labeled.is_none() && d.splits_file.is_none() {
+            return Err(
+                "data.protocol = \"paper\" needs data.labeled (the first N of the training list)"
+                    .into(),
+            );
         }
         if self.data.downsample == 0 {
             return Err("data.downsample must be at least 1".into());
+        }
+        if let Some(target) = self.data.target_spacing {
+            if !target.iter().all(|&s| s > 0.0 && s.is_finite()) {
+                return Err(format!(
+                    "data.target_spacing {target:?}: every spacing must be positive"
+                ));
+            }
+            if self.data.downsample != 1 {
+                return Err(
+                    "data.target_spacing and data.downsample both change the grid: set one".into(),
+                );
+            }
         }
         for (name, stride) in [
             ("validation.stride", self.validation.stride),
@@ -334,6 +387,43 @@ impl RunConfig {
         }
         self.framework.build().map_err(|e| e.to_string())?;
         Ok(())
+    }
+
+    /// How the run's volumes are prepared for the network.
+    pub fn preparation(&self) -> crate::data::Preparation {
+        crate::data::Preparation {
+            normalization: self.data.normalization,
+            downsample: self.data.downsample,
+            target_spacing: self.data.target_spacing,
+            fallback_spacing: self.data.spacing,
+        }
+    }
+
+    /// What the trained network expects of a volume to predict.
+    pub fn model_input(&self) -> crate::inference::ModelInput {
+        crate::inference::ModelInput {
+            preparation: self.preparation(),
+            channels: self.network.in_channels,
+            window: self.training.patch,
+            classes: self.network.num_classes,
+        }
+    }
+
+    /// The prediction settings the run's `[inference]` section asks for, one window per forward
+    /// pass.
+    pub fn predict_options(&self) -> PredictOptions {
+        PredictOptions {
+            stride: self.inference_stride(),
+            largest_component: self.inference.lcc,
+            window_batch: 1,
+            weighting: self.inference.weighting,
+            // Validation has checked that `tta` comes with axes to mirror.
+            mirror: if self.inference.tta {
+                self.mirror_axes().unwrap_or(MirrorAxes::NONE)
+            } else {
+                MirrorAxes::NONE
+            },
+        }
     }
 
     /// The sliding-window stride for inference: configured, or half the patch.
@@ -460,6 +550,8 @@ lr = 0.01
         assert_eq!(mt.teacher.consistency.at(0), 0.1 * (-5.0f64).exp());
         assert_eq!(mt.teacher.ema_decay, 0.99);
         assert_eq!(c.data.normalization, Normalization::ZScore);
+        assert_eq!(c.data.protocol, Protocol::All);
+        assert_eq!(c.data.unlabeled_root, None);
         assert_eq!(c.inference_stride(), [32, 32, 24]);
         assert_eq!(c.inference.weighting, WindowWeighting::Uniform);
         assert!(!c.inference.tta);
@@ -530,6 +622,31 @@ lr = 0.01
         assert!(err.contains("unknown field `augmentation`"), "{err}");
         let err = parse(&["sam.weigth=1"]).unwrap_err().to_string();
         assert!(err.contains("unknown field `weigth`"), "{err}");
+    }
+
+    #[test]
+    fn the_paper_protocol_needs_a_labeled_count_and_all_takes_it_as_a_cap() {
+        let c = parse(&["data.protocol=paper", "data.unlabeled_root=\"pool\""]).unwrap();
+        assert_eq!(c.data.protocol, Protocol::Paper);
+        assert_eq!(c.data.labeled, Some(2));
+        assert_eq!(c.data.unlabeled_root, Some(PathBuf::from("pool")));
+        let text = MINIMAL.replace("labeled = 2\n", "protocol = \"paper\"\n");
+        let err = RunConfig::from_toml_str(&text, &[], "run.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs data.labeled"), "{err}");
+        let text = MINIMAL.replace("labeled = 2\n", "");
+        assert_eq!(
+            RunConfig::from_toml_str(&text, &[], "run.toml")
+                .unwrap()
+                .data
+                .labeled,
+            None
+        );
+        let err = parse(&["data.labeled=0"]).unwrap_err().to_string();
+        assert!(err.contains("data.labeled must be at least 1"), "{err}");
+        let err = parse(&["data.protocol=half"]).unwrap_err().to_string();
+        assert!(err.contains("unknown variant `half`"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! From a dataset on disk to the in-memory cases of a run: splits, reading, normalisation and
-//! down-sampling.
+//! resampling onto the run's grid.
 //!
 //! Unlabeled cases are read with [`read_image`] alone: their label files are never opened, so a
 //! label that happens to exist for them cannot leak into training. The one exception is asked for
@@ -11,80 +11,161 @@ use std::path::Path;
 use ndarray::Array3;
 use rayon::prelude::*;
 
-use super::config::RunConfig;
-use super::resample::{downsample_image, downsample_label};
+use super::config::{Protocol, RunConfig};
 use super::trainer::TrainingData;
 use super::validation::EvalCase;
 use crate::data::batches::{LabeledCase, TrainingPool, UnlabeledCase};
 use crate::data::validate::check_finite;
-use crate::data::{Case, DataError, Dataset, Splits, normalize, read_image};
+use crate::data::{Case, DataError, Dataset, Splits, read_image};
 
-/// The run's splits: the explicit `data.splits_file`, or the paper protocol on the training list
-/// (the first `labeled` IDs labeled, the last `validation` IDs for validation, the IDs between
-/// them unlabeled — at most `unlabeled` of them), with the test list as test split.
-pub fn make_splits(config: &RunConfig, dataset: &Dataset) -> Result<Splits, DataError> {
-    let seed = config.training.seed;
-    if let Some(path) = &config.data.splits_file {
-        let splits = Splits::load(path)?;
-        for id in splits
-            .labeled
-            .iter()
-            .chain(&splits.unlabeled)
-            .chain(&splits.validation)
-            .chain(&splits.test)
-        {
-            if dataset.case(id).is_none() {
-                return Err(DataError::invalid(
-                    path,
-                    format!("case {id} is not in the dataset {}", dataset.root.display()),
-                ));
-            }
-        }
-        return Ok(splits);
+/// The run's dataset: `data.root` (or `root`, when the dataset has moved) plus the images of
+/// `data.unlabeled_root`.
+pub fn open_dataset(config: &RunConfig, root: Option<&Path>) -> Result<Dataset, DataError> {
+    let mut dataset = Dataset::open(root.unwrap_or(config.data.root.as_path()))?;
+    if let Some(dir) = &config.data.unlabeled_root {
+        dataset.add_unlabeled_folder(dir)?;
     }
+    Ok(dataset)
+}
+
+/// The run's splits: the explicit `data.splits_file`, or `data.protocol` on the dataset (see
+/// [`Protocol`]), with the test list as test split. `label_free` names the unlabeled cases that
+/// have no label at all. The cases are checked before any is read: labeled and validation cases
+/// have a label, and a batch with unlabeled items has unlabeled cases to draw them from.
+pub fn make_splits(config: &RunConfig, dataset: &Dataset) -> Result<Splits, DataError> {
+    let (mut splits, source) = match &config.data.splits_file {
+        Some(path) => (Splits::load(path)?, path.clone()),
+        None => {
+            let splits = match config.data.protocol {
+                Protocol::All => all_protocol(config, dataset)?,
+                Protocol::Paper => paper_protocol(config, dataset)?,
+            };
+            (splits, dataset.root.clone())
+        }
+    };
+    for (id, needs_label) in splits
+        .labeled
+        .iter()
+        .chain(&splits.validation)
+        .map(|id| (id, true))
+        .chain(
+            splits
+                .unlabeled
+                .iter()
+                .chain(&splits.test)
+                .map(|id| (id, false)),
+        )
+    {
+        let Some(case) = dataset.case(id) else {
+            return Err(DataError::invalid(
+                &source,
+                format!("case {id} is not in the dataset {}", dataset.root.display()),
+            ));
+        };
+        if needs_label && case.label.is_none() {
+            return Err(DataError::invalid(
+                &source,
+                format!(
+                    "case {id} is labeled or validation but has no label ({})",
+                    case.image.display()
+                ),
+            ));
+        }
+    }
+    let unlabeled_items = config.training.batch_size - config.training.labeled_bs;
+    if unlabeled_items > 0 && splits.unlabeled.is_empty() {
+        return Err(DataError::invalid(
+            &source,
+            format!(
+                "the batch holds {unlabeled_items} unlabeled item(s) but there is no unlabeled case: \
+                 add images without labels (MSD / nnU-Net: imagesTr/ without a label file, or \
+                 imagesUnlabeled/; UA-MT: h5 files without `label`; or data.unlabeled_root), or \
+                 use data.protocol = \"paper\" to use labeled cases without their labels"
+            ),
+        ));
+    }
+    splits.label_free = splits
+        .unlabeled
+        .iter()
+        .filter(|id| dataset.is_label_free(id))
+        .cloned()
+        .collect();
+    splits.check(&source)?;
+    Ok(splits)
+}
+
+/// The last `data.validation` labeled cases validate; the labeled cases before them.
+fn labeled_and_validation<'a>(
+    config: &RunConfig,
+    dataset: &'a Dataset,
+) -> Result<(&'a [String], &'a [String]), DataError> {
     let ids = &dataset.training_ids;
-    let (n_labeled, n_validation) = (config.data.labeled, config.data.validation);
-    if n_labeled + n_validation > ids.len() {
+    let (n_labeled, n_validation) = (config.data.labeled.unwrap_or(0), config.data.validation);
+    if n_labeled.max(1) + n_validation > ids.len() {
         return Err(DataError::invalid(
             &dataset.root,
             format!(
-                "{n_labeled} labeled + {n_validation} validation cases requested but the training list holds {}",
+                "{} labeled + {n_validation} validation cases requested but the training list holds {} with a label",
+                n_labeled.max(1),
                 ids.len()
             ),
         ));
     }
-    let middle = &ids[n_labeled..ids.len() - n_validation];
-    let n_unlabeled = config.data.unlabeled.unwrap_or(middle.len());
-    if n_unlabeled > middle.len() {
+    Ok(ids.split_at(ids.len() - n_validation))
+}
+
+/// The first `data.unlabeled` of `candidates` (all when unset).
+fn first_unlabeled(
+    config: &RunConfig,
+    dataset: &Dataset,
+    candidates: Vec<String>,
+) -> Result<Vec<String>, DataError> {
+    let n = config.data.unlabeled.unwrap_or(candidates.len());
+    if n > candidates.len() {
         return Err(DataError::invalid(
             &dataset.root,
             format!(
-                "{n_unlabeled} unlabeled cases requested but only {} remain",
-                middle.len()
+                "{n} unlabeled cases requested but only {} remain",
+                candidates.len()
             ),
         ));
     }
-    let splits = Splits {
-        labeled: ids[..n_labeled].to_vec(),
-        unlabeled: middle[..n_unlabeled].to_vec(),
-        validation: ids[ids.len() - n_validation..].to_vec(),
-        test: dataset.test_ids.clone(),
-        seed,
-    };
-    splits.check(&dataset.root)?;
-    Ok(splits)
+    Ok(candidates[..n].to_vec())
 }
 
-/// Normalise and down-sample an image as the run's configuration says (training and inference
-/// share this so that a model always sees inputs prepared the same way).
-pub fn prepare_image(
-    mut image: Array3<f32>,
-    config: &RunConfig,
-    path: &Path,
-) -> Result<Array3<f32>, DataError> {
-    normalize(&mut image, config.data.normalization)
-        .map_err(|e| DataError::invalid(path, e.to_string()))?;
-    Ok(downsample_image(&image, config.data.downsample))
+/// Every labeled case (at most `data.labeled`) is labeled; the images without a label are
+/// unlabeled.
+fn all_protocol(config: &RunConfig, dataset: &Dataset) -> Result<Splits, DataError> {
+    let (training, validation) = labeled_and_validation(config, dataset)?;
+    let n_labeled = config.data.labeled.unwrap_or(training.len());
+    Ok(Splits {
+        labeled: training[..n_labeled].to_vec(),
+        unlabeled: first_unlabeled(config, dataset, dataset.unlabeled_ids.clone())?,
+        validation: validation.to_vec(),
+        test: dataset.test_ids.clone(),
+        seed: config.training.seed,
+        label_free: Vec::new(),
+    })
+}
+
+/// The first `data.labeled` cases of the training list are labeled; the labeled cases between
+/// them and the validation cases, then the images without a label, are unlabeled.
+fn paper_protocol(config: &RunConfig, dataset: &Dataset) -> Result<Splits, DataError> {
+    let (training, validation) = labeled_and_validation(config, dataset)?;
+    let (labeled, hidden) = training.split_at(config.data.labeled.unwrap_or(0));
+    let candidates = hidden
+        .iter()
+        .chain(&dataset.unlabeled_ids)
+        .cloned()
+        .collect();
+    Ok(Splits {
+        labeled: labeled.to_vec(),
+        unlabeled: first_unlabeled(config, dataset, candidates)?,
+        validation: validation.to_vec(),
+        test: dataset.test_ids.clone(),
+        seed: config.training.seed,
+        label_free: Vec::new(),
+    })
 }
 
 /// Read every case of the splits (in parallel) and prepare it.
@@ -141,7 +222,7 @@ fn load_unlabeled(
             check_finite(&volume)?;
             Ok(UnlabeledCase {
                 id: id.clone(),
-                image: prepare_image(volume.data, config, &case.image)?,
+                image: config.preparation().image(&volume)?,
             })
         })
         .collect()
@@ -160,9 +241,13 @@ fn load_labeled(
             let case = find(dataset, id)?;
             let loaded = dataset.load_case(case)?;
             let label = loaded.label.ok_or_else(|| {
+                let missing = match case.image.extension() {
+                    Some(ext) if ext == "h5" => "missing dataset `label` in its h5 file",
+                    _ => "no label file",
+                };
                 DataError::invalid(
                     &case.image,
-                    format!("case {id} is used as {role} but has no label file"),
+                    format!("case {id} is used as {role} but has no label: {missing}"),
                 )
             })?;
             if let Some(&bad) = label
@@ -178,12 +263,9 @@ fn load_labeled(
                     ),
                 ));
             }
-            let image = prepare_image(loaded.image.data, config, &case.image)?;
-            Ok((
-                id.clone(),
-                image,
-                downsample_label(&label.data, config.data.downsample),
-            ))
+            let preparation = config.preparation();
+            let image = preparation.image(&loaded.image)?;
+            Ok((id.clone(), image, preparation.label(&label)?))
         })
         .collect()
 }

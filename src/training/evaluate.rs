@@ -65,8 +65,14 @@ pub fn evaluate_cases(
         let reference = loaded
             .label
             .ok_or_else(|| EvaluationError::NoReference(id.clone()))?;
-        let mut prediction =
-            predict_volume(model, config, &loaded.image, options, device, |_, _| {})?;
+        let mut prediction = predict_volume(
+            model,
+            &config.model_input(),
+            &loaded.image,
+            options,
+            device,
+            |_, _| {},
+        )?;
         let extension = match loaded.image.source {
             SourceFormat::H5 => "h5",
             SourceFormat::Nifti => "nii.gz",

@@ -5,12 +5,13 @@ pub mod config;
 pub mod dataset;
 pub mod evaluate;
 pub mod log;
-pub mod resample;
+pub mod pseudo_labels;
 pub mod run_dir;
 pub mod trainer;
 pub mod validation;
 
 pub use config::RunConfig;
 pub use trainer::{
-    TrainOptions, TrainOutcome, TrainingData, TrainingError, load_checkpoint_model, train,
+    TrainOptions, TrainOutcome, TrainingData, TrainingError, TrainingSetup, load_checkpoint_model,
+    train, train_with,
 };

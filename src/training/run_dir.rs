@@ -11,8 +11,15 @@
 //!   predictions/     validation predictions of the final model
 //!   metrics/         per-case and summary metrics
 //! ```
+//!
+//! A process that writes into a run folder holds an exclusive advisory lock on it (`flock` on
+//! the folder itself) for as long as its [`RunDir`] lives. The kernel drops the lock when the
+//! process dies, `kill -9` included, so a crashed run never blocks its own `--resume`, while a
+//! second writer (the same `--name` twice, `--overwrite` or `--resume` of a live run) is refused.
 
+use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +39,12 @@ pub enum RunDirError {
         "run folder {0} already exists: pass --overwrite to replace it or --resume to continue it"
     )]
     Exists(PathBuf),
+    #[error(
+        "run folder {0} is in use by another running semisam process (it holds the folder's lock); wait for it to finish or stop it first"
+    )]
+    InUse(PathBuf),
+    #[error("run folder {0} does not exist")]
+    Missing(PathBuf),
     #[error("{0} is not a semisam run folder (no run.json)")]
     NotARun(PathBuf),
     #[error(
@@ -63,56 +76,127 @@ pub struct RunInfo {
 #[derive(Debug, Clone)]
 pub struct RunDir {
     root: PathBuf,
+    /// The folder's exclusive lock, shared by clones; `None` when opened to read only.
+    lock: Option<Arc<File>>,
+    /// Temporary files of interrupted atomic writes removed when the folder was locked.
+    removed_temp_files: Vec<PathBuf>,
 }
 
-impl RunDir {
-    /// Create `runs_root/name`, refusing an existing folder unless `overwrite`.
-    pub fn create(runs_root: &Path, name: &str, overwrite: bool) -> Result<Self, RunDirError> {
-        check_name(name)?;
-        let root = runs_root.join(name);
-        if root.exists() {
-            if !overwrite {
-                return Err(RunDirError::Exists(root));
+/// A checked place for a new run folder, nothing written yet: the name is valid and the folder
+/// does not exist, or (with `overwrite`) it exists and this process holds its lock, so that no
+/// other process can start in it while the new run is being validated.
+#[derive(Debug)]
+pub struct NewRun {
+    root: PathBuf,
+    name: String,
+    existing: Option<File>,
+}
+
+impl NewRun {
+    /// Where the run folder will be.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Create the folder (emptying the locked old one for an overwrite) and lock it.
+    pub fn create(self) -> Result<RunDir, RunDirError> {
+        let lock = match self.existing {
+            Some(lock) => {
+                empty_folder(&self.root)?;
+                lock
             }
-            std::fs::remove_dir_all(&root).map_err(|source| RunDirError::Io {
-                path: root.clone(),
-                source,
-            })?;
-        }
-        let run = RunDir { root };
+            None => {
+                if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(io(parent))?;
+                }
+                match std::fs::create_dir(&self.root) {
+                    Ok(()) => lock_folder(&self.root)?,
+                    // Another process created it since it was reserved.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        lock_folder(&self.root)?;
+                        return Err(RunDirError::Exists(self.root));
+                    }
+                    Err(source) => return Err(io(&self.root)(source)),
+                }
+            }
+        };
+        let run = RunDir {
+            root: self.root,
+            lock: Some(Arc::new(lock)),
+            removed_temp_files: Vec::new(),
+        };
         for dir in [
             run.root.clone(),
             run.checkpoints_dir(),
             run.predictions_dir(),
             run.metrics_dir(),
         ] {
-            std::fs::create_dir_all(&dir).map_err(|source| RunDirError::Io {
-                path: dir.clone(),
-                source,
-            })?;
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
         let info = RunInfo {
             semisam_version: env!("CARGO_PKG_VERSION").to_owned(),
             run_format: RUN_FORMAT,
-            name: name.to_owned(),
+            name: self.name,
             created: utc_timestamp(std::time::SystemTime::now(), true),
         };
         let json = serde_json::to_vec_pretty(&info).expect("plain data");
-        crate::io_util::write_atomic(&run.root.join("run.json"), &json)
-            .map_err(|e| run.io_error(e))?;
+        crate::io_util::write_atomic(&run.root.join("run.json"), &json).map_err(|e| {
+            RunDirError::Io {
+                path: e.path,
+                source: e.source,
+            }
+        })?;
         Ok(run)
     }
+}
 
-    /// Open an existing run folder after checking that this semisam can continue it.
+impl RunDir {
+    /// Check that a new run `name` can be created in `runs_root` without writing anything: a
+    /// valid name, no folder of that name unless `overwrite`, and never a folder in use.
+    pub fn reserve(runs_root: &Path, name: &str, overwrite: bool) -> Result<NewRun, RunDirError> {
+        check_name(name)?;
+        let root = runs_root.join(name);
+        let existing = if root.exists() {
+            let lock = lock_folder(&root)?;
+            if !overwrite {
+                return Err(RunDirError::Exists(root));
+            }
+            Some(lock)
+        } else {
+            None
+        };
+        Ok(NewRun {
+            root,
+            name: name.to_owned(),
+            existing,
+        })
+    }
+
+    /// Create `runs_root/name` and lock it, refusing an existing folder unless `overwrite`.
+    pub fn create(runs_root: &Path, name: &str, overwrite: bool) -> Result<Self, RunDirError> {
+        Self::reserve(runs_root, name, overwrite)?.create()
+    }
+
+    /// Open an existing run folder to continue writing it: checked like [`RunDir::open`], then
+    /// locked (refused while another process holds it), and the temporary files that a killed
+    /// process's atomic writes left behind are removed.
+    pub fn open_to_resume(root: &Path) -> Result<(Self, RunInfo), RunDirError> {
+        let (mut run, info) = Self::open(root)?;
+        run.lock = Some(Arc::new(lock_folder(root)?));
+        run.removed_temp_files = remove_temp_files(root)?;
+        Ok((run, info))
+    }
+
+    /// Open an existing run folder to read it, after checking that this semisam can read it.
     pub fn open(root: &Path) -> Result<(Self, RunInfo), RunDirError> {
+        if !root.is_dir() {
+            return Err(RunDirError::Missing(root.to_owned()));
+        }
         let path = root.join("run.json");
         if !path.is_file() {
             return Err(RunDirError::NotARun(root.to_owned()));
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| RunDirError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| RunDirError::BadRunInfo {
                 path: path.clone(),
@@ -142,6 +226,8 @@ impl RunDir {
         Ok((
             RunDir {
                 root: root.to_owned(),
+                lock: None,
+                removed_temp_files: Vec::new(),
             },
             info,
         ))
@@ -149,6 +235,14 @@ impl RunDir {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+    /// Whether this process holds the folder's lock (created, or opened to resume).
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
+    }
+    /// Temporary files of interrupted writes removed by [`RunDir::open_to_resume`].
+    pub fn removed_temp_files(&self) -> &[PathBuf] {
+        &self.removed_temp_files
     }
     pub fn config_path(&self) -> PathBuf {
         self.root.join("config.toml")
@@ -175,16 +269,58 @@ impl RunDir {
     pub fn metrics_dir(&self) -> PathBuf {
         self.root.join("metrics")
     }
+}
 
-    fn io_error(&self, e: crate::Error) -> RunDirError {
-        match e {
-            crate::Error::Io { path, source } => RunDirError::Io { path, source },
-            other => RunDirError::Io {
-                path: self.root.clone(),
-                source: std::io::Error::other(other.to_string()),
-            },
+/// Wraps an I/O error with the path it happened on.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError {
+    let path = path.to_owned();
+    move |source| RunDirError::Io { path, source }
+}
+
+/// Lock `root` (a folder) exclusively, without waiting.
+fn lock_folder(root: &Path) -> Result<File, RunDirError> {
+    let file = File::open(root).map_err(io(root))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(RunDirError::InUse(root.to_owned())),
+        Err(TryLockError::Error(source)) => Err(io(root)(source)),
+    }
+}
+
+/// Remove everything inside `root`, keeping the folder itself (and so the lock held on it).
+fn empty_folder(root: &Path) -> Result<(), RunDirError> {
+    for entry in std::fs::read_dir(root).map_err(io(root))? {
+        let path = entry.map_err(io(root))?.path();
+        let removed = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+/// Remove the temporary files of atomic writes (`.<name>.<pid>.tmp`, see `io_util`) anywhere
+/// under `root`. Only safe under the folder's lock: no other process is writing there.
+fn remove_temp_files(root: &Path) -> Result<Vec<PathBuf>, RunDirError> {
+    let mut removed = Vec::new();
+    let mut folders = vec![root.to_owned()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).map_err(io(&folder))? {
+            let entry = entry.map_err(io(&folder))?;
+            let path = entry.path();
+            let kind = entry.file_type().map_err(io(&path))?;
+            if kind.is_dir() {
+                folders.push(path);
+            } else if kind.is_file() && crate::io_util::is_temp_file(&path) {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+                removed.push(path);
+            }
         }
     }
+    removed.sort();
+    Ok(removed)
 }
 
 /// `<config stem>-YYYYMMDD-HHMMSS` (UTC).
@@ -274,6 +410,7 @@ mod tests {
                 && run.metrics_dir().is_dir()
         );
         std::fs::write(run.root().join("marker"), b"x").unwrap();
+        drop(run);
         let err = RunDir::create(dir.path(), "a", false)
             .unwrap_err()
             .to_string();
@@ -293,6 +430,83 @@ mod tests {
             RunDir::create(dir.path(), "../x", false),
             Err(RunDirError::BadName(_))
         ));
+    }
+
+    #[test]
+    fn a_locked_run_folder_refuses_every_other_writer_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path(), "live", false).unwrap();
+        assert!(run.is_locked());
+        std::fs::write(run.root().join("marker"), b"x").unwrap();
+        let in_use = |result: Result<RunDir, RunDirError>| {
+            let err = result.unwrap_err().to_string();
+            assert!(
+                err.contains("live is in use by another running semisam process"),
+                "{err}"
+            );
+        };
+        // A flock belongs to an open file description: a second open in this process conflicts
+        // exactly like another process would.
+        in_use(RunDir::create(dir.path(), "live", false));
+        in_use(RunDir::create(dir.path(), "live", true));
+        in_use(RunDir::open_to_resume(run.root()).map(|(r, _)| r));
+        assert!(
+            run.root().join("marker").is_file(),
+            "a refused overwrite deleted files"
+        );
+        // Reading is not writing: reports may open a live run.
+        assert!(!RunDir::open(run.root()).unwrap().0.is_locked());
+        let clone = run.clone();
+        drop(run);
+        in_use(RunDir::open_to_resume(clone.root()).map(|(r, _)| r));
+        drop(clone);
+        let (resumed, _) = RunDir::open_to_resume(&dir.path().join("live")).unwrap();
+        assert!(resumed.is_locked());
+    }
+
+    #[test]
+    fn resuming_removes_the_temporary_files_of_interrupted_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(dir.path(), "r", false).unwrap();
+        let stale = [
+            run.checkpoints_dir().join(".last.ckpt.4242.tmp"),
+            run.root().join(".log.jsonl.4242.tmp"),
+        ];
+        for path in &stale {
+            std::fs::write(path, b"half a checkpoint").unwrap();
+        }
+        let kept = [run.checkpoint_path("last"), run.root().join("notes.tmp")];
+        for path in &kept {
+            std::fs::write(path, b"complete").unwrap();
+        }
+        drop(run);
+        let (run, _) = RunDir::open_to_resume(&dir.path().join("r")).unwrap();
+        let mut expected = stale.to_vec();
+        expected.sort();
+        assert_eq!(run.removed_temp_files(), expected.as_slice());
+        assert!(stale.iter().all(|p| !p.exists()));
+        assert!(kept.iter().all(|p| p.is_file()));
+    }
+
+    #[test]
+    fn a_missing_folder_is_named_as_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nowhere");
+        let err = RunDir::open(&missing).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("run folder {} does not exist", missing.display())
+        );
+    }
+
+    #[test]
+    fn reserving_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        let new_run = RunDir::reserve(&runs, "fresh", false).unwrap();
+        assert!(!runs.exists());
+        let run = new_run.create().unwrap();
+        assert!(run.root().join("run.json").is_file() && run.is_locked());
     }
 
     #[test]

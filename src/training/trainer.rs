@@ -32,9 +32,10 @@ use crate::frameworks::{
     self, AuxiliaryLoss, Framework, FrameworkError, StepIndex, new_teacher, train_step,
     update_teacher,
 };
+use crate::generalists::Generalist;
 use crate::inference::SlidingWindow;
-use crate::inference::predictor::array_to_tensor;
-use crate::networks::{NetworkError, Specialist};
+use crate::networks::arrays::array_to_tensor;
+use crate::networks::{Architecture, NetworkConfig, NetworkError, Specialist};
 
 /// Stream of the seed used for dropout and teacher noise (the sampler uses stream 0).
 const MODEL_RNG_STREAM: u64 = 1;
@@ -90,7 +91,7 @@ pub enum TrainingError {
     #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
-    Output(#[from] crate::Error),
+    Output(#[from] crate::io_util::WriteError),
     #[error("{path}: cannot resume: {message}")]
     Resume {
         path: std::path::PathBuf,
@@ -117,6 +118,40 @@ struct State {
     sam_labels: Option<Vec<u8>>,
 }
 
+/// What a run needs besides its folder, built and checked before the folder is created: the
+/// framework, the batch options against the cases, and the generalist with its weights loaded.
+pub struct TrainingSetup {
+    framework: Box<dyn Framework>,
+    batch_options: BatchOptions,
+    generalist: Option<Box<dyn Generalist>>,
+}
+
+impl TrainingSetup {
+    pub fn new(config: &RunConfig, data: &TrainingData) -> Result<Self, TrainingError> {
+        let framework = config.framework.build()?;
+        let batch_options = BatchOptions {
+            batch_size: config.training.batch_size,
+            labeled_bs: config.training.labeled_bs,
+            patch: config.training.patch,
+            augment: config.training.augment,
+        };
+        BatchSampler::new(batch_options, &data.pool, config.training.seed)?;
+        let generalist = config
+            .sam
+            .as_ref()
+            .map(|sam| {
+                sam.generalist
+                    .build(&sam.prompts, &crate::backend::default_device())
+            })
+            .transpose()?;
+        Ok(TrainingSetup {
+            framework,
+            batch_options,
+            generalist,
+        })
+    }
+}
+
 /// Train (or continue training) the run in `run` on `data`.
 pub fn train(
     config: &RunConfig,
@@ -124,22 +159,36 @@ pub fn train(
     run: &RunDir,
     options: &TrainOptions,
 ) -> Result<TrainOutcome, TrainingError> {
+    train_with(
+        config,
+        data,
+        TrainingSetup::new(config, data)?,
+        run,
+        options,
+    )
+}
+
+/// [`train`] with its setup built beforehand (so that nothing is written before it succeeds).
+pub fn train_with(
+    config: &RunConfig,
+    data: &TrainingData,
+    setup: TrainingSetup,
+    run: &RunDir,
+    options: &TrainOptions,
+) -> Result<TrainOutcome, TrainingError> {
     let device = crate::backend::default_device().autodiff();
-    let framework = config.framework.build()?;
-    let batch_options = BatchOptions {
-        batch_size: config.training.batch_size,
-        labeled_bs: config.training.labeled_bs,
-        patch: config.training.patch,
-        augment: config.training.augment,
-    };
+    let TrainingSetup {
+        framework,
+        batch_options,
+        generalist,
+    } = setup;
     let mut state = if options.resume {
         resume_state(config, &*framework, batch_options, &data.pool, run, &device)?
     } else {
         fresh_state(config, &*framework, batch_options, &data.pool, &device)?
     };
-    let mut sam = match &config.sam {
-        Some(sam_config) => {
-            let generalist = sam_config.build_generalist(&crate::backend::default_device())?;
+    let mut sam = match (&config.sam, generalist) {
+        (Some(sam_config), Some(generalist)) => {
             let unlabeled = data
                 .pool
                 .unlabeled
@@ -152,7 +201,7 @@ pub fn train(
             }
             Some(sam)
         }
-        None => None,
+        _ => None,
     };
     let mut log = TrainingLog::open(&run.log_jsonl_path(), &run.log_csv_path(), state.step)?;
     let iterations = config.training.iterations;
@@ -175,7 +224,6 @@ pub fn train(
         let batch = state.sampler.next_batch(&data.pool);
         let mut auxiliary: Vec<&mut dyn AuxiliaryLoss> = Vec::new();
         if let Some(sam) = sam.as_mut() {
-            sam.prepare(&batch.items);
             auxiliary.push(sam);
         }
         let batch = to_framework_batch(batch, &device)?;
@@ -252,11 +300,7 @@ pub fn train(
     }
     save(config, &state, sam.as_ref(), &run.checkpoint_path("final"))?;
     if let Some(sam) = &sam {
-        crate::reports::pseudo_labels::save(
-            run.root(),
-            &sam.pseudo_labels(),
-            config.data.downsample,
-        )?;
+        super::pseudo_labels::save(run.root(), &sam.pseudo_labels(), config.data.downsample)?;
     }
     progress.finish_with_message("done");
     Ok(TrainOutcome::Completed {
@@ -304,7 +348,9 @@ fn resume_state(
         message,
     };
     if !path.is_file() {
-        return Err(resume_error("no checkpoint to resume from".into()));
+        return Err(resume_error(
+            "no checkpoint to resume from: the run stopped before its first checkpoint; start it again with --overwrite instead of --resume".into(),
+        ));
     }
     let checkpoint = Checkpoint::load(&path)?;
     let saved =
@@ -320,10 +366,22 @@ fn resume_state(
             .section(name)
             .ok_or_else(|| resume_error(format!("the checkpoint has no {name} section")))
     };
-    let student = load_module(config.network.init(device)?, section("student")?, "student")?;
+    let student = load_module(
+        config.network.init(device)?,
+        config,
+        section("student")?,
+        "student",
+        &path,
+    )?;
     let teacher = if framework.uses_teacher() {
         let template = new_teacher(&config.network.init(device)?);
-        Some(load_module(template, section("teacher")?, "teacher")?)
+        Some(load_module(
+            template,
+            config,
+            section("teacher")?,
+            "teacher",
+            &path,
+        )?)
     } else {
         None
     };
@@ -368,23 +426,58 @@ fn sgd(config: &RunConfig) -> ModuleOptimizer {
         .init()
 }
 
+/// The network the configuration describes, with the weights of a checkpoint section. Weights
+/// of another architecture are named as such, with the checkpoint's path.
 fn load_module(
     template: Specialist,
+    config: &RunConfig,
     bytes: &[u8],
     what: &'static str,
+    path: &std::path::Path,
 ) -> Result<Specialist, TrainingError> {
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| {
-        TrainingError::Record {
-            what,
-            message: e.to_string(),
-        }
-    })?;
-    template
-        .try_load_record(record)
-        .map_err(|e| TrainingError::Record {
-            what,
-            message: e.to_string(),
+    let record = || {
+        ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec())).map_err(|e| {
+            TrainingError::Record {
+                what,
+                message: format!("{}: {e}", path.display()),
+            }
         })
+    };
+    let configured = config.network.architecture;
+    let mismatch = |message: String| {
+        TrainingError::Checkpoint(CheckpointError::Content {
+            path: path.to_owned(),
+            message,
+        })
+    };
+    match template.try_load_record(record()?) {
+        Ok(module) => Ok(module),
+        Err(e) => {
+            let fits = |architecture: Architecture| -> Result<bool, TrainingError> {
+                let network = NetworkConfig {
+                    architecture,
+                    ..config.network.clone()
+                };
+                let device = crate::backend::default_device();
+                Ok(network.init(&device)?.try_load_record(record()?).is_ok())
+            };
+            let other = [Architecture::VNet, Architecture::UNet3d]
+                .into_iter()
+                .filter(|&a| a != configured)
+                .find_map(|a| fits(a).ok()?.then_some(a));
+            Err(mismatch(match other {
+                Some(found) => format!(
+                    "the {what} weights are those of a {} network, but the checkpoint's configuration says {}",
+                    found.name(),
+                    configured.name()
+                ),
+                None => format!(
+                    "the {what} weights do not fit the configured {} network: {e}",
+                    configured.name()
+                ),
+            }))
+        }
+    }
 }
 
 /// The record of `module` with its batch-norm running statistics brought up to date: burn keeps
@@ -460,7 +553,14 @@ pub fn load_checkpoint_model(
             what: "student",
             message: format!("{}: the checkpoint has no student section", path.display()),
         })?;
-    let model = load_module(config.network.init(&device)?, bytes, "student")?.valid();
+    let model = load_module(
+        config.network.init(&device)?,
+        &config,
+        bytes,
+        "student",
+        path,
+    )?
+    .valid();
     Ok((config, model))
 }
 
@@ -509,7 +609,7 @@ fn to_framework_batch(batch: Batch, device: &Device) -> Result<frameworks::Batch
     let shape: [usize; 4] = std::array::from_fn(|d| batch.labels.shape()[d]);
     let labels: Vec<i64> = batch.labels.iter().map(|&v| i64::from(v)).collect();
     let labels = Tensor::<4, Int>::from_data(TensorData::new(labels, shape), device);
-    frameworks::Batch::new(images, labels, batch.labeled_bs)
+    frameworks::Batch::new(images, labels, batch.labeled_bs)?.with_provenance(batch.items)
 }
 
 fn progress_bar(visible: bool, iterations: usize, start: usize) -> indicatif::ProgressBar {

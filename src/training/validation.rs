@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use ndarray::Array3;
 
-use crate::inference::predictor::specialist_probabilities;
+use crate::inference::predictor::predict_case;
 use crate::inference::{SlidingWindow, WindowPrediction};
 use crate::networks::{NetworkError, Specialist};
 
@@ -23,28 +23,6 @@ pub struct CaseDice {
     pub id: String,
     /// Classes 1..C.
     pub dice: Vec<f64>,
-}
-
-/// Predict one case with a model in evaluation mode.
-pub fn predict_case(
-    model: &Specialist,
-    image: &Array3<f32>,
-    classes: usize,
-    window: SlidingWindow,
-    device: &Device,
-    progress: impl FnMut(usize, usize),
-) -> Result<WindowPrediction, NetworkError> {
-    window
-        .predict(
-            image.view(),
-            classes,
-            |w| specialist_probabilities(model, w, device),
-            progress,
-        )
-        .map_err(|e| match e {
-            crate::inference::sliding_window::SlidingWindowError::Predictor(e) => e,
-            other => NetworkError::Config(other.to_string()),
-        })
 }
 
 /// Dice of every foreground class of every case, predicted by `student` (put into evaluation

@@ -7,7 +7,12 @@
 //! backward reads twice and writes once.
 //!
 //! Layout: `items` x `channels` rows of `spatial` contiguous values (NC... order).
+//!
+//! The loops are plain Rust; each row runs compiled for the caller's [`KernelPath`] (512- or
+//! 256-bit vectors, or the build target's). No path contracts a multiply and an add, so every
+//! path gives the same bits.
 
+use crate::path::KernelPath;
 use rayon::prelude::*;
 
 /// The per-channel statistics of one batch: mean and biased variance.
@@ -39,6 +44,7 @@ const LANES: usize = 16;
 
 /// Sums of `f(value)` and `g(value)` over a row, in f32 lanes flushed to f64 every block so that
 /// long rows keep f64 accuracy while the inner loop vectorises.
+#[inline(always)]
 fn row_sums(row: &[f32], other: Option<&[f32]>, f: impl Fn(f32, f32) -> (f32, f32)) -> (f64, f64) {
     const BLOCK: usize = 1024;
     let (mut first, mut second) = (0.0f64, 0.0f64);
@@ -79,7 +85,8 @@ fn channel_totals(layout: Layout, rows: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
 
 /// Mean and biased variance per channel. The variance is taken around a first estimate of the
 /// mean (the per-row means of the first item) so that large offsets do not cancel.
-pub fn statistics(x: &[f32], layout: Layout) -> BatchStatistics {
+pub fn statistics(path: KernelPath, x: &[f32], layout: Layout) -> BatchStatistics {
+    path.assert_available();
     assert_eq!(x.len(), layout.len(), "statistics: input size");
     let shift: Vec<f32> = x
         .chunks(layout.spatial)
@@ -91,9 +98,11 @@ pub fn statistics(x: &[f32], layout: Layout) -> BatchStatistics {
         .enumerate()
         .map(|(row, values)| {
             let s = shift[row % layout.channels];
-            row_sums(values, None, |v, _| {
-                let d = v - s;
-                (d, d * d)
+            path.run(|| {
+                row_sums(values, None, |v, _| {
+                    let d = v - s;
+                    (d, d * d)
+                })
             })
         })
         .collect();
@@ -138,6 +147,7 @@ fn affine(
 
 /// `relu(gamma * (x - mean) / sqrt(variance + epsilon) + beta)`.
 pub fn forward(
+    path: KernelPath,
     x: &[f32],
     layout: Layout,
     statistics: &BatchStatistics,
@@ -145,6 +155,7 @@ pub fn forward(
     beta: &[f32],
     epsilon: f64,
 ) -> Vec<f32> {
+    path.assert_available();
     assert_eq!(x.len(), layout.len(), "forward: input size");
     let affine = affine(statistics, gamma, beta, epsilon);
     let mut y = vec![0.0f32; x.len()];
@@ -153,9 +164,11 @@ pub fn forward(
         .enumerate()
         .for_each(|(row, (y, x))| {
             let (scale, shift, _) = affine[row % layout.channels];
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = (x * scale + shift).max(0.0);
-            }
+            path.run(|| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = (x * scale + shift).max(0.0);
+                }
+            })
         });
     y
 }
@@ -170,6 +183,7 @@ pub struct Gradients {
 
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
+    path: KernelPath,
     x: &[f32],
     output_gradient: &[f32],
     layout: Layout,
@@ -178,6 +192,7 @@ pub fn backward(
     beta: &[f32],
     epsilon: f64,
 ) -> Gradients {
+    path.assert_available();
     assert_eq!(x.len(), layout.len(), "backward: input size");
     assert_eq!(
         output_gradient.len(),
@@ -195,9 +210,11 @@ pub fn backward(
             let channel = row % layout.channels;
             let (scale, shift, inv_std) = affine[channel];
             let m = mean[channel];
-            row_sums(x, Some(dy), |x, dy| {
-                let g = if x * scale + shift > 0.0 { dy } else { 0.0 };
-                (g, g * (x - m) * inv_std)
+            path.run(|| {
+                row_sums(x, Some(dy), |x, dy| {
+                    let g = if x * scale + shift > 0.0 { dy } else { 0.0 };
+                    (g, g * (x - m) * inv_std)
+                })
             })
         })
         .collect();
@@ -218,11 +235,13 @@ pub fn backward(
             let m = mean[channel];
             let mean_g = (totals[channel].0 / n) as f32;
             let mean_g_xhat = (totals[channel].1 / n) as f32;
-            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                let g = if x * scale + shift > 0.0 { dy } else { 0.0 };
-                let xhat = (x - m) * inv_std;
-                *dx = scale * (g - mean_g - xhat * mean_g_xhat);
-            }
+            path.run(|| {
+                for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                    let g = if x * scale + shift > 0.0 { dy } else { 0.0 };
+                    let xhat = (x - m) * inv_std;
+                    *dx = scale * (g - mean_g - xhat * mean_g_xhat);
+                }
+            })
         });
     Gradients {
         x: dx,
@@ -257,7 +276,7 @@ mod tests {
             channels: 2,
             spatial: 3,
         };
-        let s = statistics(&x, layout);
+        let s = statistics(KernelPath::Generic, &x, layout);
         assert!((s.mean[0] - 27.0 / 6.0).abs() < 1e-6);
         let var0 = [1.0f64, 2.0, 3.0, 5.0, 7.0, 9.0]
             .iter()
@@ -271,6 +290,36 @@ mod tests {
             "{}",
             s.variance[1]
         );
+    }
+
+    /// Every path computes the same bits: the statistics, the forward and all three gradients,
+    /// on rows long enough for several vector blocks and a ragged tail.
+    #[test]
+    fn every_path_gives_the_generic_paths_bits() {
+        let layout = Layout {
+            items: 3,
+            channels: 4,
+            spatial: 2 * 1024 + 37,
+        };
+        let x: Vec<f32> = (0..layout.len())
+            .map(|i| ((i * 7919 % 1009) as f32 - 480.0) / 97.0)
+            .collect();
+        let dy: Vec<f32> = (0..layout.len())
+            .map(|i| ((i * 104729 % 997) as f32 - 500.0) / 313.0)
+            .collect();
+        let (gamma, beta) = ([1.2f32, -0.4, 0.7, 2.0], [0.1f32, -0.2, 0.3, 0.0]);
+        let run = |path| {
+            let s = statistics(path, &x, layout);
+            let y = forward(path, &x, layout, &s, &gamma, &beta, 1e-5);
+            let g = backward(path, &x, &dy, layout, &s, &gamma, &beta, 1e-5);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            [s.mean, s.variance, y, g.x, g.gamma, g.beta].map(|v| bits(&v))
+        };
+        let generic = run(KernelPath::Generic);
+        assert!(generic[2].contains(&0) && generic[2].iter().any(|&y| y != 0));
+        for path in KernelPath::available() {
+            assert!(run(path) == generic, "{} differs", path.name());
+        }
     }
 
     /// The backward against central differences of a scalar loss through the forward, with the
@@ -292,15 +341,24 @@ mod tests {
         let beta = [0.2f32, 0.1, -0.3];
         let epsilon = 1e-5;
         let loss = |x: &[f32], gamma: &[f32], beta: &[f32]| -> f64 {
-            let s = statistics(x, layout);
-            forward(x, layout, &s, gamma, beta, epsilon)
+            let s = statistics(KernelPath::best(), x, layout);
+            forward(KernelPath::best(), x, layout, &s, gamma, beta, epsilon)
                 .iter()
                 .zip(&weights)
                 .map(|(y, w)| *y as f64 * *w as f64)
                 .sum()
         };
-        let s = statistics(&x, layout);
-        let g = backward(&x, &weights, layout, &s, &gamma, &beta, epsilon);
+        let s = statistics(KernelPath::best(), &x, layout);
+        let g = backward(
+            KernelPath::best(),
+            &x,
+            &weights,
+            layout,
+            &s,
+            &gamma,
+            &beta,
+            epsilon,
+        );
         // The step must not cross a ReLU kink: no pre-activation lies within it of zero.
         let h = 1e-3f32;
         let affine = affine(&s, &gamma, &beta, epsilon);

@@ -73,6 +73,27 @@ impl PaddedGrid {
         })
     }
 
+    /// The interior points among grid points `start..end`, as runs along a line: (first grid
+    /// point, its voxel index in the contiguous layout, length).
+    pub fn interior_runs(
+        &self,
+        start: usize,
+        end: usize,
+    ) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let padded_width = self.padded_width();
+        let lines = start / padded_width..end.div_ceil(padded_width);
+        lines.filter_map(move |line| {
+            let (d, h) = (line / (self.height + 2), line % (self.height + 2));
+            if d == 0 || d > self.depth || h == 0 || h > self.height {
+                return None;
+            }
+            let line_start = line * padded_width + 1;
+            let (low, high) = (line_start.max(start), (line_start + self.width).min(end));
+            let voxel = ((d - 1) * self.height + h - 1) * self.width + low - line_start;
+            (low < high).then_some((low, voxel, high - low))
+        })
+    }
+
     /// Lays `items` x `rows` volumes (contiguous, `voxels()` each) out on the grid with
     /// `grid_rows` rows per item; rows past `rows` and every padding point are zero.
     pub fn pad(&self, volumes: &[f32], items: usize, rows: usize, grid_rows: usize) -> Vec<f32> {
@@ -97,45 +118,6 @@ impl PaddedGrid {
                 }
             });
         grid
-    }
-
-    /// The interior of the first `rows` of `grid_rows` grid rows per item, back in the contiguous
-    /// layout, for `items` items, plus `bias[row]` where given.
-    pub fn extract(
-        &self,
-        grid: &[f32],
-        items: usize,
-        grid_rows: usize,
-        rows: usize,
-        bias: Option<&[f32]>,
-    ) -> Vec<f32> {
-        let row_len = self.row_len();
-        assert_eq!(
-            grid.len(),
-            items * grid_rows * row_len,
-            "extract: grid size"
-        );
-        if let Some(bias) = bias {
-            assert_eq!(bias.len(), rows, "extract: bias size");
-        }
-        let voxels = self.voxels();
-        let (width, height) = (self.width, self.height);
-        let mut volumes = vec![0.0f32; items * rows * voxels];
-        volumes
-            .par_chunks_mut(voxels)
-            .enumerate()
-            .for_each(|(index, volume)| {
-                let (item, channel) = (index / rows, index % rows);
-                let offset = bias.map_or(0.0, |bias| bias[channel]);
-                let row = &grid[(item * grid_rows + channel) * row_len..][..row_len];
-                for (line_index, line) in volume.chunks_mut(width).enumerate() {
-                    let start = self.interior(line_index / height, line_index % height);
-                    for (out, &value) in line.iter_mut().zip(&row[start..start + width]) {
-                        *out = value + offset;
-                    }
-                }
-            });
-        volumes
     }
 }
 
@@ -174,7 +156,7 @@ mod tests {
     }
 
     #[test]
-    fn pad_then_extract_round_trips_and_pads_with_zeros() {
+    fn pad_places_each_voxel_at_its_interior_point_and_pads_with_zeros() {
         let grid = PaddedGrid::new(2, 3, 4);
         let volumes: Vec<f32> = (0..2 * 24).map(|v| v as f32 + 1.0).collect();
         let padded = grid.pad(&volumes, 1, 2, 3);
@@ -186,10 +168,27 @@ mod tests {
         );
         let total: f32 = padded.iter().sum();
         assert_eq!(total, volumes.iter().sum::<f32>());
-        assert_eq!(grid.extract(&padded, 1, 3, 2, None), volumes);
-        let shifted = grid.extract(&padded, 1, 3, 2, Some(&[10.0, -1.0]));
-        assert_eq!(shifted[0], volumes[0] + 10.0);
-        assert_eq!(shifted[24], volumes[24] - 1.0);
+        assert!(padded[2 * grid.row_len()..].iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn interior_runs_visit_every_voxel_once_from_its_grid_point() {
+        let grid = PaddedGrid::new(3, 4, 5);
+        let volume: Vec<f32> = (0..grid.voxels()).map(|v| v as f32).collect();
+        let padded = grid.pad(&volume, 1, 1, 1);
+        let mut seen = vec![0; grid.voxels()];
+        // Ranges that start and end inside lines, padding and planes.
+        let cuts = [0, 9, grid.first(), 50, 51, 97, 130, grid.points()];
+        for range in cuts.windows(2) {
+            for (point, voxel, len) in grid.interior_runs(range[0], range[1]) {
+                assert!(point >= range[0] && point + len <= range[1]);
+                for k in 0..len {
+                    assert_eq!(padded[point + k], volume[voxel + k]);
+                    seen[voxel + k] += 1;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&count| count == 1), "{seen:?}");
     }
 
     #[test]

@@ -2,12 +2,17 @@
 //!
 //! They live in their own crate so that test builds optimise them like every dependency
 //! (`[profile.dev.package.semisam-kernels]`): the kernels are written for the optimiser, and an
-//! unoptimised build would be slower than the generic path they replace.
+//! unoptimised build would be slower than the generic path they replace. Each kernel runs on the
+//! [`KernelPath`] its caller passes (AVX-512F, AVX2 + FMA or portable Rust);
+//! [`path::selected`] is the one the CPU and `SEMISAM_KERNELS` choose.
 //!
 //! Only plain `f32` slices cross this boundary; the burn glue (backends, autodiff) is in
-//! `semisam::ops::conv3x3x3`.
+//! `semisam::ops`.
 
 pub mod batch_norm_relu;
 pub mod conv3x3x3;
 pub mod grid;
+pub mod path;
 pub mod stride2;
+
+pub use path::KernelPath;

@@ -1,81 +1,61 @@
-//! Strict, key-by-key access to the LiteMedSAM `.pth` state_dict.
+//! The LiteMedSAM `.pth` state_dict, read through the strict loader both ports share.
 //!
-//! Every tensor must be taken exactly once with the shape the model expects; whatever is left
-//! at the end is an error, so a checkpoint for a different architecture never loads silently.
+//! Every tensor must be taken exactly once with the shape the model expects; missing,
+//! mis-shaped and left-over tensors are reported together when loading ends, so a checkpoint for
+//! a different architecture never loads silently and one error lists everything that is wrong.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use burn::store::pytorch_reader::{DType, PytorchReader, Tensor as StoredTensor};
+use burn::store::pytorch_reader::PytorchReader;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::LiteMedSamError;
+use crate::generalists::param_loader::{ParamLoader, ParamSource, StoredTensor};
 
 pub(crate) struct Checkpoint {
     path: PathBuf,
-    tensors: HashMap<String, StoredTensor>,
+    params: ParamLoader,
     device: Device,
 }
 
 impl Checkpoint {
     pub fn open(path: &Path, device: &Device) -> Result<Self, LiteMedSamError> {
-        if !path.exists() {
+        if let Some(problem) = crate::generalists::weights_cache::not_a_file(path) {
             return Err(LiteMedSamError::Checkpoint {
                 path: path.to_path_buf(),
-                message: "file not found".into(),
+                message: problem.into(),
             });
         }
         let reader = PytorchReader::new(path).map_err(|e| LiteMedSamError::Checkpoint {
             path: path.to_path_buf(),
             message: format!("not a readable PyTorch checkpoint: {e}"),
         })?;
+        let tensors: HashMap<String, StoredTensor> = reader
+            .into_tensors()
+            .into_iter()
+            .map(|(key, tensor)| (key, StoredTensor::File(tensor)))
+            .collect();
         Ok(Self {
             path: path.to_path_buf(),
-            tensors: reader.into_tensors(),
+            params: ParamLoader::new(ParamSource::Checkpoint(tensors), device),
             device: device.clone(),
         })
     }
 
-    fn error(&self, key: &str, message: String) -> LiteMedSamError {
-        LiteMedSamError::Tensor {
-            path: self.path.clone(),
-            key: key.to_string(),
-            message,
-        }
+    /// The float values of `key`, which must have `shape`.
+    pub fn take_values(&mut self, key: &str, shape: &[usize]) -> Vec<f32> {
+        self.params.values(key, shape)
     }
 
-    /// Remove `key` and return its float32 values, checking the shape.
-    pub fn take_values(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>, LiteMedSamError> {
-        let stored = self
-            .tensors
-            .remove(key)
-            .ok_or_else(|| self.error(key, "missing from the checkpoint".into()))?;
-        if stored.shape() != shape {
-            return Err(self.error(
-                key,
-                format!("shape {:?}, expected {shape:?}", stored.shape()),
-            ));
-        }
-        if stored.dtype() != DType::F32 {
-            return Err(self.error(key, format!("dtype {:?}, expected F32", stored.dtype())));
-        }
-        let bytes = stored
-            .read()
-            .map_err(|e| self.error(key, format!("unreadable: {e}")))?;
-        Ok(bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+    /// `key` as a tensor of rank `D` on the model's device.
+    pub fn take<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Tensor<D> {
+        self.params.tensor(key, shape)
     }
 
-    /// Remove `key` and return it as a tensor of rank `D` on the model's device.
-    pub fn take<const D: usize>(
-        &mut self,
-        key: &str,
-        shape: [usize; D],
-    ) -> Result<Tensor<D>, LiteMedSamError> {
-        let values = self.take_values(key, &shape)?;
-        Ok(self.tensor(values, shape))
+    /// The loader the shared layers take their parameters from.
+    pub fn params(&mut self) -> &mut ParamLoader {
+        &mut self.params
     }
 
     /// Build a tensor on the model's device from values derived from the checkpoint.
@@ -83,45 +63,20 @@ impl Checkpoint {
         Tensor::from_data(TensorData::new(values, shape), &self.device)
     }
 
-    /// Remove a training-only bookkeeping entry (BatchNorm's `num_batches_tracked`), checking
-    /// that it is the int64 scalar it should be.
-    pub fn discard_counter(&mut self, key: &str) -> Result<(), LiteMedSamError> {
-        let stored = self
-            .tensors
-            .remove(key)
-            .ok_or_else(|| self.error(key, "missing from the checkpoint".into()))?;
-        if !stored.shape().is_empty() || stored.dtype() != DType::I64 {
-            return Err(self.error(
-                key,
-                format!(
-                    "expected an int64 scalar, found {:?} {:?}",
-                    stored.dtype(),
-                    stored.shape()
-                ),
-            ));
-        }
-        Ok(())
+    /// Consume a BatchNorm's `num_batches_tracked`.
+    pub fn discard_counter(&mut self, key: &str) {
+        self.params.discard_counter(key);
     }
 
-    /// Fail if any tensor was not consumed by the model.
+    /// Every problem found while loading (missing, mis-shaped, unreadable or unused tensors).
     pub fn finish(self) -> Result<(), LiteMedSamError> {
-        if self.tensors.is_empty() {
+        let (_, problems) = self.params.finish();
+        if problems.is_empty() {
             return Ok(());
         }
-        let extra: BTreeSet<String> = self.tensors.into_keys().collect();
-        let shown: Vec<&str> = extra.iter().take(10).map(String::as_str).collect();
         Err(LiteMedSamError::Checkpoint {
             path: self.path,
-            message: format!(
-                "{} unexpected tensor(s) not used by LiteMedSAM: {}{}",
-                extra.len(),
-                shown.join(", "),
-                if extra.len() > shown.len() {
-                    ", ..."
-                } else {
-                    ""
-                }
-            ),
+            message: format!("does not fit LiteMedSAM: {}", problems.summary()),
         })
     }
 }

@@ -1,101 +1,19 @@
-//! Inference-only building blocks shared by the encoder and the decoder. Each loader takes the
-//! checkpoint prefix of the PyTorch module it mirrors, so tensor names map 1:1.
+//! The convolutions LiteMedSAM adds to the layers both ports share (`shared_layers`), used by
+//! its encoder and decoder. Each loader takes the checkpoint prefix of the PyTorch module it
+//! mirrors, so tensor names map 1:1.
 
-use burn::tensor::module::{conv2d, layer_norm};
+use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Tensor, TensorData, activation};
+use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::LiteMedSamError;
 use super::checkpoint::Checkpoint;
 
-/// `nn.Linear`, with the weight stored transposed (in, out) for a row-major matmul.
-#[derive(Clone, Debug)]
-pub(crate) struct Linear {
-    weight_t: Tensor<2>,
-    bias: Tensor<1>,
-}
-
-impl Linear {
-    pub fn load(
-        ckpt: &mut Checkpoint,
-        prefix: &str,
-        d_in: usize,
-        d_out: usize,
-    ) -> Result<Self, LiteMedSamError> {
-        let weight: Tensor<2> = ckpt.take(&format!("{prefix}.weight"), [d_out, d_in])?;
-        let bias = ckpt.take(&format!("{prefix}.bias"), [d_out])?;
-        // Materialise the transpose once so every forward runs on a contiguous matrix.
-        let weight_t = ckpt.tensor(
-            weight
-                .transpose()
-                .into_data()
-                .try_into_vec::<f32>()
-                .expect("f32"),
-            [d_in, d_out],
-        );
-        Ok(Self { weight_t, bias })
-    }
-
-    /// (d_in, d_out).
-    pub fn weight_t(&self) -> &Tensor<2> {
-        &self.weight_t
-    }
-
-    pub fn bias(&self) -> &Tensor<1> {
-        &self.bias
-    }
-
-    /// Apply to the last dimension of `x`.
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let dims = x.dims();
-        let d_in = dims[D - 1];
-        let rows = dims[..D - 1].iter().product::<usize>();
-        let [_, d_out] = self.weight_t.dims();
-        let y = x.reshape([rows, d_in]).matmul(self.weight_t.clone())
-            + self.bias.clone().unsqueeze::<2>();
-        let mut out_dims = dims;
-        out_dims[D - 1] = d_out;
-        y.reshape(out_dims)
-    }
-}
-
-/// `nn.LayerNorm` over the last dimension.
-#[derive(Clone, Debug)]
-pub(crate) struct LayerNorm {
-    weight: Tensor<1>,
-    bias: Tensor<1>,
-    eps: f64,
-}
-
 /// `nn.LayerNorm`'s default epsilon.
 pub(crate) const LAYER_NORM_EPS: f64 = 1e-5;
 /// SAM's `LayerNorm2d` epsilon.
 pub(crate) const LAYER_NORM_2D_EPS: f64 = 1e-6;
-
-impl LayerNorm {
-    pub fn load(
-        ckpt: &mut Checkpoint,
-        prefix: &str,
-        dim: usize,
-        eps: f64,
-    ) -> Result<Self, LiteMedSamError> {
-        Ok(Self {
-            weight: ckpt.take(&format!("{prefix}.weight"), [dim])?,
-            bias: ckpt.take(&format!("{prefix}.bias"), [dim])?,
-            eps,
-        })
-    }
-
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        layer_norm(x, self.weight.clone(), Some(self.bias.clone()), self.eps)
-    }
-
-    /// SAM's `LayerNorm2d`: normalise NCHW over the channel axis at each pixel.
-    pub fn forward_nchw(&self, x: Tensor<4>) -> Tensor<4> {
-        self.forward(x.permute([0, 2, 3, 1])).permute([0, 3, 1, 2])
-    }
-}
 
 /// A 2-D convolution (NCHW) with an optional bias.
 #[derive(Clone, Debug)]
@@ -114,7 +32,7 @@ impl Conv2d {
         c_out: usize,
         kernel: usize,
     ) -> Result<Self, LiteMedSamError> {
-        let weight = ckpt.take(&format!("{prefix}.weight"), [c_out, c_in, kernel, kernel])?;
+        let weight = ckpt.take(&format!("{prefix}.weight"), [c_out, c_in, kernel, kernel]);
         Ok(Self {
             weight,
             bias: None,
@@ -165,12 +83,12 @@ fn fold_conv_bn(
     let w = ckpt.take_values(
         &format!("{prefix}.c.weight"),
         &[c_out, c_in_per_group, kernel, kernel],
-    )?;
-    let gamma = ckpt.take_values(&format!("{prefix}.bn.weight"), &[c_out])?;
-    let beta = ckpt.take_values(&format!("{prefix}.bn.bias"), &[c_out])?;
-    let mean = ckpt.take_values(&format!("{prefix}.bn.running_mean"), &[c_out])?;
-    let var = ckpt.take_values(&format!("{prefix}.bn.running_var"), &[c_out])?;
-    ckpt.discard_counter(&format!("{prefix}.bn.num_batches_tracked"))?;
+    );
+    let gamma = ckpt.take_values(&format!("{prefix}.bn.weight"), &[c_out]);
+    let beta = ckpt.take_values(&format!("{prefix}.bn.bias"), &[c_out]);
+    let mean = ckpt.take_values(&format!("{prefix}.bn.running_mean"), &[c_out]);
+    let var = ckpt.take_values(&format!("{prefix}.bn.running_var"), &[c_out]);
+    ckpt.discard_counter(&format!("{prefix}.bn.num_batches_tracked"));
     let mut folded_w = Vec::with_capacity(w.len());
     let mut folded_b = Vec::with_capacity(c_out);
     for o in 0..c_out {
@@ -272,8 +190,8 @@ impl ConvTranspose2x2 {
         c_out: usize,
     ) -> Result<Self, LiteMedSamError> {
         // PyTorch stores transposed-conv weights as (in, out, kH, kW).
-        let w = ckpt.take_values(&format!("{prefix}.weight"), &[c_in, c_out, 2, 2])?;
-        let bias = ckpt.take(&format!("{prefix}.bias"), [c_out])?;
+        let w = ckpt.take_values(&format!("{prefix}.weight"), &[c_in, c_out, 2, 2]);
+        let bias = ckpt.take(&format!("{prefix}.bias"), [c_out]);
         let mut reordered = vec![0.0f32; w.len()];
         for c in 0..c_in {
             for o in 0..c_out {
@@ -296,37 +214,5 @@ impl ConvTranspose2x2 {
         let [b, n, c_in] = x.dims();
         let y = x.reshape([b * n, c_in]).matmul(self.weight.clone());
         y.reshape([b, 4 * n, self.c_out]) + self.bias.clone().unsqueeze::<3>()
-    }
-}
-
-/// A multi-layer perceptron with ReLU between layers (SAM's `MLP`, no output activation).
-#[derive(Clone, Debug)]
-pub(crate) struct ReluMlp {
-    layers: Vec<Linear>,
-}
-
-impl ReluMlp {
-    pub fn load(
-        ckpt: &mut Checkpoint,
-        prefix: &str,
-        dims: &[usize],
-    ) -> Result<Self, LiteMedSamError> {
-        let layers = dims
-            .windows(2)
-            .enumerate()
-            .map(|(i, io)| Linear::load(ckpt, &format!("{prefix}.layers.{i}"), io[0], io[1]))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { layers })
-    }
-
-    pub fn forward<const D: usize>(&self, mut x: Tensor<D>) -> Tensor<D> {
-        let last = self.layers.len() - 1;
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
-            if i < last {
-                x = activation::relu(x);
-            }
-        }
-        x
     }
 }

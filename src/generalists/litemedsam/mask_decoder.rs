@@ -8,11 +8,10 @@ use burn::tensor::{Tensor, TensorData, activation};
 
 use super::checkpoint::Checkpoint;
 use super::gelu::gelu;
-use super::layers::{
-    ConvTranspose2x2, LAYER_NORM_2D_EPS, LAYER_NORM_EPS, LayerNorm, Linear, ReluMlp,
-};
+use super::layers::{ConvTranspose2x2, LAYER_NORM_2D_EPS, LAYER_NORM_EPS};
 use super::preprocess::LogitWindow;
 use super::{EMBED_DIM, EMBED_GRID, LiteMedSamError};
+use crate::generalists::shared_layers::{LayerNorm, Linear, Mlp};
 
 const HEADS: usize = 8;
 const MLP_DIM: usize = 2048;
@@ -36,10 +35,30 @@ struct Attention {
 impl Attention {
     fn load(ckpt: &mut Checkpoint, prefix: &str, internal: usize) -> Result<Self, LiteMedSamError> {
         Ok(Self {
-            q_proj: Linear::load(ckpt, &format!("{prefix}.q_proj"), EMBED_DIM, internal)?,
-            k_proj: Linear::load(ckpt, &format!("{prefix}.k_proj"), EMBED_DIM, internal)?,
-            v_proj: Linear::load(ckpt, &format!("{prefix}.v_proj"), EMBED_DIM, internal)?,
-            out_proj: Linear::load(ckpt, &format!("{prefix}.out_proj"), internal, EMBED_DIM)?,
+            q_proj: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.q_proj"),
+                EMBED_DIM,
+                internal,
+            ),
+            k_proj: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.k_proj"),
+                EMBED_DIM,
+                internal,
+            ),
+            v_proj: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.v_proj"),
+                EMBED_DIM,
+                internal,
+            ),
+            out_proj: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.out_proj"),
+                internal,
+                EMBED_DIM,
+            ),
         })
     }
 
@@ -85,7 +104,7 @@ fn split_head_rows(ckpt: &Checkpoint, weight_t: &Tensor<2>) -> Tensor<3> {
 /// A projection's bias as (1, heads, 1, head_dim), to add to per-head tensors.
 fn head_bias(proj: &Linear) -> Tensor<4> {
     let [d_out] = proj.bias().dims();
-    proj.bias().clone().reshape([1, HEADS, 1, d_out / HEADS])
+    proj.bias().reshape([1, HEADS, 1, d_out / HEADS])
 }
 
 /// `softmax(q·kᵀ/√head_dim)`'s scale, folded into one side's weights at load time.
@@ -193,7 +212,7 @@ impl ImageToTokenAttention {
             k_proj,
             v_proj,
             out_heads: split_head_rows(ckpt, out_proj.weight_t()),
-            out_bias: out_proj.bias().clone(),
+            out_bias: out_proj.bias(),
         })
     }
 
@@ -253,21 +272,36 @@ impl TwoWayBlock {
     ) -> Result<Self, LiteMedSamError> {
         let cross = EMBED_DIM / CROSS_ATTENTION_DOWNSAMPLE;
         let norm = |ckpt: &mut Checkpoint, name: &str| {
-            LayerNorm::load(ckpt, &format!("{prefix}.{name}"), EMBED_DIM, LAYER_NORM_EPS)
+            LayerNorm::load(
+                ckpt.params(),
+                &format!("{prefix}.{name}"),
+                EMBED_DIM,
+                LAYER_NORM_EPS,
+            )
         };
         Ok(Self {
             self_attn: Attention::load(ckpt, &format!("{prefix}.self_attn"), EMBED_DIM)?,
-            norm1: norm(ckpt, "norm1")?,
+            norm1: norm(ckpt, "norm1"),
             cross_token_to_image: TokenToImageAttention::load(
                 ckpt,
                 &format!("{prefix}.cross_attn_token_to_image"),
                 cross,
             )?,
-            norm2: norm(ckpt, "norm2")?,
-            lin1: Linear::load(ckpt, &format!("{prefix}.mlp.lin1"), EMBED_DIM, MLP_DIM)?,
-            lin2: Linear::load(ckpt, &format!("{prefix}.mlp.lin2"), MLP_DIM, EMBED_DIM)?,
-            norm3: norm(ckpt, "norm3")?,
-            norm4: norm(ckpt, "norm4")?,
+            norm2: norm(ckpt, "norm2"),
+            lin1: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.mlp.lin1"),
+                EMBED_DIM,
+                MLP_DIM,
+            ),
+            lin2: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.mlp.lin2"),
+                MLP_DIM,
+                EMBED_DIM,
+            ),
+            norm3: norm(ckpt, "norm3"),
+            norm4: norm(ckpt, "norm4"),
             cross_image_to_token: ImageToTokenAttention::load(
                 ckpt,
                 &format!("{prefix}.cross_attn_image_to_token"),
@@ -338,8 +372,8 @@ pub(crate) struct MaskDecoder {
     upscale1: ConvTranspose2x2,
     upscale_norm: LayerNorm,
     upscale2: ConvTranspose2x2,
-    hypernetworks: Vec<ReluMlp>,
-    iou_head: ReluMlp,
+    hypernetworks: Vec<Mlp>,
+    iou_head: Mlp,
 }
 
 fn observe(
@@ -360,19 +394,19 @@ impl MaskDecoder {
         let hypernetworks = (0..NUM_MASK_TOKENS)
             .map(|i| {
                 let dims = [EMBED_DIM, EMBED_DIM, EMBED_DIM, UPSCALED_CHANNELS];
-                ReluMlp::load(
-                    ckpt,
+                Mlp::load(
+                    ckpt.params(),
                     &format!("{prefix}.output_hypernetworks_mlps.{i}"),
                     &dims,
                 )
             })
-            .collect::<Result<_, _>>()?;
+            .collect();
         Ok(Self {
-            iou_token: ckpt.take(&format!("{prefix}.iou_token.weight"), [1, EMBED_DIM])?,
+            iou_token: ckpt.take(&format!("{prefix}.iou_token.weight"), [1, EMBED_DIM]),
             mask_tokens: ckpt.take(
                 &format!("{prefix}.mask_tokens.weight"),
                 [NUM_MASK_TOKENS, EMBED_DIM],
-            )?,
+            ),
             blocks,
             final_attn: TokenToImageAttention::load(
                 ckpt,
@@ -380,11 +414,11 @@ impl MaskDecoder {
                 EMBED_DIM / CROSS_ATTENTION_DOWNSAMPLE,
             )?,
             norm_final: LayerNorm::load(
-                ckpt,
+                ckpt.params(),
                 &format!("{prefix}.transformer.norm_final_attn"),
                 EMBED_DIM,
                 LAYER_NORM_EPS,
-            )?,
+            ),
             upscale1: ConvTranspose2x2::load(
                 ckpt,
                 &format!("{prefix}.output_upscaling.0"),
@@ -392,11 +426,11 @@ impl MaskDecoder {
                 EMBED_DIM / 4,
             )?,
             upscale_norm: LayerNorm::load(
-                ckpt,
+                ckpt.params(),
                 &format!("{prefix}.output_upscaling.1"),
                 EMBED_DIM / 4,
                 LAYER_NORM_2D_EPS,
-            )?,
+            ),
             upscale2: ConvTranspose2x2::load(
                 ckpt,
                 &format!("{prefix}.output_upscaling.3"),
@@ -404,11 +438,11 @@ impl MaskDecoder {
                 UPSCALED_CHANNELS,
             )?,
             hypernetworks,
-            iou_head: ReluMlp::load(
-                ckpt,
+            iou_head: Mlp::load(
+                ckpt.params(),
                 &format!("{prefix}.iou_prediction_head"),
                 &[EMBED_DIM, EMBED_DIM, EMBED_DIM, NUM_MASK_TOKENS],
-            )?,
+            ),
         })
     }
 

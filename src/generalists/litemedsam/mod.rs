@@ -40,12 +40,6 @@ pub const EMBED_DIM: usize = 256;
 pub enum LiteMedSamError {
     #[error("{path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
-    #[error("{path}: tensor `{key}`: {message}")]
-    Tensor {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
     #[error("invalid input: {0}")]
     Input(String),
     #[error("invalid prompt: {0}")]

@@ -24,17 +24,17 @@ impl PromptEncoder {
         let gaussian = ckpt.take_values(
             &format!("{prefix}.pe_layer.positional_encoding_gaussian_matrix"),
             &[2, PE_FEATURES],
-        )?;
+        );
         let mut take_row =
             |name: &str| ckpt.take_values(&format!("{prefix}.{name}.weight"), &[1, EMBED_DIM]);
         let point_embeddings = [
-            take_row("point_embeddings.0")?,
-            take_row("point_embeddings.1")?,
-            take_row("point_embeddings.2")?,
-            take_row("point_embeddings.3")?,
+            take_row("point_embeddings.0"),
+            take_row("point_embeddings.1"),
+            take_row("point_embeddings.2"),
+            take_row("point_embeddings.3"),
         ];
-        let not_a_point = take_row("not_a_point_embed")?;
-        let no_mask = take_row("no_mask_embed")?;
+        let not_a_point = take_row("not_a_point_embed");
+        let no_mask = take_row("no_mask_embed");
         discard_mask_downscaling(ckpt, &format!("{prefix}.mask_downscaling"))?;
         Ok(Self {
             gaussian,
@@ -119,7 +119,7 @@ fn discard_mask_downscaling(ckpt: &mut Checkpoint, prefix: &str) -> Result<(), L
         ("6.bias", &[EMBED_DIM]),
     ];
     for (name, shape) in shapes {
-        ckpt.take_values(&format!("{prefix}.{name}"), shape)?;
+        ckpt.take_values(&format!("{prefix}.{name}"), shape);
     }
     Ok(())
 }

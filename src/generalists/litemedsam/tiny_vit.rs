@@ -11,9 +11,8 @@ use burn::tensor::{Tensor, TensorData};
 use super::LiteMedSamError;
 use super::checkpoint::Checkpoint;
 use super::gelu::gelu;
-use super::layers::{
-    Conv2d, DepthwiseConv3x3Nhwc, LAYER_NORM_2D_EPS, LAYER_NORM_EPS, LayerNorm, Linear,
-};
+use super::layers::{Conv2d, DepthwiseConv3x3Nhwc, LAYER_NORM_2D_EPS, LAYER_NORM_EPS};
+use crate::generalists::shared_layers::{LayerNorm, Linear};
 
 const EMBED_DIMS: [usize; 4] = [64, 128, 160, 320];
 const DEPTHS: [usize; 4] = [2, 2, 6, 2];
@@ -129,7 +128,7 @@ impl WindowAttention {
         window: usize,
     ) -> Result<Self, LiteMedSamError> {
         let n = window * window;
-        let table = ckpt.take_values(&format!("{prefix}.attention_biases"), &[heads, n])?;
+        let table = ckpt.take_values(&format!("{prefix}.attention_biases"), &[heads, n]);
         // Bias between window positions i and j depends on |Δrow|·ws + |Δcol| (row-major).
         let mut gathered = Vec::with_capacity(heads * n * n);
         for h in 0..heads {
@@ -142,9 +141,14 @@ impl WindowAttention {
             }
         }
         Ok(Self {
-            norm: LayerNorm::load(ckpt, &format!("{prefix}.norm"), dim, LAYER_NORM_EPS)?,
-            qkv: Linear::load(ckpt, &format!("{prefix}.qkv"), dim, 3 * dim)?,
-            proj: Linear::load(ckpt, &format!("{prefix}.proj"), dim, dim)?,
+            norm: LayerNorm::load(
+                ckpt.params(),
+                &format!("{prefix}.norm"),
+                dim,
+                LAYER_NORM_EPS,
+            ),
+            qkv: Linear::load(ckpt.params(), &format!("{prefix}.qkv"), dim, 3 * dim),
+            proj: Linear::load(ckpt.params(), &format!("{prefix}.proj"), dim, dim),
             heads,
             key_dim: dim / heads,
             bias: ckpt.tensor(gathered, [1, heads, n, n]),
@@ -196,9 +200,24 @@ impl TinyVitBlock {
                 &format!("{prefix}.local_conv"),
                 dim,
             )?,
-            mlp_norm: LayerNorm::load(ckpt, &format!("{prefix}.mlp.norm"), dim, LAYER_NORM_EPS)?,
-            fc1: Linear::load(ckpt, &format!("{prefix}.mlp.fc1"), dim, MLP_RATIO * dim)?,
-            fc2: Linear::load(ckpt, &format!("{prefix}.mlp.fc2"), MLP_RATIO * dim, dim)?,
+            mlp_norm: LayerNorm::load(
+                ckpt.params(),
+                &format!("{prefix}.mlp.norm"),
+                dim,
+                LAYER_NORM_EPS,
+            ),
+            fc1: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.mlp.fc1"),
+                dim,
+                MLP_RATIO * dim,
+            ),
+            fc2: Linear::load(
+                ckpt.params(),
+                &format!("{prefix}.mlp.fc2"),
+                MLP_RATIO * dim,
+                dim,
+            ),
             window,
         })
     }
@@ -251,7 +270,7 @@ struct Neck {
 
 impl Neck {
     fn load(ckpt: &mut Checkpoint, prefix: &str, dim: usize) -> Result<Self, LiteMedSamError> {
-        let w1: Tensor<4> = ckpt.take(&format!("{prefix}.0.weight"), [NECK_DIM, dim, 1, 1])?;
+        let w1: Tensor<4> = ckpt.take(&format!("{prefix}.0.weight"), [NECK_DIM, dim, 1, 1]);
         // The 1x1 conv runs as a channel-last matmul: keep its weight as (in, out).
         let w1t = w1
             .reshape([NECK_DIM, dim])
@@ -261,9 +280,19 @@ impl Neck {
             .expect("f32");
         Ok(Self {
             conv1: ckpt.tensor(w1t, [dim, NECK_DIM]),
-            norm1: LayerNorm::load(ckpt, &format!("{prefix}.1"), NECK_DIM, LAYER_NORM_2D_EPS)?,
+            norm1: LayerNorm::load(
+                ckpt.params(),
+                &format!("{prefix}.1"),
+                NECK_DIM,
+                LAYER_NORM_2D_EPS,
+            ),
             conv2: Conv2d::load_no_bias(ckpt, &format!("{prefix}.2"), NECK_DIM, NECK_DIM, 3)?,
-            norm2: LayerNorm::load(ckpt, &format!("{prefix}.3"), NECK_DIM, LAYER_NORM_2D_EPS)?,
+            norm2: LayerNorm::load(
+                ckpt.params(),
+                &format!("{prefix}.3"),
+                NECK_DIM,
+                LAYER_NORM_2D_EPS,
+            ),
         })
     }
 

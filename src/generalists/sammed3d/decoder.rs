@@ -5,8 +5,9 @@ use super::config::{
     DECODER_ATTENTION_DOWNSAMPLE, DECODER_DEPTH, DECODER_HEADS, DECODER_LAYERNORM_EPS,
     DECODER_MLP_DIM, LAYERNORM3D_EPS, ModelConfig,
 };
-use super::layers::{ConvTranspose3d, LayerNorm, Linear, Mlp};
-use super::params::ParamLoader;
+use super::layers::ConvTranspose3d;
+use crate::generalists::param_loader::ParamLoader;
+use crate::generalists::shared_layers::{LayerNorm, Linear, Mlp};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, relu, softmax};
 
@@ -199,21 +200,17 @@ impl MaskDecoder {
                 Mlp::load(
                     params,
                     &format!("{p}.output_hypernetworks_mlps.{i}"),
-                    c,
-                    c,
-                    c / 8,
-                    3,
+                    &[c, c, c, c / 8],
                 )
             })
             .collect();
-        let iou_head = Mlp::load(
-            params,
-            &format!("{p}.iou_prediction_head"),
-            c,
-            config.iou_head_hidden_dim,
-            tokens,
-            config.iou_head_depth,
-        );
+        let mut iou_dims = vec![c];
+        iou_dims.extend(vec![
+            config.iou_head_hidden_dim;
+            config.iou_head_depth.saturating_sub(1)
+        ]);
+        iou_dims.push(tokens);
+        let iou_head = Mlp::load(params, &format!("{p}.iou_prediction_head"), &iou_dims);
         Self {
             layers,
             final_attn,

@@ -5,10 +5,11 @@
 //! Token tensors are channels-last `[B, D, H, W, C]`, as inside the reference.
 
 use super::config::{LAYERNORM3D_EPS, ModelConfig};
-use super::layers::{Conv3d, ConvShape, LayerNorm, Linear};
+use super::layers::{Conv3d, ConvShape};
 use super::padded_window::{QkvBias, padded_window_attention};
-use super::params::ParamLoader;
 use super::rel_pos::RelPosTables;
+use crate::generalists::param_loader::ParamLoader;
+use crate::generalists::shared_layers::{LayerNorm, Linear};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, softmax};
 
@@ -283,10 +284,7 @@ impl Attention {
                 .slice_dim(0, i..i + 1)
                 .reshape([b * self.heads, n, hd])
         };
-        let bias = match self.qkv.bias() {
-            Some(bias) => bias.clone().reshape([3, self.heads, hd]),
-            None => Tensor::zeros([3, self.heads, hd], &qkv.device()),
-        };
+        let bias = self.qkv.bias().reshape([3, self.heads, hd]);
         let head_bias = |i: usize| {
             bias.clone()
                 .slice_dim(0, i..i + 1)

@@ -11,7 +11,6 @@ pub mod error;
 mod layers;
 pub mod mask_prompt;
 mod padded_window;
-pub mod params;
 pub mod prompt;
 mod rel_pos;
 pub mod weights;
@@ -21,11 +20,11 @@ pub use error::{Result, SamMed3dError};
 pub use prompt::{PointLabel, PointPrompt};
 pub use weights::{Report, StateDict, check_checkpoint, check_checkpoint_with_config};
 
+use crate::generalists::param_loader::{ParamLoader, ParamProblems, ParamSource};
 use crate::ops::trilinear::trilinear_interpolate;
 use burn::tensor::{Device, Tensor};
 use decoder::{DecoderTrace, MaskDecoder};
 use encoder::ImageEncoder;
-use params::{ParamLoader, ParamProblems, ParamSource};
 use prompt::PromptEncoder;
 use std::path::Path;
 

@@ -2,8 +2,9 @@
 //! positional encoding of the embedding grid, and the mask-prompt downscaling.
 
 use super::config::{LAYERNORM3D_EPS, ModelConfig};
-use super::layers::{Conv3d, ConvShape, LayerNorm};
-use super::params::ParamLoader;
+use super::layers::{Conv3d, ConvShape};
+use crate::generalists::param_loader::ParamLoader;
+use crate::generalists::shared_layers::LayerNorm;
 use burn::tensor::activation::gelu;
 use burn::tensor::{Tensor, TensorData};
 

@@ -7,7 +7,7 @@
 //! (its `rel_h`/`rel_w` terms land the query's w index on the key's d/h axes and the key
 //! index on the key's w axis). The checkpoint's tables only make sense with this formula.
 
-use super::params::ParamLoader;
+use crate::generalists::param_loader::ParamLoader;
 use burn::tensor::{Int, Tensor, TensorData};
 
 #[derive(Debug, Clone)]

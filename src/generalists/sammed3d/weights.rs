@@ -4,7 +4,7 @@
 
 use super::config::ModelConfig;
 use super::error::{Result, SamMed3dError};
-use super::params::{ParamLoader, ParamProblems, ParamSource, StoredTensor};
+use crate::generalists::param_loader::{ParamLoader, ParamProblems, ParamSource, StoredTensor};
 use burn::store::pytorch_reader::PytorchReader;
 use burn::tensor::Device;
 use std::collections::HashMap;
@@ -32,10 +32,10 @@ pub struct StateDict {
 impl StateDict {
     /// Reads the keys and shapes of a checkpoint; tensor data is read when the model is built.
     pub fn open(path: &Path) -> Result<Self> {
-        if !path.is_file() {
+        if let Some(problem) = crate::generalists::weights_cache::not_a_file(path) {
             return Err(SamMed3dError::Checkpoint {
                 path: path.to_path_buf(),
-                message: "no such file".into(),
+                message: problem.into(),
             });
         }
         let reader = PytorchReader::new(path).map_err(|e| SamMed3dError::Checkpoint {
@@ -94,8 +94,12 @@ impl StateDict {
     pub fn num_values(&self) -> usize {
         self.tensors
             .values()
-            .map(|t| t.shape().iter().product::<usize>())
-            .sum()
+            .map(|t| {
+                t.shape()
+                    .iter()
+                    .fold(1usize, |acc, &d| acc.saturating_mul(d))
+            })
+            .fold(0usize, usize::saturating_add)
     }
 
     /// Replaces (or adds) one tensor, e.g. to try a variant of a checkpoint.

@@ -1,0 +1,171 @@
+//! Which generalist a run uses, with the settings only that generalist has, and how it is built.
+//!
+//! Adding a generalist means a variant here and its [`Generalist`] implementation; the SAM term
+//! and the training loop see only the trait.
+
+use std::path::PathBuf;
+
+use super::clicks3d::crop::CropNormalization;
+use super::clicks3d::{ClickLoopConfig, FirstMaskPrompt, SamMed3dClicks};
+use super::litemedsam::LiteMedSam;
+use super::sammed3d::{ModelConfig, SamMed3d};
+use super::slicewise::SliceWise;
+use super::slicewise::embedding_store::EmbeddingStore;
+use super::slicewise::litemedsam::LiteMedSamSlices;
+use super::{Generalist, GeneralistError, weights_cache};
+use crate::prompts::PromptConfig;
+
+/// LiteMedSAM (2D, box prompts) applied slice by slice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiteMedSamConfig {
+    /// Checkpoint file; the weights cache (`semisam weights fetch`) when absent.
+    pub weights: Option<PathBuf>,
+    /// Slicing axis (2 = the third array axis, z for UA-MT h5).
+    pub axis: usize,
+    /// Slice embeddings kept in memory.
+    pub cache_capacity: usize,
+    /// A folder where slice embeddings are kept between runs (keyed by weights, axis and the
+    /// slice's pixels), so that only the first run on a dataset pays for them.
+    pub embedding_dir: Option<PathBuf>,
+}
+
+impl Default for LiteMedSamConfig {
+    fn default() -> Self {
+        LiteMedSamConfig {
+            weights: None,
+            axis: 2,
+            cache_capacity: 4096,
+            embedding_dir: None,
+        }
+    }
+}
+
+impl LiteMedSamConfig {
+    pub fn check(&self) -> Result<(), GeneralistError> {
+        if self.axis > 2 {
+            return Err(GeneralistError::Model(format!(
+                "[sam] axis must be 0, 1 or 2, got {}",
+                self.axis
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// SAM-Med3D (3D, clicks); users bring the weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamMed3dConfig {
+    pub weights: PathBuf,
+    /// Architecture JSON (the keys of `model_config_vit_b_ori.json`); `vit_b_ori` when absent.
+    pub model_config: Option<PathBuf>,
+    /// Clicks per pseudo-label (decoder passes; SemiSAM uses 10).
+    pub clicks: usize,
+    /// Mask prompt of the first click: `zeros` (SemiSAM, SAM-Med3D) or `none`.
+    pub first_mask_prompt: FirstMaskPrompt,
+    /// Give the decoder every click so far instead of only the newest (SemiSAM).
+    pub keep_all_clicks: bool,
+    /// Foreground is `logit > logit_threshold` (0: probability 0.5).
+    pub logit_threshold: f32,
+    /// Image voxels per model voxel (1: the image grid, as SemiSAM).
+    pub crop_voxel_size: f64,
+    /// Crop intensities: `none` (as trained on), `zscore`, `positive_zscore`.
+    pub crop_normalization: CropNormalization,
+    /// Cube embeddings kept in memory (0.8 MB each for `vit_b_ori`).
+    pub cache_capacity: usize,
+}
+
+impl SamMed3dConfig {
+    /// The defaults of every setting but the weights.
+    pub fn with_weights(weights: PathBuf) -> Self {
+        let clicks = ClickLoopConfig::default();
+        SamMed3dConfig {
+            weights,
+            model_config: None,
+            clicks: clicks.clicks,
+            first_mask_prompt: clicks.first_mask_prompt,
+            keep_all_clicks: clicks.keep_all_clicks,
+            logit_threshold: clicks.logit_threshold,
+            crop_voxel_size: clicks.crop_voxel_size,
+            crop_normalization: clicks.normalization,
+            cache_capacity: 16,
+        }
+    }
+}
+
+/// The generalist of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GeneralistConfig {
+    LiteMedSam(LiteMedSamConfig),
+    SamMed3d(SamMed3dConfig),
+}
+
+impl Default for GeneralistConfig {
+    fn default() -> Self {
+        GeneralistConfig::LiteMedSam(LiteMedSamConfig::default())
+    }
+}
+
+impl GeneralistConfig {
+    /// The axis a slice-wise generalist cuts the volume along.
+    pub fn slicing_axis(&self) -> Option<usize> {
+        match self {
+            GeneralistConfig::LiteMedSam(config) => Some(config.axis),
+            GeneralistConfig::SamMed3d(_) => None,
+        }
+    }
+
+    /// Load the generalist (frozen, inference only) on `device`; `prompts` says how the
+    /// specialist's probability becomes its prompts.
+    pub fn build(
+        &self,
+        prompts: &PromptConfig,
+        device: &burn::tensor::Device,
+    ) -> Result<Box<dyn Generalist>, GeneralistError> {
+        match self {
+            GeneralistConfig::LiteMedSam(config) => {
+                config.check()?;
+                let spec = &weights_cache::LITEMEDSAM;
+                let (path, identity) = match &config.weights {
+                    Some(path) => (path.clone(), format!("file:{}", path.display())),
+                    None => (
+                        weights_cache::locate(spec)
+                            .map_err(|e| GeneralistError::Model(e.to_string()))?,
+                        spec.sha256[..12].to_string(),
+                    ),
+                };
+                let model = LiteMedSam::load(&path, device)?;
+                let slices = LiteMedSamSlices::new(model, identity);
+                let mut generalist =
+                    SliceWise::new(slices, config.axis, prompts.clone(), config.cache_capacity);
+                if let Some(dir) = &config.embedding_dir {
+                    generalist = generalist.with_store(EmbeddingStore::new(dir));
+                }
+                Ok(Box::new(generalist))
+            }
+            GeneralistConfig::SamMed3d(config) => {
+                let architecture = match &config.model_config {
+                    Some(json) => ModelConfig::from_json_file(json)?,
+                    None => ModelConfig::vit_b_ori(),
+                };
+                let model = SamMed3d::load(&config.weights, &architecture, device)?;
+                let clicks = ClickLoopConfig {
+                    clicks: config.clicks,
+                    threshold: prompts.threshold,
+                    first_mask_prompt: config.first_mask_prompt,
+                    keep_all_clicks: config.keep_all_clicks,
+                    logit_threshold: config.logit_threshold,
+                    crop_voxel_size: config.crop_voxel_size,
+                    normalization: config.crop_normalization,
+                };
+                let generalist = SamMed3dClicks::new(
+                    model,
+                    format!("file:{}", config.weights.display()),
+                    clicks,
+                    config.cache_capacity,
+                    device,
+                )?;
+                Ok(Box::new(generalist))
+            }
+        }
+    }
+}

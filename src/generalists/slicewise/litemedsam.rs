@@ -1,0 +1,182 @@
+//! LiteMedSAM as a [`SliceModel`]: a volume slice (any intensity range) becomes the model's
+//! 8-bit RGB input by min-max scaling, as the upstream pre-processing expects of an image, and
+//! each slice prompt becomes a box (plus points) in model-input space.
+
+use std::ops::Range;
+
+use ndarray::{Array2, ArrayView2};
+
+use super::SliceModel;
+use crate::generalists::GeneralistError;
+use crate::generalists::litemedsam::{
+    Embedding, ImageGeometry, LiteMedSam, LiteMedSamError, LogitWindow, PointPrompt, Prompts,
+    gray_to_rgb, postprocess_mask_region, prepare_image,
+};
+use crate::prompts::SlicePrompt;
+
+impl From<LiteMedSamError> for GeneralistError {
+    fn from(error: LiteMedSamError) -> Self {
+        GeneralistError::Model(format!("LiteMedSAM: {error}"))
+    }
+}
+
+/// LiteMedSAM with the identity of the weights it was loaded from.
+pub struct LiteMedSamSlices {
+    model: LiteMedSam,
+    weights_id: String,
+}
+
+impl LiteMedSamSlices {
+    /// `weights_id`: e.g. the checkpoint's SHA-256, so cached embeddings never outlive weights.
+    pub fn new(model: LiteMedSam, weights_id: impl Into<String>) -> Self {
+        LiteMedSamSlices {
+            model,
+            weights_id: weights_id.into(),
+        }
+    }
+}
+
+/// Min-max scale a float slice to 0..=255 (a constant slice becomes all zeros).
+fn to_u8(slice: ArrayView2<f32>) -> Array2<u8> {
+    let (lo, hi) = slice
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let range = hi - lo;
+    slice.mapv(|v| {
+        if range > 0.0 {
+            ((v - lo) / range * 255.0).round() as u8
+        } else {
+            0
+        }
+    })
+}
+
+fn model_prompts(prompt: &SlicePrompt, geometry: &ImageGeometry) -> Prompts {
+    let bbox = geometry.scale_box(prompt.bbox.map(f64::from));
+    let points = prompt
+        .points
+        .iter()
+        .map(|p| {
+            let (x, y) = geometry.scale_point(f64::from(p.x), f64::from(p.y));
+            PointPrompt {
+                x,
+                y,
+                positive: p.positive,
+            }
+        })
+        .collect();
+    Prompts {
+        bbox: Some(bbox),
+        points,
+    }
+}
+
+impl SliceModel for LiteMedSamSlices {
+    type Embedding = (Embedding, ImageGeometry);
+
+    fn identity(&self) -> String {
+        format!("litemedsam:{}", self.weights_id)
+    }
+
+    fn embed(&self, slice: ArrayView2<f32>) -> Result<Self::Embedding, GeneralistError> {
+        let rgb = gray_to_rgb(to_u8(slice).view());
+        let prepared = prepare_image(rgb.view())?;
+        let geometry = prepared.geometry;
+        Ok((self.model.embed(&prepared), geometry))
+    }
+
+    /// Original and resized sides (4 little-endian u64), then the (256, 64, 64) features.
+    fn embedding_to_bytes(&self, (embedding, geometry): &Self::Embedding) -> Vec<u8> {
+        let sides = [geometry.original_hw, geometry.resized_hw];
+        let mut bytes: Vec<u8> = sides
+            .iter()
+            .flatten()
+            .flat_map(|&side| (side as u64).to_le_bytes())
+            .collect();
+        bytes.extend(embedding.to_vec().iter().flat_map(|v| v.to_le_bytes()));
+        bytes
+    }
+
+    fn embedding_from_bytes(&self, bytes: &[u8]) -> Result<Self::Embedding, GeneralistError> {
+        let wrong = || GeneralistError::Model("not a LiteMedSAM slice embedding".into());
+        let (head, values) = bytes.split_at_checked(32).ok_or_else(wrong)?;
+        let side = |i: usize| -> Result<usize, GeneralistError> {
+            let word: [u8; 8] = head[8 * i..8 * i + 8].try_into().map_err(|_| wrong())?;
+            usize::try_from(u64::from_le_bytes(word)).map_err(|_| wrong())
+        };
+        let geometry = ImageGeometry {
+            original_hw: [side(0)?, side(1)?],
+            resized_hw: [side(2)?, side(3)?],
+        };
+        if geometry != ImageGeometry::for_original(geometry.original_hw[0], geometry.original_hw[1])
+        {
+            return Err(wrong());
+        }
+        let values: Vec<f32> = values
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let embedding = self.model.embedding_from_values(values).ok_or_else(wrong)?;
+        Ok((embedding, geometry))
+    }
+
+    fn segment(
+        &self,
+        (embedding, geometry): &Self::Embedding,
+        slice_shape: (usize, usize),
+        rows: Range<usize>,
+        cols: Range<usize>,
+        prompts: &[SlicePrompt],
+    ) -> Result<Vec<Array2<bool>>, GeneralistError> {
+        if geometry.original_hw != [slice_shape.0, slice_shape.1] {
+            return Err(GeneralistError::Model(format!(
+                "LiteMedSAM: embedding of a {:?} slice used for a {slice_shape:?} slice",
+                geometry.original_hw
+            )));
+        }
+        let model_prompts: Vec<Prompts> =
+            prompts.iter().map(|p| model_prompts(p, geometry)).collect();
+        let window = LogitWindow::covering(geometry, rows.clone(), cols.clone());
+        let logits = self
+            .model
+            .decode_batch(embedding, &model_prompts, &window)?;
+        logits
+            .iter()
+            .map(|l| {
+                let mask = postprocess_mask_region(l, geometry, rows.clone(), cols.clone())?;
+                Ok(mask.mapv(|v| v > 0))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn slices_are_min_max_scaled_to_bytes() {
+        let slice = array![[-1.0f32, 0.0], [1.0, 3.0]];
+        assert_eq!(to_u8(slice.view()), array![[0u8, 64], [128, 255]]);
+        assert_eq!(to_u8(array![[2.0f32, 2.0]].view()), array![[0u8, 0]]);
+    }
+
+    #[test]
+    fn boxes_scale_like_upstream() {
+        let geometry = ImageGeometry::for_original(64, 32);
+        let prompt = SlicePrompt {
+            slice: 0,
+            bbox: [1.0, 2.0, 10.0, 20.5],
+            points: vec![],
+            area: 1,
+        };
+        // scale 256 / 64 = 4, truncated toward zero
+        assert_eq!(
+            model_prompts(&prompt, &geometry).bbox,
+            Some([4.0, 8.0, 40.0, 82.0])
+        );
+    }
+}

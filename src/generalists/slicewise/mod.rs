@@ -1,0 +1,369 @@
+//! A 2D generalist (e.g. LiteMedSAM) applied slice by slice along one axis of the volume.
+//!
+//! Prompts come from the specialist's probability on the patch region; each prompted slice is
+//! encoded once at its full, un-augmented size (cached), decoded with the box moved into full-slice
+//! coordinates, and the mask comes back for the region's rows and columns only.
+
+pub mod embedding_store;
+pub mod litemedsam;
+
+use std::ops::Range;
+
+use ndarray::{Array2, Array3, ArrayView2, Axis};
+use rayon::prelude::*;
+
+use crate::generalists::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
+use crate::generalists::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
+use crate::prompts::{PromptConfig, SlicePrompt, slice_prompts};
+use embedding_store::EmbeddingStore;
+
+/// The two operations a 2D promptable model offers.
+pub trait SliceModel: Send + Sync {
+    type Embedding: Send + Sync;
+    /// Model and weights identity (weights checksum), part of every cache key.
+    fn identity(&self) -> String;
+    /// Encode one slice (any intensity range; the model normalises it itself).
+    fn embed(&self, slice: ArrayView2<f32>) -> Result<Self::Embedding, GeneralistError>;
+    /// An embedding as bytes, for the on-disk store.
+    fn embedding_to_bytes(&self, embedding: &Self::Embedding) -> Vec<u8>;
+    /// What [`SliceModel::embedding_to_bytes`] wrote; an error when the bytes do not fit.
+    fn embedding_from_bytes(&self, bytes: &[u8]) -> Result<Self::Embedding, GeneralistError>;
+    /// One binary mask per prompt, for prompts on the slice `embedding` encodes (of
+    /// `slice_shape`), over the slice's `rows` x `cols` only: a model may skip work outside them.
+    fn segment(
+        &self,
+        embedding: &Self::Embedding,
+        slice_shape: (usize, usize),
+        rows: Range<usize>,
+        cols: Range<usize>,
+        prompts: &[SlicePrompt],
+    ) -> Result<Vec<Array2<bool>>, GeneralistError>;
+}
+
+/// Slice-by-slice pseudo-labelling with an embedding cache.
+pub struct SliceWise<M: SliceModel> {
+    model: M,
+    axis: usize,
+    prompts: PromptConfig,
+    cache: EmbeddingCache<M::Embedding>,
+    store: Option<EmbeddingStore>,
+}
+
+impl<M: SliceModel> SliceWise<M> {
+    /// `axis`: the slicing axis of the volume; `cache_capacity`: embeddings kept in memory.
+    pub fn new(model: M, axis: usize, prompts: PromptConfig, cache_capacity: usize) -> Self {
+        assert!(axis < 3, "slicing axis must be 0, 1 or 2");
+        SliceWise {
+            model,
+            axis,
+            prompts,
+            cache: EmbeddingCache::new(cache_capacity),
+            store: None,
+        }
+    }
+
+    /// Also keep embeddings in `store` on disk, across runs.
+    pub fn with_store(mut self, store: EmbeddingStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+}
+
+/// The in-plane axes left after removing `axis`, in order (rows, columns).
+fn in_plane_axes(axis: usize) -> (usize, usize) {
+    match axis {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    }
+}
+
+fn shift_prompt(prompt: &SlicePrompt, row_offset: usize, col_offset: usize) -> SlicePrompt {
+    let (dx, dy) = (col_offset as f32, row_offset as f32);
+    let mut shifted = prompt.clone();
+    shifted.bbox = [
+        prompt.bbox[0] + dx,
+        prompt.bbox[1] + dy,
+        prompt.bbox[2] + dx,
+        prompt.bbox[3] + dy,
+    ];
+    for point in &mut shifted.points {
+        point.x += dx;
+        point.y += dy;
+    }
+    shifted
+}
+
+impl<M: SliceModel> Generalist for SliceWise<M> {
+    fn identity(&self) -> String {
+        format!("{} (slice-wise, axis {})", self.model.identity(), self.axis)
+    }
+
+    fn pseudo_label(
+        &mut self,
+        request: &PseudoLabelRequest<'_>,
+    ) -> Result<Option<PseudoLabel>, GeneralistError> {
+        let region_shape: Vec<usize> = request.region.iter().map(|r| r.len()).collect();
+        if request.probability.shape() != region_shape.as_slice() {
+            return Err(GeneralistError::Model(format!(
+                "case {}: probability shape {:?} does not match the region {:?}",
+                request.case_id,
+                request.probability.shape(),
+                region_shape
+            )));
+        }
+        let prompts = slice_prompts(request.probability, self.axis, &self.prompts);
+        if prompts.is_empty() {
+            return Ok(None);
+        }
+        let (row_axis, col_axis) = in_plane_axes(self.axis);
+        let (rows, cols) = (&request.region[row_axis], &request.region[col_axis]);
+        let weights = self.model.identity();
+        // Embeddings first (the cache is not shared), then the decoder runs on the slices in
+        // parallel: one slice's decode keeps about one core busy.
+        let mut embeddings = Vec::with_capacity(prompts.len());
+        for prompt in &prompts {
+            let slice = request.region[self.axis].start + prompt.slice;
+            let image = request.image.index_axis(Axis(self.axis), slice);
+            let key = EmbeddingKey {
+                case_id: request.case_id.to_string(),
+                axis: self.axis,
+                slice,
+                weights: weights.clone(),
+            };
+            let (model, store, axis) = (&self.model, &self.store, self.axis);
+            embeddings.push(self.cache.get_or_compute(key, || {
+                let Some(store) = store else {
+                    return model.embed(image);
+                };
+                let path = store.path_for(&weights, axis, image);
+                if let Some(embedding) = store
+                    .load(&path)
+                    .and_then(|bytes| model.embedding_from_bytes(&bytes).ok())
+                {
+                    return Ok(embedding);
+                }
+                let embedding = model.embed(image)?;
+                store.store(&path, &model.embedding_to_bytes(&embedding))?;
+                Ok(embedding)
+            })?);
+        }
+        let model = &self.model;
+        let slice_shape = request.image.index_axis(Axis(self.axis), 0).dim();
+        let masks: Vec<Array2<bool>> = prompts
+            .par_iter()
+            .zip(embeddings.par_iter())
+            .map(|(prompt, embedding)| {
+                let shifted = shift_prompt(prompt, rows.start, cols.start);
+                let mask = model
+                    .segment(
+                        embedding,
+                        slice_shape,
+                        rows.clone(),
+                        cols.clone(),
+                        std::slice::from_ref(&shifted),
+                    )?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| GeneralistError::Model("model returned no mask".into()))?;
+                if mask.dim() != (rows.len(), cols.len()) {
+                    return Err(GeneralistError::Model(format!(
+                        "model returned a {:?} mask for a {:?} region",
+                        mask.dim(),
+                        (rows.len(), cols.len())
+                    )));
+                }
+                Ok(mask)
+            })
+            .collect::<Result<_, _>>()?;
+        let mut mask = Array3::from_elem(request.probability.raw_dim(), false);
+        let mut known = Array3::from_elem(request.probability.raw_dim(), false);
+        for (prompt, region_mask) in prompts.iter().zip(&masks) {
+            mask.index_axis_mut(Axis(self.axis), prompt.slice)
+                .assign(region_mask);
+            known
+                .index_axis_mut(Axis(self.axis), prompt.slice)
+                .fill(true);
+        }
+        Ok(Some(PseudoLabel {
+            mask,
+            known,
+            prompts: prompts.len(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Encodes a slice as its sum; segments by filling the prompt's box.
+    struct BoxFiller {
+        embeds: AtomicUsize,
+    }
+
+    impl SliceModel for BoxFiller {
+        type Embedding = f32;
+        fn identity(&self) -> String {
+            "box-filler".into()
+        }
+        fn embed(&self, slice: ArrayView2<f32>) -> Result<f32, GeneralistError> {
+            self.embeds.fetch_add(1, Ordering::Relaxed);
+            Ok(slice.sum())
+        }
+        fn embedding_to_bytes(&self, embedding: &f32) -> Vec<u8> {
+            embedding.to_le_bytes().to_vec()
+        }
+        fn embedding_from_bytes(&self, bytes: &[u8]) -> Result<f32, GeneralistError> {
+            let bytes: [u8; 4] = bytes
+                .try_into()
+                .map_err(|_| GeneralistError::Model("not 4 bytes".into()))?;
+            Ok(f32::from_le_bytes(bytes))
+        }
+        fn segment(
+            &self,
+            _: &f32,
+            _: (usize, usize),
+            rows: Range<usize>,
+            cols: Range<usize>,
+            prompts: &[SlicePrompt],
+        ) -> Result<Vec<Array2<bool>>, GeneralistError> {
+            Ok(prompts
+                .iter()
+                .map(|p| {
+                    Array2::from_shape_fn((rows.len(), cols.len()), |(r, c)| {
+                        let (r, c) = (r + rows.start, c + cols.start);
+                        (c as f32) >= p.bbox[0]
+                            && (c as f32) <= p.bbox[2]
+                            && (r as f32) >= p.bbox[1]
+                            && (r as f32) <= p.bbox[3]
+                    })
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn boxes_map_back_onto_the_region_and_embeddings_are_cached() {
+        let image = Array3::from_shape_fn((20, 20, 6), |(i, j, k)| (i + j + k) as f32);
+        // region covers i 5..15, j 4..14, k 1..5; object occupies region-local i 2..5, j 3..7, k 1..3
+        let region = [5..15, 4..14, 1..5];
+        let probability = Array3::from_shape_fn((10, 10, 4), |(i, j, k)| {
+            if (2..5).contains(&i) && (3..7).contains(&j) && (1..3).contains(&k) {
+                0.9
+            } else {
+                0.1
+            }
+        });
+        let config = PromptConfig {
+            box_margin: 1.0,
+            ..Default::default()
+        };
+        let mut generalist = SliceWise::new(
+            BoxFiller {
+                embeds: AtomicUsize::new(0),
+            },
+            2,
+            config,
+            64,
+        );
+        let request = PseudoLabelRequest {
+            case_id: "c1",
+            image: image.view(),
+            region: region.clone(),
+            probability: probability.view(),
+        };
+        let label = generalist.pseudo_label(&request).unwrap().unwrap();
+        assert_eq!(label.prompts, 2);
+        let expected = Array3::from_shape_fn((10, 10, 4), |(i, j, k)| {
+            (1..6).contains(&i) && (2..8).contains(&j) && (1..3).contains(&k)
+        });
+        assert_eq!(label.mask, expected);
+        // only the two prompted slices carry an answer
+        let answered = Array3::from_shape_fn((10, 10, 4), |(_, _, k)| (1..3).contains(&k));
+        assert_eq!(label.known, answered);
+        assert_eq!(generalist.model().embeds.load(Ordering::Relaxed), 2);
+
+        // the same slices again (another crop of the same case): no new encoding
+        generalist.pseudo_label(&request).unwrap().unwrap();
+        assert_eq!(generalist.model().embeds.load(Ordering::Relaxed), 2);
+        assert_eq!(generalist.cache_stats().hits, 2);
+    }
+
+    #[test]
+    fn a_store_on_disk_spares_later_runs_the_encoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = Array3::from_shape_fn((8, 8, 3), |(i, j, k)| (i * j + k) as f32);
+        let probability =
+            Array3::from_shape_fn(
+                (8, 8, 3),
+                |(i, j, _)| if i < 4 && j < 4 { 0.9 } else { 0.1f32 },
+            );
+        let request = PseudoLabelRequest {
+            case_id: "c",
+            image: image.view(),
+            region: [0..8, 0..8, 0..3],
+            probability: probability.view(),
+        };
+        let run = || {
+            let mut generalist = SliceWise::new(
+                BoxFiller {
+                    embeds: AtomicUsize::new(0),
+                },
+                2,
+                PromptConfig::default(),
+                8,
+            )
+            .with_store(EmbeddingStore::new(dir.path()));
+            let label = generalist.pseudo_label(&request).unwrap().unwrap();
+            (
+                label.mask,
+                generalist.model().embeds.load(Ordering::Relaxed),
+            )
+        };
+        let (first, encoded) = run();
+        assert_eq!(encoded, 3, "a fresh store encodes every prompted slice");
+        let (second, encoded) = run();
+        assert_eq!(encoded, 0, "a second run reads them back");
+        assert_eq!(first, second);
+
+        // a damaged file is encoded again and replaced
+        let store = EmbeddingStore::new(dir.path());
+        let path = store.path_for("box-filler", 2, image.index_axis(Axis(2), 1));
+        std::fs::write(&path, b"garbage").unwrap();
+        let (_, encoded) = run();
+        assert_eq!(encoded, 1);
+        assert!(store.load(&path).is_some());
+    }
+
+    #[test]
+    fn no_confident_foreground_gives_no_pseudo_label() {
+        let image = Array3::<f32>::zeros((8, 8, 8));
+        let probability = Array3::from_elem((8, 8, 8), 0.2f32);
+        let mut generalist = SliceWise::new(
+            BoxFiller {
+                embeds: AtomicUsize::new(0),
+            },
+            2,
+            PromptConfig::default(),
+            8,
+        );
+        let request = PseudoLabelRequest {
+            case_id: "c",
+            image: image.view(),
+            region: [0..8, 0..8, 0..8],
+            probability: probability.view(),
+        };
+        assert!(generalist.pseudo_label(&request).unwrap().is_none());
+        assert_eq!(generalist.model().embeds.load(Ordering::Relaxed), 0);
+    }
+}

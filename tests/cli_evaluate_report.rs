@@ -1,0 +1,244 @@
+//! `semisam evaluate` on real NIfTI folders (classes, missing predictions, spacing forms) and
+//! `semisam report` on a run whose predictions are gone or whose folder does not exist.
+
+mod cli_support;
+
+use std::path::Path;
+
+use cli_support::{demo_subset, evaluate_args, fails, succeeds, text, tiny_config, train_args};
+use ndarray::{Array3, s};
+use semisam::data::{Geometry, SourceFormat, Volume, write_label};
+
+const SHAPE: [usize; 3] = [10, 10, 10];
+
+fn write(dir: &Path, id: &str, data: Array3<u8>) {
+    let spacing = 2.0;
+    let mut geometry = Geometry::unknown();
+    geometry.spacing = Some([spacing; 3]);
+    for d in 0..3 {
+        geometry.affine[d][d] = spacing;
+    }
+    let path = dir.join(format!("{id}.nii.gz"));
+    let volume = Volume {
+        data,
+        geometry,
+        source: SourceFormat::Nifti,
+        path: path.clone(),
+    };
+    write_label(&volume, &path).unwrap();
+}
+
+fn cube(mut data: Array3<u8>, from: usize, to: usize, value: u8) -> Array3<u8> {
+    data.slice_mut(s![from..to, from..to, from..to]).fill(value);
+    data
+}
+
+/// References: `a` with classes 1 and 2, `b` with class 1 only, `c` all background.
+/// Predictions: `a` exact, `b` exact plus a false class 2, `c` a false class 1.
+fn write_folders(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (pred, reference) = (root.join("pred"), root.join("ref"));
+    std::fs::create_dir_all(&pred).unwrap();
+    std::fs::create_dir_all(&reference).unwrap();
+    let zeros = || Array3::<u8>::zeros(SHAPE);
+    let a = cube(cube(zeros(), 1, 4, 1), 6, 9, 2);
+    let b = cube(zeros(), 2, 5, 1);
+    write(&reference, "a", a.clone());
+    write(&pred, "a", a);
+    write(&reference, "b", b.clone());
+    write(&pred, "b", cube(b, 6, 8, 2));
+    write(&reference, "c", zeros());
+    write(&pred, "c", cube(zeros(), 4, 6, 1));
+    (pred, reference)
+}
+
+/// `(case, class) -> (dice, hd95)` from per_case.csv.
+fn per_case(out: &Path) -> Vec<(String, u8, f64, f64)> {
+    let text = std::fs::read_to_string(out.join("per_case.csv")).unwrap();
+    csv::Reader::from_reader(text.as_bytes())
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (
+                r[0].to_owned(),
+                r[1].parse().unwrap(),
+                r[2].parse().unwrap(),
+                r[4].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn summary(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn every_class_of_the_reference_folder_is_scored_on_every_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pred, reference) = write_folders(dir.path());
+    let out = dir.path().join("out");
+    let args = evaluate_args(&pred, &reference, &out, &[]);
+    succeeds(&args);
+    let rows = per_case(&out);
+    let dice: Vec<(&str, u8, f64)> = rows.iter().map(|r| (r.0.as_str(), r.1, r.2)).collect();
+    assert_eq!(
+        dice,
+        [
+            ("a", 1, 1.0),
+            ("a", 2, 1.0),
+            ("b", 1, 1.0),
+            // A false positive of a class the case's reference lacks scores 0 ...
+            ("b", 2, 0.0),
+            // ... and an all-background reference is scored, not an abort.
+            ("c", 1, 0.0),
+            ("c", 2, 1.0),
+        ]
+    );
+    let summary = summary(&out);
+    assert_eq!(summary["cases"], 3);
+    for class in summary["classes"].as_array().unwrap() {
+        assert_eq!(class["cases"], 3, "{class}");
+    }
+    let class_2 = &summary["classes"][1];
+    assert!((class_2["dice"]["mean"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-12);
+
+    // --classes picks; values outside it are named.
+    let only_2 = dir.path().join("only_2");
+    let err = succeeds(&evaluate_args(
+        &pred,
+        &reference,
+        &only_2,
+        &["--classes", "2"],
+    ));
+    assert!(
+        err.contains("predictions hold label value(s) [1] that are not scored"),
+        "{err}"
+    );
+    assert_eq!(per_case(&only_2).len(), 3);
+
+    // Nothing to score: every reference is background and no class is named.
+    std::fs::remove_file(reference.join("a.nii.gz")).unwrap();
+    std::fs::remove_file(reference.join("b.nii.gz")).unwrap();
+    std::fs::remove_file(pred.join("a.nii.gz")).unwrap();
+    std::fs::remove_file(pred.join("b.nii.gz")).unwrap();
+    let err = fails(&args);
+    assert!(
+        err.contains(
+            "no reference holds a foreground label; name the classes to score with --classes"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_reference_without_prediction_is_an_error_or_scored_empty_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pred, reference) = write_folders(dir.path());
+    std::fs::remove_file(pred.join("b.nii.gz")).unwrap();
+    let out = dir.path().join("out");
+    let err = fails(&evaluate_args(&pred, &reference, &out, &[]));
+    assert!(
+        err.contains(&format!(
+            "{}: no prediction for reference case(s) [\"b\"]",
+            pred.display()
+        )) && err.contains("--missing-as-empty"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let err = succeeds(&evaluate_args(
+        &pred,
+        &reference,
+        &out,
+        &["--missing-as-empty"],
+    ));
+    assert!(
+        err.contains("scored as empty predictions: [\"b\"]"),
+        "{err}"
+    );
+    let b: Vec<(u8, f64)> = per_case(&out)
+        .into_iter()
+        .filter(|r| r.0 == "b")
+        .map(|r| (r.1, r.2))
+        .collect();
+    assert_eq!(b, [(1, 0.0), (2, 1.0)]);
+    assert_eq!(summary(&out)["cases"], 3);
+    assert_eq!(
+        summary(&out)["missing_predictions"],
+        serde_json::json!(["b"])
+    );
+    let markdown = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        markdown.starts_with("# Evaluation\n\n3 cases;"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("- No prediction file, scored as an empty prediction (1 cases): b"),
+        "{markdown}"
+    );
+}
+
+#[test]
+fn spacing_is_accepted_comma_separated_and_as_three_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pred, reference) = write_folders(dir.path());
+    let run = |name: &str, spacing: &[&str]| {
+        let out = dir.path().join(name);
+        let mut extra = vec!["--spacing"];
+        extra.extend_from_slice(spacing);
+        succeeds(&evaluate_args(&pred, &reference, &out, &extra));
+        out
+    };
+    let commas = run("commas", &["0.5,0.5,0.5"]);
+    let separate = run("separate", &["0.5", "0.5", "0.5"]);
+    let rows = per_case(&commas);
+    assert_eq!(rows, per_case(&separate));
+    // Case b's false class 2: the image diagonal at the given 0.5 mm, not the files' 2 mm.
+    let diagonal = (3.0f64 * 25.0).sqrt();
+    let b2 = rows.iter().find(|r| r.0 == "b" && r.1 == 2).unwrap();
+    assert!((b2.3 - diagonal).abs() < 1e-9, "{b2:?}");
+    let out = dir.path().join("two");
+    let err = fails(&evaluate_args(
+        &pred,
+        &reference,
+        &out,
+        &["--spacing", "0.5,0.5"],
+    ));
+    assert!(err.contains("--spacing needs three values x,y,z"), "{err}");
+}
+
+#[test]
+fn report_does_not_present_metrics_whose_predictions_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("data");
+    demo_subset(&dataset, 3, |_, _| {});
+    let config = dir.path().join("tiny.toml");
+    std::fs::write(&config, tiny_config(&dataset, 2, 1, "")).unwrap();
+    let runs = dir.path().join("runs");
+    succeeds(&train_args(&config, &runs, "done", &[]));
+    let run = runs.join("done");
+    let report = || std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(report().contains("Mean ± standard deviation over 1 cases."));
+    for entry in std::fs::read_dir(run.join("predictions")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let err = succeeds(&["report", text(&run)]);
+    assert!(
+        err.contains(
+            "the scores in metrics/ cannot be re-checked and are not shown as the final model's"
+        ),
+        "{err}"
+    );
+    let page = report();
+    assert!(!page.contains("Mean ± standard deviation"), "{page}");
+    assert!(
+        page.contains("Not shown: [metrics/](metrics/) holds scores of an earlier evaluation"),
+        "{page}"
+    );
+
+    let missing = dir.path().join("runs/never");
+    let err = fails(&["report", text(&missing)]);
+    assert!(
+        err.contains(&format!("run folder {} does not exist", missing.display())),
+        "{err}"
+    );
+}

@@ -1,0 +1,227 @@
+//! Run folders through the `semisam` binary: one writer at a time (an advisory lock), nothing
+//! created when the input is bad, Ctrl-C and resume with the full command, stale temporary files
+//! cleaned on resume.
+
+mod cli_support;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cli_support::{
+    demo_ids, demo_subset, fails, image_path, semisam, succeeds, text, tiny_config, train_args,
+};
+use semisam::data::Splits;
+use semisam::training::run_dir::RunDir;
+
+/// A three-case dataset and a configuration of `iterations` in `dir`; returns the config path.
+fn setup(dir: &Path, iterations: usize) -> std::path::PathBuf {
+    let dataset = dir.join("data");
+    demo_subset(&dataset, 3, |_, _| {});
+    let config = dir.join("tiny.toml");
+    std::fs::write(&config, tiny_config(&dataset, iterations, 0, "")).unwrap();
+    config
+}
+
+#[test]
+fn a_live_run_folder_refuses_a_second_train_an_overwrite_and_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 2);
+    let runs = dir.path().join("runs");
+    // This process plays the live run: it holds the folder's lock as `train` does.
+    let live = RunDir::create(&runs, "live", false).unwrap();
+    std::fs::write(live.root().join("log.jsonl"), "{}\n").unwrap();
+    let train = |extra: &[&str]| fails(&train_args(&config, &runs, "live", extra));
+    for extra in [&[][..], &["--overwrite"], &["--resume"]] {
+        let err = train(extra);
+        assert!(
+            err.contains(&format!(
+                "run folder {} is in use by another running semisam process",
+                live.root().display()
+            )),
+            "train {extra:?}: {err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(live.root().join("log.jsonl")).unwrap(),
+        "{}\n",
+        "a refused writer touched the live run"
+    );
+    drop(live);
+    // Released (as when the process dies): the same name is an ordinary existing folder.
+    let err = train(&[]);
+    assert!(err.contains("already exists: pass --overwrite"), "{err}");
+}
+
+#[test]
+fn a_train_that_fails_validation_leaves_no_run_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let attempt = |config: &Path| {
+        let err = fails(&train_args(config, &runs, "bad", &[]));
+        assert!(!runs.join("bad").exists(), "a run folder was left: {err}");
+        err
+    };
+
+    // A NaN voxel in the second case's image.
+    let nan_data = dir.path().join("nan");
+    demo_subset(&nan_data, 3, |index, image| {
+        if index == 1 {
+            image.data[[3, 4, 5]] = f32::NAN;
+        }
+    });
+    let config = dir.path().join("nan.toml");
+    std::fs::write(&config, tiny_config(&nan_data, 2, 0, "")).unwrap();
+    let err = attempt(&config);
+    let bad_image = image_path(&nan_data, &demo_ids(2)[1]);
+    assert!(err.contains(text(&bad_image)), "{err}");
+
+    // A splits file without labeled cases.
+    let good_data = dir.path().join("good");
+    demo_subset(&good_data, 3, |_, _| {});
+    let ids = demo_ids(3);
+    let splits_file = dir.path().join("no_labeled.json");
+    let splits = serde_json::json!({
+        "labeled": [], "unlabeled": ids, "validation": [], "test": [], "seed": 1
+    });
+    std::fs::write(&splits_file, splits.to_string()).unwrap();
+    let config = dir.path().join("splits.toml");
+    let text_config = tiny_config(&good_data, 2, 0, "").replace(
+        "labeled = 2",
+        &format!("labeled = 2\nsplits_file = {splits_file:?}"),
+    );
+    std::fs::write(&config, text_config).unwrap();
+    let err = attempt(&config);
+    assert!(
+        err.contains(text(&splits_file)) && err.contains("the `labeled` list is empty"),
+        "{err}"
+    );
+
+    // Generalist weights that do not exist.
+    let missing = dir.path().join("no_such_weights.pth");
+    let sam = format!("[sam]\ngeneralist = \"litemedsam\"\nweights = {missing:?}\n");
+    let config = dir.path().join("sam.toml");
+    std::fs::write(&config, tiny_config(&good_data, 2, 0, &sam)).unwrap();
+    let err = attempt(&config);
+    assert!(err.contains(text(&missing)), "{err}");
+    assert!(!runs.exists(), "the runs folder itself was created");
+}
+
+/// Spawn `semisam args` with its stderr captured.
+fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_semisam"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the semisam binary starts")
+}
+
+fn logged_iterations(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("log.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// Wait until the run has logged more than `after` iterations, then Ctrl-C it; returns its exit
+/// code and stderr.
+fn interrupt(mut child: Child, run: &Path, after: usize) -> (Option<i32>, String) {
+    let start = Instant::now();
+    while logged_iterations(run) <= after {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("train ended ({status}) before it could be interrupted:\n{err}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no iteration logged"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: sends a signal to our own child process, which is still running.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), err)
+}
+
+#[test]
+fn ctrl_c_exits_130_with_the_full_resume_command_and_resume_cleans_stale_temp_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1_000_000);
+    let runs = dir.path().join("my runs");
+    let run = runs.join("sig");
+    let args = train_args(&config, &runs, "sig", &["--set", "training.lr=0.02"]);
+    let (code, err) = interrupt(spawn(&args), &run, 0);
+    assert_eq!(code, Some(130), "{err}");
+    let expected = format!(
+        "continue with: semisam train --config {} --runs-dir '{}' --name sig --set training.lr=0.02 --resume --no-progress",
+        config.display(),
+        runs.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    assert!(run.join("checkpoints/last.ckpt").is_file());
+
+    // A checkpoint write killed half-way leaves its temporary file; resuming removes it.
+    let stale = run.join("checkpoints/.last.ckpt.99999.tmp");
+    std::fs::write(&stale, b"half a checkpoint").unwrap();
+    let done = logged_iterations(&run);
+    let mut resume = args.to_vec();
+    resume.push("--resume");
+    let (code, err) = interrupt(spawn(&resume), &run, done);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(!stale.exists(), "{err}");
+    assert!(
+        err.contains(&format!("removed {}", stale.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn resuming_a_run_killed_before_its_first_checkpoint_says_how_to_restart_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 2);
+    let runs = dir.path().join("runs");
+    let early = RunDir::create(&runs, "early", false).unwrap();
+    Splits {
+        labeled: vec!["a".into()],
+        unlabeled: vec![],
+        validation: vec![],
+        test: vec![],
+        seed: 1,
+    }
+    .save(early.splits_path())
+    .unwrap();
+    drop(early);
+    let err = fails(&train_args(&config, &runs, "early", &["--resume"]));
+    let restart = format!(
+        "start it again with: semisam train --config {} --runs-dir {} --name early --overwrite",
+        config.display(),
+        runs.display()
+    );
+    assert!(
+        err.contains("the run stopped before its first checkpoint") && err.contains(&restart),
+        "{err}"
+    );
+    // And the printed command works.
+    let out = succeeds(&train_args(&config, &runs, "early", &["--overwrite"]));
+    assert!(out.contains("finished 2 iterations"), "{out}");
+    assert!(
+        semisam(&["report", text(&runs.join("early"))])
+            .status
+            .success()
+    );
+}

@@ -1,0 +1,334 @@
+//! `semisam plan` on the embedded Hippocampus subset and on a copy resampled to 1 x 1 x 2.5 mm,
+//! and a model planned and trained at 1 mm predicting the 2.5 mm copy on its own grid.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ndarray::Array3;
+use semisam::data::resample::{resample_image, resample_label};
+use semisam::data::{
+    Geometry, SourceFormat, Volume, read_image, read_label, write_image, write_label,
+};
+use semisam::generalists::factory::GeneralistConfig;
+use semisam::metrics::dice_from_counts;
+use semisam::training::RunConfig;
+
+const DEMO: &str = "demo/hippocampus";
+/// A label-free image of the demo.
+const UNLABELED: &str = "hippocampus_007";
+const COARSE: [f64; 3] = [1.0, 1.0, 2.5];
+/// Labeled demo cases used by the end-to-end test: four train, the fifth validates.
+const CASES: [&str; 5] = [
+    "hippocampus_001",
+    "hippocampus_003",
+    "hippocampus_004",
+    "hippocampus_006",
+    "hippocampus_015",
+];
+
+fn semisam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_semisam"))
+        .args(args)
+        .output()
+        .expect("the semisam binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = semisam(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "semisam {args:?} failed:\n{stderr}");
+    stderr
+}
+
+fn image_path(root: &Path, id: &str) -> PathBuf {
+    root.join("imagesTr").join(format!("{id}.nii.gz"))
+}
+
+fn label_path(root: &Path, id: &str) -> PathBuf {
+    root.join("labelsTr").join(format!("{id}.nii.gz"))
+}
+
+/// An MSD dataset of the demo's cases `ids`: the files themselves, or (with a spacing) their
+/// resampled copies plus one resampled label-free image.
+fn write_dataset(root: &Path, ids: &[&str], spacing: Option<[f64; 3]>) {
+    std::fs::create_dir_all(root.join("imagesTr")).unwrap();
+    std::fs::create_dir_all(root.join("labelsTr")).unwrap();
+    let demo = Path::new(DEMO);
+    for id in ids {
+        let image = read_image(image_path(demo, id)).unwrap();
+        let label = read_label(label_path(demo, id)).unwrap();
+        match spacing {
+            None => {
+                std::fs::copy(image_path(demo, id), image_path(root, id)).unwrap();
+                std::fs::copy(label_path(demo, id), label_path(root, id)).unwrap();
+            }
+            Some(target) => {
+                let from = image.geometry.spacing.unwrap();
+                let geometry = coarse_geometry(&image.geometry, from, target);
+                let image = Volume {
+                    data: resample_image(image.data.view(), from, target),
+                    geometry: geometry.clone(),
+                    source: SourceFormat::Nifti,
+                    path: image_path(root, id),
+                };
+                let label = Volume {
+                    data: resample_label(label.data.view(), from, target),
+                    geometry,
+                    source: SourceFormat::Nifti,
+                    path: label_path(root, id),
+                };
+                write_image(&image, image_path(root, id)).unwrap();
+                write_label(&label, label_path(root, id)).unwrap();
+            }
+        }
+    }
+    if let Some(target) = spacing {
+        // One label-free image, as a user's unannotated scan, so that the plan prompts SAM.
+        let unlabeled = root.join("imagesUnlabeled");
+        std::fs::create_dir_all(&unlabeled).unwrap();
+        let image = read_image(
+            demo.join("imagesUnlabeled")
+                .join(format!("{UNLABELED}.nii.gz")),
+        )
+        .unwrap();
+        let from = image.geometry.spacing.unwrap();
+        let path = unlabeled.join(format!("{UNLABELED}.nii.gz"));
+        let image = Volume {
+            data: resample_image(image.data.view(), from, target),
+            geometry: coarse_geometry(&image.geometry, from, target),
+            source: SourceFormat::Nifti,
+            path: path.clone(),
+        };
+        write_image(&image, path).unwrap();
+    }
+    let training: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({
+                "image": format!("./imagesTr/{id}.nii.gz"),
+                "label": format!("./labelsTr/{id}.nii.gz"),
+            })
+        })
+        .collect();
+    let json = serde_json::json!({
+        "name": "Hippocampus copy",
+        "modality": {"0": "MRI"},
+        "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
+        "numTraining": ids.len(),
+        "training": training,
+        "test": [],
+    });
+    std::fs::write(
+        root.join("dataset.json"),
+        serde_json::to_vec_pretty(&json).unwrap(),
+    )
+    .unwrap();
+}
+
+/// The affine of the same field of view sampled at `target`: each axis's direction column is
+/// scaled, and the origin moves so that the outer faces stay where they were.
+fn coarse_geometry(geometry: &Geometry, from: [f64; 3], target: [f64; 3]) -> Geometry {
+    let mut affine = geometry.affine;
+    for d in 0..3 {
+        let scale = target[d] / from[d];
+        for row in affine.iter_mut().take(3) {
+            let column = row[d];
+            row[d] = column * scale;
+            // Voxel 0's centre sits half a new voxel inside the old outer face.
+            row[3] += column * (scale - 1.0) / 2.0;
+        }
+    }
+    Geometry {
+        spacing: Some(target),
+        affine,
+        nifti_header: None,
+    }
+}
+
+fn plan(dataset: &Path, out: &Path) -> (RunConfig, String) {
+    ok(&[
+        "plan",
+        dataset.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(out).unwrap();
+    let config = RunConfig::from_toml_str(&text, &[], "plan").unwrap();
+    // Comments are wrapped: one line per reason reads better in assertions.
+    (config, text.replace("\n# ", " "))
+}
+
+#[test]
+fn plans_of_the_demo_subset_and_of_a_coarser_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fine, text) = plan(Path::new(DEMO), &dir.path().join("fine/plan.toml"));
+    assert_eq!(fine.data.target_spacing, Some([1.0, 1.0, 1.0]));
+    assert_eq!(fine.data.modality.as_deref(), Some("MRI"));
+    assert_eq!(fine.training.patch, [32, 48, 32]);
+    assert_eq!(fine.network.num_classes, 3);
+    assert_eq!(sam_axis(&fine), Some(2));
+    assert!(!fine.training.augment.rot90 && !fine.training.augment.flip);
+    assert!(
+        text.contains("the median voxel spacing of the 9 training images (mm)"),
+        "{text}"
+    );
+    let fingerprint: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("fine/fingerprint.json")).unwrap())
+            .unwrap();
+    assert_eq!(fingerprint["modality"], "MRI");
+    assert_eq!(fingerprint["class_volumes"].as_array().unwrap().len(), 2);
+    assert!(fingerprint["foreground_intensity"]["std"].as_f64().unwrap() > 0.0);
+
+    let coarse_root = dir.path().join("coarse");
+    write_dataset(&coarse_root, &CASES, Some(COARSE));
+    let (coarse, text) = plan(&coarse_root, &dir.path().join("coarse/plan.toml"));
+    // 2.5 mm is less than 3x 1 mm: the median spacing, and slices across the coarse z axis.
+    assert_eq!(coarse.data.target_spacing, Some(COARSE));
+    assert_eq!(coarse.training.patch[..2], [32, 48]);
+    assert_eq!(coarse.training.patch[2], 16);
+    assert_eq!(sam_axis(&coarse), Some(2));
+    assert!(
+        text.contains("slices across axis 2, the coarsest (2.5 mm)"),
+        "{text}"
+    );
+}
+
+fn dice(prediction: &Array3<u8>, reference: &Array3<u8>, class: u8) -> f64 {
+    let (mut overlap, mut a, mut b) = (0, 0, 0);
+    for (&p, &r) in prediction.iter().zip(reference) {
+        overlap += usize::from(p == class && r == class);
+        a += usize::from(p == class);
+        b += usize::from(r == class);
+    }
+    dice_from_counts(overlap, a, b)
+}
+
+/// Mean foreground Dice of the predictions in `predictions` against the labels of `root`.
+fn mean_dice(predictions: &Path, root: &Path, ids: &[&str]) -> f64 {
+    let mut sum = 0.0;
+    for id in ids {
+        let prediction = read_label(predictions.join(format!("{id}.nii.gz"))).unwrap();
+        let reference = read_label(label_path(root, id)).unwrap();
+        sum += (dice(&prediction.data, &reference.data, 1)
+            + dice(&prediction.data, &reference.data, 2))
+            / 2.0;
+    }
+    sum / ids.len() as f64
+}
+
+#[test]
+fn a_model_planned_at_1_mm_predicts_a_2_5_mm_copy_on_its_own_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let fine_root = dir.path().join("fine");
+    let coarse_root = dir.path().join("coarse");
+    write_dataset(&fine_root, &CASES, None);
+    write_dataset(&coarse_root, &CASES, Some(COARSE));
+    let runs = dir.path().join("runs");
+    ok(&[
+        "train",
+        "--dataset",
+        fine_root.to_str().unwrap(),
+        "--time-budget",
+        "20s",
+        "--framework",
+        "supervised",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--name",
+        "fine",
+        "--no-progress",
+        "--set",
+        "training.iterations=60",
+        "--set",
+        "network.base_filters=4",
+    ]);
+    let run = runs.join("fine");
+    assert!(run.join("plan.toml").is_file() && run.join("fingerprint.json").is_file());
+    let checkpoint = run.join("checkpoints/final.ckpt");
+    for (root, name) in [(&fine_root, "fine_out"), (&coarse_root, "coarse_out")] {
+        ok(&[
+            "predict",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--input",
+            root.join("imagesTr").to_str().unwrap(),
+            "--output",
+            dir.path().join(name).to_str().unwrap(),
+            "--no-progress",
+        ]);
+    }
+    for id in CASES {
+        let input = read_image(image_path(&coarse_root, id)).unwrap();
+        let prediction =
+            read_label(dir.path().join("coarse_out").join(format!("{id}.nii.gz"))).unwrap();
+        assert_eq!(prediction.shape(), input.shape(), "{id}");
+        assert_eq!(prediction.geometry.affine, input.geometry.affine, "{id}");
+        assert_eq!(prediction.geometry.spacing, Some(COARSE), "{id}");
+    }
+    let fine = mean_dice(&dir.path().join("fine_out"), &fine_root, &CASES);
+    let coarse = mean_dice(&dir.path().join("coarse_out"), &coarse_root, &CASES);
+    assert!(
+        fine > 0.4,
+        "the 1 mm model learned too little to compare: Dice {fine}"
+    );
+    assert!(
+        (fine - coarse).abs() < 0.1,
+        "Dice {fine} on the 1 mm cases against {coarse} on their 2.5 mm copies"
+    );
+}
+
+#[test]
+fn predict_refuses_another_modality() {
+    let dir = tempfile::tempdir().unwrap();
+    let fine_root = dir.path().join("fine");
+    write_dataset(&fine_root, &CASES[..2], None);
+    let runs = dir.path().join("runs");
+    ok(&[
+        "train",
+        "--dataset",
+        fine_root.to_str().unwrap(),
+        "--framework",
+        "supervised",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--name",
+        "tiny",
+        "--no-progress",
+        "--set",
+        "training.iterations=1",
+        "--set",
+        "network.base_filters=2",
+    ]);
+    let ct_root = dir.path().join("ct");
+    write_dataset(&ct_root, &CASES[..1], None);
+    let json = std::fs::read_to_string(ct_root.join("dataset.json"))
+        .unwrap()
+        .replace("\"MRI\"", "\"CT\"");
+    std::fs::write(ct_root.join("dataset.json"), json).unwrap();
+    let out = semisam(&[
+        "predict",
+        "--checkpoint",
+        runs.join("tiny/checkpoints/final.ckpt").to_str().unwrap(),
+        "--input",
+        ct_root.join("imagesTr").to_str().unwrap(),
+        "--output",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "dataset.json: declares modality \"CT\" but the model was trained on \"MRI\" images"
+        ),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("out").exists());
+}
+
+/// The LiteMedSAM slicing axis of a run configuration.
+fn sam_axis(config: &RunConfig) -> Option<usize> {
+    match &config.sam.as_ref()?.generalist {
+        GeneralistConfig::LiteMedSam(litemedsam) => Some(litemedsam.axis),
+        GeneralistConfig::SamMed3d(_) => None,
+    }
+}
