@@ -202,6 +202,7 @@ fn resuming_a_run_killed_before_its_first_checkpoint_says_how_to_restart_it() {
         validation: vec![],
         test: vec![],
         seed: 1,
+        label_free: vec![],
     }
     .save(early.splits_path())
     .unwrap();

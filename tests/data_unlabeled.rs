@@ -411,7 +411,7 @@ fn unlabeled_images_are_validated_like_the_others() {
     dataset.add_unlabeled_folder(&pool).unwrap();
     assert_eq!(dataset.unlabeled_ids, ids(&["broken", "empty", "nan"]));
 
-    let reports = inspect_dataset(&dataset, Some(1)).unwrap();
+    let reports = inspect_dataset(&dataset, Some(1), None).unwrap();
     let problems = |id: &str| -> String {
         let report = reports.iter().find(|r| r.id == id).unwrap();
         report.problems.iter().map(|p| p.to_string()).collect()
