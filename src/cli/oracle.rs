@@ -17,7 +17,6 @@ use semisam::data::{Dataset, Normalization, normalize};
 use semisam::frameworks::sam_assist::SamConfig;
 use semisam::generalists::PseudoLabelRequest;
 use semisam::generalists::factory::{GeneralistConfig, LiteMedSamConfig};
-use semisam::inference::SlidingWindow;
 use semisam::inference::predictor::predict_case;
 use semisam::metrics::{Hd95Convention, dice_from_counts, evaluate_masks};
 use semisam::training::validation::model_device;
@@ -109,11 +108,7 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
             Some((run, model)) => {
                 image = run.preparation().image(&loaded.image)?;
                 label = run.preparation().label(&label_volume)?;
-                let window = SlidingWindow {
-                    window: run.training.patch,
-                    stride: run.validation_stride(),
-                    batch: 1,
-                };
+                let window = run.validation_window();
                 let device = model_device(model);
                 let model = model.valid();
                 Some(predict_case(

@@ -1,19 +1,25 @@
-//! `semisam predict`: segment new volumes with a trained checkpoint. Each input is resampled to
-//! the model's grid (`data.target_spacing`) and its prediction back onto the input's own grid.
+//! `semisam predict`: segment new volumes with a trained checkpoint, or with the mean of several
+//! checkpoints' probabilities (an ensemble). Each input is resampled to the model's grid
+//! (`data.target_spacing`) and its prediction back onto the input's own grid.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use semisam::inference::ensemble::{Ensemble, EnsembleMember};
 use semisam::inference::input_check::check_inputs;
-use semisam::inference::pipeline::{PredictOptions, list_jobs, run_job};
-use semisam::training::load_checkpoint_model;
+use semisam::inference::mirror::MirrorAxes;
+use semisam::inference::pipeline::{JobOutputs, PredictOptions, list_jobs, run_job};
+use semisam::inference::window_weights::WindowWeighting;
 use semisam::training::validation::model_device;
+use semisam::training::{RunConfig, load_checkpoint_model};
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
-    /// Checkpoint file (e.g. runs/NAME/checkpoints/final.ckpt).
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+    /// Checkpoint file (e.g. runs/NAME/checkpoints/final.ckpt); repeat it to ensemble several
+    /// models (the mean of their probabilities; they must share classes, channels,
+    /// data.target_spacing and data.downsample).
+    #[arg(long, required = true)]
+    pub checkpoint: Vec<PathBuf>,
     /// A volume (.nii, .nii.gz, .h5, .npy) or a folder of them (or of UA-MT case folders).
     #[arg(long)]
     pub input: PathBuf,
@@ -30,6 +36,22 @@ pub struct PredictArgs {
     /// Keep every component, whatever the run's configuration says.
     #[arg(long)]
     pub no_lcc: bool,
+    /// Averaging of overlapping windows: uniform or gaussian (default: the run's
+    /// inference.weighting, uniform unless set).
+    #[arg(long)]
+    pub weighting: Option<WindowWeighting>,
+    /// Mirror test-time augmentation over the axes the training flipped (or the run's
+    /// inference.mirror_axes); default: the run's inference.tta.
+    #[arg(long, overrides_with = "no_tta")]
+    pub tta: bool,
+    /// No test-time augmentation, whatever the run's configuration says.
+    #[arg(long)]
+    pub no_tta: bool,
+    /// Also write each case's class probabilities: <case>.npz beside its label map, holding
+    /// `probabilities` (float32 [C, X, Y, Z] on the input's grid; argmax = the label map before
+    /// any --lcc clean-up).
+    #[arg(long)]
+    pub save_probabilities: bool,
     /// Windows per forward pass (more is faster and uses more memory).
     #[arg(long, default_value_t = 1)]
     pub window_batch: usize,
@@ -49,28 +71,76 @@ fn parse_triple(text: &str) -> Result<[usize; 3], String> {
     }
 }
 
-pub fn run(args: PredictArgs) -> anyhow::Result<()> {
-    let (config, model) = load_checkpoint_model(&args.checkpoint)?;
-    let device = model_device(&model);
-    let jobs = list_jobs(&args.input, &args.output)?;
-    check_inputs(
-        &args.input,
-        &jobs,
-        config.network.in_channels,
-        config.data.modality.as_deref(),
-    )?;
-    if args.window_batch == 0 {
-        bail!("--window-batch must be at least 1");
-    }
-    let options = PredictOptions {
-        stride: args.stride.unwrap_or_else(|| config.inference_stride()),
+/// The options of one checkpoint's run, with the command line's overrides.
+fn options_for(config: &RunConfig, args: &PredictArgs) -> anyhow::Result<PredictOptions> {
+    let configured = config.predict_options();
+    let tta = !args.no_tta && (args.tta || config.inference.tta);
+    let mirror = if tta {
+        let axes = config.mirror_axes().map_err(anyhow::Error::msg)?;
+        if axes.is_empty() {
+            bail!(
+                "--tta: the run did not train with flips (training.augment.flip = false) and sets no inference.mirror_axes, so no axis can be mirrored"
+            );
+        }
+        axes
+    } else {
+        MirrorAxes::NONE
+    };
+    Ok(PredictOptions {
+        stride: args.stride.unwrap_or(configured.stride),
         largest_component: if args.no_lcc {
             false
         } else {
-            args.lcc || config.inference.lcc
+            args.lcc || configured.largest_component
         },
         window_batch: args.window_batch,
+        weighting: args.weighting.unwrap_or(configured.weighting),
+        mirror,
+    })
+}
+
+pub fn run(args: PredictArgs) -> anyhow::Result<()> {
+    if args.window_batch == 0 {
+        bail!("--window-batch must be at least 1");
+    }
+    let mut loaded = Vec::with_capacity(args.checkpoint.len());
+    for path in &args.checkpoint {
+        let (config, model) = load_checkpoint_model(path)?;
+        let options = options_for(&config, &args)
+            .with_context(|| format!("checkpoint {}", path.display()))?;
+        let device = model_device(&model);
+        loaded.push((path, config, model, device, options));
+    }
+    let members = loaded
+        .iter()
+        .map(|(path, config, model, device, options)| {
+            let input = config.model_input();
+            EnsembleMember {
+                source: path.as_path(),
+                input,
+                model,
+                device,
+                window: options.sliding_window(input.window),
+            }
+        })
+        .collect();
+    let ensemble = Ensemble::new(members)?;
+    // The first checkpoint's run decides the clean-up of the ensemble's labels.
+    let options = loaded[0].4;
+    let outputs = JobOutputs {
+        largest_component: options.largest_component,
+        save_probabilities: args.save_probabilities,
     };
+    let jobs = list_jobs(&args.input, &args.output)?;
+    for (path, config, ..) in &loaded {
+        check_inputs(
+            &args.input,
+            &jobs,
+            config.network.in_channels,
+            config.data.modality.as_deref(),
+        )
+        .with_context(|| format!("checkpoint {}", path.display()))?;
+    }
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
 
@@ -88,17 +158,10 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     for (n, job) in jobs.iter().enumerate() {
         bar.set_prefix(format!("case {}/{} {}", n + 1, jobs.len(), job.case));
         bar.set_position(0);
-        let summary = run_job(
-            &model,
-            &config.model_input(),
-            job,
-            options,
-            &device,
-            |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
-            },
-        )?;
+        let summary = run_job(&ensemble, job, outputs, |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
         bar.println(format!(
             "{} -> {} ({:.1} s)",
             job.input.display(),
@@ -110,9 +173,15 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let summary_path = args.output.join("summary.json");
     let json = serde_json::to_vec_pretty(&serde_json::json!({
-        "checkpoint": args.checkpoint,
-        "stride": options.stride,
+        "checkpoints": args.checkpoint,
+        "models": loaded.iter().map(|(path, _, _, _, o)| serde_json::json!({
+            "checkpoint": path,
+            "stride": o.stride,
+            "weighting": o.weighting,
+            "mirror_axes": o.mirror.list(),
+        })).collect::<Vec<_>>(),
         "largest_component": options.largest_component,
+        "probabilities": args.save_probabilities,
         "cases": summaries,
     }))?;
     semisam::io_util::write_atomic(&summary_path, &json)?;

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, bail};
 use semisam::data::inspect::image_warnings;
 use semisam::data::{Dataset, Splits};
-use semisam::inference::pipeline::PredictOptions;
 use semisam::reports::rescore::{HeldOut, held_out_cases};
 use semisam::reports::{ReportOptions, generate};
 use semisam::training::dataset::{load_training_data, make_splits, open_dataset};
@@ -335,11 +334,7 @@ fn evaluate_final_model(
     }
     let (_, model) = load_checkpoint_model(&run.checkpoint_path("final"))?;
     let device = model_device(&model);
-    let options = PredictOptions {
-        stride: config.inference_stride(),
-        largest_component: config.inference.lcc,
-        window_batch: 1,
-    };
+    let options = config.predict_options();
     let bar = if progress {
         indicatif::ProgressBar::new(ids.len() as u64)
     } else {

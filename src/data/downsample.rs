@@ -64,11 +64,21 @@ pub fn downsample_label(label: &Array3<u8>, factor: usize) -> Array3<u8> {
 /// Nearest-neighbour up-sampling of a label map computed on the down-sampled grid, cropped to
 /// the original `shape`.
 pub fn upsample_label(label: &Array3<u8>, factor: usize, shape: [usize; 3]) -> Array3<u8> {
+    upsample_nearest(label, factor, shape)
+}
+
+/// Nearest-neighbour up-sampling of any per-voxel value (labels, class probabilities), cropped to
+/// `shape`.
+pub fn upsample_nearest<T: Clone>(
+    values: &Array3<T>,
+    factor: usize,
+    shape: [usize; 3],
+) -> Array3<T> {
     if factor <= 1 {
-        return label.clone();
+        return values.clone();
     }
     Array3::from_shape_fn(shape, |(i, j, k)| {
-        label[[i / factor, j / factor, k / factor]]
+        values[[i / factor, j / factor, k / factor]].clone()
     })
 }
 

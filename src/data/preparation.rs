@@ -5,10 +5,12 @@
 
 use std::path::Path;
 
-use ndarray::Array3;
+use ndarray::{Array3, Array4, Axis};
 
-use super::downsample::{downsample_image, downsample_label, upsample_label};
-use super::resample::{resample_image, resample_label, resample_label_to_shape};
+use super::downsample::{downsample_image, downsample_label, upsample_label, upsample_nearest};
+use super::resample::{
+    resample_image, resample_image_to_shape, resample_label, resample_label_to_shape,
+};
 use super::{DataError, Geometry, Normalization, Volume, normalize};
 
 /// The run's `data.normalization`, `data.target_spacing` / `data.downsample` and `data.spacing`.
@@ -74,6 +76,28 @@ impl Preparation {
             upsample_label(label, self.downsample, shape)
         }
     }
+
+    /// Class probabilities `[C, x, y, z]` predicted on the run's grid, back on the original grid
+    /// of `shape`: each class resampled linearly (the probabilities still sum to one) after a
+    /// resampling to a target spacing, repeated like the label map after a down-sampling.
+    pub fn restore_probabilities(
+        &self,
+        probabilities: &Array4<f32>,
+        shape: [usize; 3],
+    ) -> Array4<f32> {
+        let mut restored = Array4::zeros([probabilities.shape()[0], shape[0], shape[1], shape[2]]);
+        for (mut out, class) in restored
+            .axis_iter_mut(Axis(0))
+            .zip(probabilities.axis_iter(Axis(0)))
+        {
+            out.assign(&if self.target_spacing.is_some() {
+                resample_image_to_shape(class, shape)
+            } else {
+                upsample_nearest(&class.to_owned(), self.downsample, shape)
+            });
+        }
+        restored
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +153,41 @@ mod tests {
             .image(&volume(label.mapv(f32::from), Some([1.0, 1.0, 1.0])))
             .unwrap();
         assert_eq!(image.shape(), &[4, 3, 3]);
+    }
+
+    #[test]
+    fn probabilities_go_back_like_their_labels() {
+        let p = Array4::from_shape_fn([2, 2, 1, 1], |(c, i, _, _)| (c * 10 + i) as f32);
+        let downsampled = Preparation {
+            normalization: Normalization::Identity,
+            downsample: 2,
+            target_spacing: None,
+            fallback_spacing: None,
+        };
+        // Each voxel repeated over its 2 x 2 x 2 block, cropped to the input's shape.
+        let up = downsampled.restore_probabilities(&p, [3, 2, 1]);
+        assert_eq!(up.shape(), &[2, 3, 2, 1]);
+        assert_eq!(up[[1, 0, 1, 0]], 10.0);
+        assert_eq!(up[[1, 2, 0, 0]], 11.0);
+        assert_eq!(up[[0, 1, 1, 0]], 0.0);
+
+        let resampled = Preparation {
+            target_spacing: Some([2.0, 1.0, 1.0]),
+            downsample: 1,
+            ..downsampled
+        };
+        // Two coarse voxels (p1 = 0.2, 0.6) to four fine ones at coordinates -0.25, 0.25, 0.75,
+        // 1.25 of the coarse grid: 0.2, 0.3, 0.5, 0.6; each voxel still sums to one.
+        let p = Array4::from_shape_fn([2, 2, 1, 1], |(c, i, _, _)| {
+            let p1 = 0.2 + 0.4 * i as f32;
+            if c == 1 { p1 } else { 1.0 - p1 }
+        });
+        let fine = resampled.restore_probabilities(&p, [4, 1, 1]);
+        assert_eq!(fine.shape(), &[2, 4, 1, 1]);
+        for (x, expected) in [0.2, 0.3, 0.5, 0.6].into_iter().enumerate() {
+            assert!((fine[[1, x, 0, 0]] - expected).abs() < 1e-6, "x = {x}");
+            assert!((fine[[0, x, 0, 0]] + fine[[1, x, 0, 0]] - 1.0).abs() < 1e-6);
+        }
     }
 
     #[test]

@@ -1,17 +1,22 @@
 //! Whole-file prediction: read → prepare as in training (normalise, resample) → sliding
-//! window → optional largest-component clean-up → back to the input grid → write in the input's
-//! format with the input's geometry.
+//! window (one model, or the mean of an ensemble's probabilities) → optional largest-component
+//! clean-up → back to the input grid → write in the input's format with the input's geometry,
+//! and optionally the class probabilities beside it.
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use ndarray::Array3;
+use ndarray::{Array3, Array4};
 use serde::Serialize;
 
 use crate::data::dataset::UAMT_FILE;
 use crate::data::{DataError, Preparation, SourceFormat, Volume, read_image, write_label};
 use crate::inference::SlidingWindow;
-use crate::inference::predictor::predict_case;
+use crate::inference::ensemble::{Ensemble, EnsembleError, EnsembleMember};
+use crate::inference::mirror::MirrorAxes;
+use crate::inference::probabilities::write_probabilities;
+use crate::inference::window_weights::WindowWeighting;
+use crate::networks::arrays::argmax_classes;
 use crate::networks::{NetworkError, Specialist};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +25,9 @@ pub enum InferenceError {
     Data(#[from] DataError),
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// Boxed: its paths and shapes would make every inference result large.
+    #[error(transparent)]
+    Ensemble(Box<EnsembleError>),
     #[error(
         "{0}: no input volume found (expected .nii, .nii.gz, .h5 or .npy files, or UA-MT case folders)"
     )]
@@ -28,10 +36,19 @@ pub enum InferenceError {
     Output { path: PathBuf, message: String },
 }
 
-/// What a trained network expects of a volume: its run's preparation, window and classes.
+impl From<EnsembleError> for InferenceError {
+    fn from(error: EnsembleError) -> Self {
+        InferenceError::Ensemble(Box::new(error))
+    }
+}
+
+/// What a trained network expects of a volume: its run's preparation, input channels, window
+/// and classes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModelInput {
     pub preparation: Preparation,
+    /// Input channels (modalities) per voxel.
+    pub channels: usize,
     /// The sliding window (the training patch).
     pub window: [usize; 3],
     pub classes: usize,
@@ -45,6 +62,39 @@ pub struct PredictOptions {
     pub largest_component: bool,
     /// Windows per forward pass.
     pub window_batch: usize,
+    pub weighting: WindowWeighting,
+    /// Mirror test-time augmentation (none: off).
+    pub mirror: MirrorAxes,
+}
+
+impl PredictOptions {
+    /// The sliding window for a model trained on patches of `patch`.
+    pub fn sliding_window(&self, patch: [usize; 3]) -> SlidingWindow {
+        SlidingWindow {
+            window: patch,
+            stride: self.stride,
+            batch: self.window_batch,
+            weighting: self.weighting,
+            mirror: self.mirror,
+        }
+    }
+}
+
+/// A label map and the class probabilities `[C, x, y, z]` it was taken from, on the model's grid.
+#[derive(Debug, Clone)]
+pub struct VolumePrediction {
+    pub labels: Volume<u8>,
+    pub probabilities: Array4<f32>,
+    /// How the model's grid was made from the input's, to go back.
+    pub preparation: Preparation,
+}
+
+impl VolumePrediction {
+    /// The probabilities on the input's grid (what `--save-probabilities` writes).
+    pub fn probabilities_on_input_grid(&self) -> Array4<f32> {
+        self.preparation
+            .restore_probabilities(&self.probabilities, self.labels.shape())
+    }
 }
 
 /// One input volume to predict and where its prediction goes.
@@ -61,6 +111,9 @@ pub struct PredictionSummary {
     pub case: String,
     pub input: PathBuf,
     pub output: PathBuf,
+    /// The saved class probabilities, if asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<PathBuf>,
     pub shape: [usize; 3],
     /// Voxels per class value 0..C.
     pub voxels_per_class: Vec<usize>,
@@ -76,23 +129,41 @@ pub fn predict_volume(
     device: &Device,
     progress: impl FnMut(usize, usize),
 ) -> Result<Volume<u8>, InferenceError> {
-    let prepared = input.preparation.image(image)?;
-    let window = SlidingWindow {
-        window: input.window,
-        stride: options.stride,
-        batch: options.window_batch,
+    let member = EnsembleMember {
+        source: &image.path,
+        input: *input,
+        model,
+        device,
+        window: options.sliding_window(input.window),
     };
-    let prediction = predict_case(model, &prepared, input.classes, window, device, progress)?;
-    let mut labels = prediction.labels;
-    if options.largest_component {
-        labels = super::postprocess::keep_largest_components(&labels, input.classes);
+    let ensemble = Ensemble::new(vec![member])?;
+    Ok(predict_with(&ensemble, image, options.largest_component, progress)?.labels)
+}
+
+/// The ensemble's label map of `image` on its own grid, with its geometry, and the mean
+/// probabilities behind it.
+pub fn predict_with(
+    ensemble: &Ensemble,
+    image: &Volume<f32>,
+    largest_component: bool,
+    progress: impl FnMut(usize, usize),
+) -> Result<VolumePrediction, InferenceError> {
+    let probabilities = ensemble.probabilities(image, progress)?;
+    let mut labels = argmax_classes(probabilities.view());
+    if largest_component {
+        labels = super::postprocess::keep_largest_components(&labels, ensemble.classes());
     }
-    let labels = input.preparation.restore_label(&labels, image.shape());
-    Ok(Volume {
-        data: labels,
-        geometry: image.geometry.clone(),
-        source: image.source,
-        path: image.path.clone(),
+    let preparation = ensemble.preparation();
+    let labels = preparation.restore_label(&labels, image.shape());
+    Ok(VolumePrediction {
+        labels: Volume {
+            data: labels,
+            geometry: image.geometry.clone(),
+            source: image.source,
+            path: image.path.clone(),
+        },
+        probabilities,
+        preparation,
     })
 }
 
@@ -130,28 +201,51 @@ pub fn list_jobs(input: &Path, output: &Path) -> Result<Vec<PredictionJob>, Infe
     Ok(jobs)
 }
 
-/// Predict one job and write its label map.
+/// What a job writes besides its label map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobOutputs {
+    /// Keep the largest connected component of each foreground class.
+    pub largest_component: bool,
+    /// Also write the class probabilities (`<case>.npz` beside the label map).
+    pub save_probabilities: bool,
+}
+
+/// Predict one job with a model or an ensemble and write its label map (and probabilities).
 pub fn run_job(
-    model: &Specialist,
-    input: &ModelInput,
+    ensemble: &Ensemble,
     job: &PredictionJob,
-    options: PredictOptions,
-    device: &Device,
+    outputs: JobOutputs,
     progress: impl FnMut(usize, usize),
 ) -> Result<PredictionSummary, InferenceError> {
     let tick = std::time::Instant::now();
     let image = read_image(&job.input)?;
     crate::data::validate::check_finite(&image)?;
-    let labels = predict_volume(model, input, &image, options, device, progress)?;
-    write_label(&labels, &job.output)?;
+    let prediction = predict_with(ensemble, &image, outputs.largest_component, progress)?;
+    write_label(&prediction.labels, &job.output)?;
+    let probabilities = if outputs.save_probabilities {
+        let path = job.probabilities_path();
+        write_probabilities(&prediction.probabilities_on_input_grid(), &path)?;
+        Some(path)
+    } else {
+        None
+    };
+    let labels = &prediction.labels;
     Ok(PredictionSummary {
         case: job.case.clone(),
         input: job.input.clone(),
         output: job.output.clone(),
+        probabilities,
         shape: labels.shape(),
-        voxels_per_class: class_counts(&labels.data, input.classes),
+        voxels_per_class: class_counts(&labels.data, ensemble.classes()),
         seconds: tick.elapsed().as_secs_f64(),
     })
+}
+
+impl PredictionJob {
+    /// Where `--save-probabilities` writes: `<case>.npz` beside the label map.
+    pub fn probabilities_path(&self) -> PathBuf {
+        self.output.with_file_name(format!("{}.npz", self.case))
+    }
 }
 
 fn class_counts(labels: &Array3<u8>, classes: usize) -> Vec<usize> {

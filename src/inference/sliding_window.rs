@@ -3,14 +3,20 @@
 //!   after), and the padding is cropped off the result;
 //! - along each axis there are `ceil((size - window) / stride) + 1` windows starting at
 //!   `min(stride · n, size - window)`, so the last one ends exactly at the border;
-//! - class probabilities are summed over all windows covering a voxel and divided by their count;
-//!   the label is the first class of highest averaged probability.
+//! - class probabilities are averaged over all windows covering a voxel, each voxel of a window
+//!   weighted by its [`WindowWeighting`] (uniform: UA-MT's plain mean; Gaussian: nnU-Net's
+//!   centre-heavy mean); the label is the first class of highest averaged probability;
+//! - with [`MirrorAxes`], each batch of windows is also predicted mirrored (test-time
+//!   augmentation) before it is accumulated.
 //!
 //! The model is abstracted as a `predictor` that maps a batch of windows `[n, 1, X, Y, Z]` to
 //! class probabilities `[n, C, X, Y, Z]`, so the algorithm is tested with closures whose output is
 //! known exactly.
 
-use ndarray::{Array3, Array4, Array5, ArrayView3, ArrayView5, Axis, s};
+use ndarray::{Array3, Array4, Array5, ArrayView3, ArrayView5, Axis, Zip, s};
+
+use super::mirror::{MirrorAxes, mirrored_mean};
+use super::window_weights::WindowWeighting;
 
 use crate::networks::arrays::argmax_classes;
 
@@ -21,6 +27,9 @@ pub struct SlidingWindow {
     pub stride: [usize; 3],
     /// Windows per predictor call (memory versus overhead).
     pub batch: usize,
+    pub weighting: WindowWeighting,
+    /// Test-time mirroring (none: each window is predicted once).
+    pub mirror: MirrorAxes,
 }
 
 /// Averaged probabilities `[C, X, Y, Z]` and the argmax label map, on the input's grid.
@@ -54,6 +63,8 @@ impl SlidingWindow {
             window,
             stride,
             batch: 1,
+            weighting: WindowWeighting::default(),
+            mirror: MirrorAxes::NONE,
         }
     }
 
@@ -110,8 +121,9 @@ impl SlidingWindow {
             }
         }
         let [wx, wy, wz] = self.window;
+        let weights = self.weighting.map(self.window);
         let mut scores = Array4::<f32>::zeros([classes, padded[0], padded[1], padded[2]]);
-        let mut counts = Array3::<f32>::zeros(padded);
+        let mut weight_sums = Array3::<f32>::zeros(padded);
         let total = positions.len();
         for (done, chunk) in positions.chunks(self.batch.max(1)).enumerate() {
             let mut windows = Array5::<f32>::zeros([chunk.len(), 1, wx, wy, wz]);
@@ -120,21 +132,33 @@ impl SlidingWindow {
                     .slice_mut(s![n, 0, .., .., ..])
                     .assign(&volume.slice(s![x..x + wx, y..y + wy, z..z + wz]));
             }
-            let probabilities = predictor(windows.view()).map_err(SlidingWindowError::Predictor)?;
             let expected = [chunk.len(), classes, wx, wy, wz];
-            if probabilities.shape() != expected {
-                return Err(SlidingWindowError::Shape {
-                    got: probabilities.shape().to_vec(),
-                    expected: expected.to_vec(),
-                    windows: chunk.len(),
-                });
-            }
+            let checked = |w: ArrayView5<f32>| {
+                let probabilities = predictor(w).map_err(SlidingWindowError::Predictor)?;
+                if probabilities.shape() != expected {
+                    return Err(SlidingWindowError::Shape {
+                        got: probabilities.shape().to_vec(),
+                        expected: expected.to_vec(),
+                        windows: chunk.len(),
+                    });
+                }
+                Ok(probabilities)
+            };
+            let probabilities = mirrored_mean(windows.view(), self.mirror, checked)?;
             for (n, &[x, y, z]) in chunk.iter().enumerate() {
+                let window_probabilities = probabilities.index_axis(Axis(0), n);
                 let mut target = scores.slice_mut(s![.., x..x + wx, y..y + wy, z..z + wz]);
-                target += &probabilities.index_axis(Axis(0), n);
-                counts
-                    .slice_mut(s![x..x + wx, y..y + wy, z..z + wz])
-                    .mapv_inplace(|c| c + 1.0);
+                for (mut class_scores, class_probabilities) in target
+                    .axis_iter_mut(Axis(0))
+                    .zip(window_probabilities.axis_iter(Axis(0)))
+                {
+                    Zip::from(&mut class_scores)
+                        .and(&class_probabilities)
+                        .and(&weights)
+                        .for_each(|score, &p, &w| *score += p * w);
+                }
+                let mut sums = weight_sums.slice_mut(s![x..x + wx, y..y + wy, z..z + wz]);
+                sums += &weights;
             }
             progress((done * self.batch.max(1) + chunk.len()).min(total), total);
         }
@@ -146,13 +170,13 @@ impl SlidingWindow {
             pad[2].0..pad[2].0 + shape[2]
         ];
         let mut probabilities = scores.slice(crop).to_owned();
-        let counts = counts.slice(s![
+        let weight_sums = weight_sums.slice(s![
             pad[0].0..pad[0].0 + shape[0],
             pad[1].0..pad[1].0 + shape[1],
             pad[2].0..pad[2].0 + shape[2]
         ]);
         for mut class in probabilities.axis_iter_mut(Axis(0)) {
-            class /= &counts;
+            class /= &weight_sums;
         }
         let labels = argmax_classes(probabilities.view());
         Ok(WindowPrediction {
@@ -192,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_windows_are_averaged_exactly() {
+    fn uniform_weighting_averages_overlapping_windows_exactly() {
         // Along x (size 10, window 4, stride 3) the windows start at 0, 3, 6; the image value at a
         // window's first voxel is 10 · its x start, so the windows say p = 0.0, 0.3, 0.6.
         let image = Array3::from_shape_fn([10, 1, 1], |(i, _, _)| 10.0 * i as f32);
@@ -200,6 +224,8 @@ mod tests {
             window: [4, 1, 1],
             stride: [3, 1, 1],
             batch: 2,
+            weighting: WindowWeighting::Uniform,
+            mirror: MirrorAxes::NONE,
         };
         let mut calls = Vec::new();
         let out = sw
@@ -218,6 +244,63 @@ mod tests {
             [0, 0, 0, 0, 0, 0, 0, 1, 1, 1]
         );
         assert_eq!(calls, [(2, 3), (3, 3)]);
+    }
+
+    #[test]
+    fn gaussian_weighting_favours_window_centres_and_stays_normalised() {
+        // Windows of 4 along x at 0, 2, 4, 6 saying p = 0.0, 0.2, 0.4, 0.6. The Gaussian of a
+        // side of 4 (centre 1.5, σ = 0.5) weighs the two inner voxels 1 and the outer ones
+        // exp(-4.5) / exp(-0.5) = exp(-4).
+        let image = Array3::from_shape_fn([10, 1, 1], |(i, _, _)| 10.0 * i as f32);
+        let gaussian = SlidingWindow {
+            window: [4, 1, 1],
+            stride: [2, 1, 1],
+            batch: 3,
+            weighting: WindowWeighting::Gaussian,
+            mirror: MirrorAxes::NONE,
+        };
+        let out = gaussian
+            .predict(image.view(), 2, window_tag_model, |_, _| {})
+            .unwrap();
+        let edge = (-4.0f32).exp();
+        // x = 2: the inner voxel of window 0 (p 0) and the outer voxel of window 1 (p 0.2).
+        let expected = 0.2 * edge / (1.0 + edge);
+        assert!((out.probabilities[[1, 2, 0, 0]] - expected).abs() < 1e-6);
+        // x = 0 and x = 9 are each covered by one outer voxel only: the window's own answer.
+        assert!(out.probabilities[[1, 0, 0, 0]].abs() < 1e-7);
+        assert!((out.probabilities[[1, 9, 0, 0]] - 0.6).abs() < 1e-6);
+        for x in 0..10 {
+            let total = out.probabilities[[0, x, 0, 0]] + out.probabilities[[1, x, 0, 0]];
+            assert!((total - 1.0).abs() < 1e-6, "x={x}: {total}");
+        }
+        let uniform = SlidingWindow {
+            weighting: WindowWeighting::Uniform,
+            ..gaussian
+        }
+        .predict(image.view(), 2, window_tag_model, |_, _| {})
+        .unwrap();
+        assert!((uniform.probabilities[[1, 2, 0, 0]] - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn mirrored_windows_average_into_the_volume() {
+        // A model whose answer depends on the window's first voxel: mirrored along x, the first
+        // voxel is the window's last. With one window covering the volume, TTA over x is the
+        // mean of both answers.
+        let image = Array3::from_shape_fn([4, 1, 1], |(i, _, _)| 10.0 + 20.0 * i as f32);
+        let sw = SlidingWindow {
+            mirror: MirrorAxes([true, false, false]),
+            ..SlidingWindow::new([4, 1, 1], [4, 1, 1])
+        };
+        let out = sw
+            .predict(image.view(), 2, window_tag_model, |_, _| {})
+            .unwrap();
+        assert!(
+            out.probabilities
+                .slice(s![1, .., .., ..])
+                .iter()
+                .all(|&p| (p - (0.1 + 0.7) / 2.0).abs() < 1e-6)
+        );
     }
 
     #[test]

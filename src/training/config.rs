@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::data::Normalization;
 use crate::data::augment::AugmentOptions;
 use crate::frameworks::FrameworkConfig;
+use crate::inference::SlidingWindow;
+use crate::inference::mirror::MirrorAxes;
+use crate::inference::pipeline::PredictOptions;
+use crate::inference::window_weights::WindowWeighting;
 use crate::networks::{Architecture, NetworkConfig};
 
 /// A problem with the configuration, naming where it came from.
@@ -199,6 +203,17 @@ pub struct InferenceConfig {
     /// Keep only the largest connected component of each foreground class.
     #[serde(default)]
     pub lcc: bool,
+    /// How overlapping windows are averaged (`uniform`, the default, or `gaussian`); validation
+    /// during training uses the same.
+    #[serde(default)]
+    pub weighting: WindowWeighting,
+    /// Mirror test-time augmentation (2^k passes per window for k mirrored axes).
+    #[serde(default)]
+    pub tta: bool,
+    /// Axes (0 = x, 1 = y, 2 = z) mirrored by `tta`; default: those the training flipped
+    /// (`training.augment.flip` flips x and y).
+    #[serde(default)]
+    pub mirror_axes: Option<Vec<usize>>,
 }
 
 fn one() -> usize {
@@ -347,6 +362,13 @@ impl RunConfig {
                 return Err(format!("{name} {s:?} must be positive"));
             }
         }
+        let mirror = self.mirror_axes()?;
+        if self.inference.tta && mirror.is_empty() {
+            return Err(
+                "inference.tta needs axes to mirror: training.augment.flip is off, so set inference.mirror_axes (e.g. [0, 1])"
+                    .into(),
+            );
+        }
         let n = &self.network;
         if n.in_channels != 1 || n.base_filters == 0 || !(2..=256).contains(&n.num_classes) {
             return Err(format!(
@@ -381,8 +403,26 @@ impl RunConfig {
     pub fn model_input(&self) -> crate::inference::ModelInput {
         crate::inference::ModelInput {
             preparation: self.preparation(),
+            channels: self.network.in_channels,
             window: self.training.patch,
             classes: self.network.num_classes,
+        }
+    }
+
+    /// The prediction settings the run's `[inference]` section asks for, one window per forward
+    /// pass.
+    pub fn predict_options(&self) -> PredictOptions {
+        PredictOptions {
+            stride: self.inference_stride(),
+            largest_component: self.inference.lcc,
+            window_batch: 1,
+            weighting: self.inference.weighting,
+            // Validation has checked that `tta` comes with axes to mirror.
+            mirror: if self.inference.tta {
+                self.mirror_axes().unwrap_or(MirrorAxes::NONE)
+            } else {
+                MirrorAxes::NONE
+            },
         }
     }
 
@@ -393,11 +433,32 @@ impl RunConfig {
             .unwrap_or(self.training.patch.map(|p| (p / 2).max(1)))
     }
 
+    /// The axes mirror test-time augmentation may use: `inference.mirror_axes`, else the x-y
+    /// flips the training drew (none when it drew none).
+    pub fn mirror_axes(&self) -> Result<MirrorAxes, String> {
+        match &self.inference.mirror_axes {
+            Some(list) => {
+                MirrorAxes::from_list(list).map_err(|e| format!("inference.mirror_axes: {e}"))
+            }
+            None if self.training.augment.flip => Ok(MirrorAxes([true, true, false])),
+            None => Ok(MirrorAxes::NONE),
+        }
+    }
+
     /// The sliding-window stride for validation: configured, else the inference stride.
     pub fn validation_stride(&self) -> [usize; 3] {
         self.validation
             .stride
             .unwrap_or_else(|| self.inference_stride())
+    }
+
+    /// The sliding window of validation: the training patch, the validation stride and the
+    /// inference weighting, without test-time augmentation (it would multiply the cost).
+    pub fn validation_window(&self) -> SlidingWindow {
+        SlidingWindow {
+            weighting: self.inference.weighting,
+            ..SlidingWindow::new(self.training.patch, self.validation_stride())
+        }
     }
 }
 
@@ -492,6 +553,41 @@ lr = 0.01
         assert_eq!(c.data.protocol, Protocol::All);
         assert_eq!(c.data.unlabeled_root, None);
         assert_eq!(c.inference_stride(), [32, 32, 24]);
+        assert_eq!(c.inference.weighting, WindowWeighting::Uniform);
+        assert!(!c.inference.tta);
+        assert_eq!(c.mirror_axes().unwrap(), MirrorAxes([true, true, false]));
+    }
+
+    #[test]
+    fn inference_weighting_and_mirror_axes_are_validated() {
+        let c = parse(&["inference.weighting=gaussian", "inference.mirror_axes=[2]"]).unwrap();
+        assert_eq!(c.inference.weighting, WindowWeighting::Gaussian);
+        assert_eq!(c.mirror_axes().unwrap(), MirrorAxes([false, false, true]));
+        let err = parse(&["inference.weighting=box"]).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown variant `box`, expected `gaussian` or `uniform`"),
+            "{err}"
+        );
+        let err = parse(&["inference.mirror_axes=[0, 3]"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("inference.mirror_axes: mirror axis 3 is not a spatial axis (0, 1 or 2)"),
+            "{err}"
+        );
+        let err = parse(&[
+            "inference.tta=true",
+            "training.augment={ rot90 = true, flip = false }",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("inference.tta needs axes to mirror"), "{err}");
+        parse(&[
+            "inference.tta=true",
+            "training.augment={ rot90 = true, flip = false }",
+            "inference.mirror_axes=[0]",
+        ])
+        .unwrap();
     }
 
     #[test]

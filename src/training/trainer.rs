@@ -205,11 +205,7 @@ pub fn train_with(
     };
     let mut log = TrainingLog::open(&run.log_jsonl_path(), &run.log_csv_path(), state.step)?;
     let iterations = config.training.iterations;
-    let window = SlidingWindow {
-        window: config.training.patch,
-        stride: config.validation_stride(),
-        batch: 1,
-    };
+    let window = config.validation_window();
     let progress = progress_bar(options.progress, iterations, state.step);
     let started = Instant::now();
     let elapsed_before = if options.resume {
