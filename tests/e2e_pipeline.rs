@@ -6,9 +6,11 @@
 //! Needs the LiteMedSAM weights (`semisam weights fetch`, which scripts/test runs first).
 
 use std::path::Path;
-use std::process::{Command, Output};
 
+mod cli_support;
 mod common;
+
+use cli_support::{semisam, succeeds as ok};
 
 use ndarray::Array3;
 use semisam::data::{Geometry, SourceFormat, Splits, Volume, read_image, read_label};
@@ -139,20 +141,6 @@ threshold = 0.0
 "#,
         )
         .text()
-}
-
-fn semisam(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_semisam"))
-        .args(args)
-        .output()
-        .expect("the semisam binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = semisam(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "semisam {args:?} failed:\n{stderr}");
-    stderr
 }
 
 fn fails(args: &[&str]) -> String {

@@ -2,8 +2,10 @@
 //! and a model planned and trained at 1 mm predicting the 2.5 mm copy on its own grid.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
+mod cli_support;
+
+use cli_support::{semisam, succeeds as ok};
 use ndarray::Array3;
 use semisam::data::resample::{resample_image, resample_label};
 use semisam::data::{
@@ -25,20 +27,6 @@ const CASES: [&str; 5] = [
     "hippocampus_006",
     "hippocampus_015",
 ];
-
-fn semisam(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_semisam"))
-        .args(args)
-        .output()
-        .expect("the semisam binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = semisam(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "semisam {args:?} failed:\n{stderr}");
-    stderr
-}
 
 fn image_path(root: &Path, id: &str) -> PathBuf {
     root.join("imagesTr").join(format!("{id}.nii.gz"))
