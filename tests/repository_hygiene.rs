@@ -216,8 +216,8 @@ fn history_patterns_are_found() {
         ("(docs/experiments.md, {session}s 8-9)", "toml"),
         ("this {session}'s results are in the notebook", "md"),
         ("left for the next session", "md"),
-        ("The experiment of issues #4 and #5", "sh"),
-        ("Issue 21 quotes the held-out numbers", "md"),
+        ("The experiment of {issue}s #4 and #5", "sh"),
+        ("{Issue} 21 quotes the held-out numbers", "md"),
         ("see #17 for the discussion", "md"),
         ("(fixed in #203)", "rs"),
         ("Re-run after unprompted slices were left out: 606 s", "md"),
@@ -228,7 +228,9 @@ fn history_patterns_are_found() {
         // the very text it looks for.
         let line = sample
             .replace("{SPEC}", "SPEC")
-            .replace("{session}", "session");
+            .replace("{session}", "session")
+            .replace("{issue}", "issue")
+            .replace("{Issue}", "Issue");
         let line = line.as_str();
         assert!(finding(line, extension).is_some(), "not flagged: {line:?}");
     }
