@@ -185,7 +185,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         "cases": summaries,
     }))?;
     semisam::io_util::write_atomic(&summary_path, &json)?;
-    eprintln!(
+    tracing::info!(
         "{} prediction(s) in {}; summary: {}",
         summaries.len(),
         args.output.display(),
