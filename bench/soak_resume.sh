@@ -187,7 +187,7 @@ for name in ["final", "last", "best"]:
     if not same:
         failures.append(f"{name}.ckpt header")
 
-WALL_CLOCK = {"elapsed_s", "iteration_s", "seconds"}
+WALL_CLOCK = {"elapsed_s", "iteration_s", "seconds", "validation_s"}
 
 def jsonl(run):
     return [{k: v for k, v in json.loads(line).items() if k not in WALL_CLOCK}

@@ -21,6 +21,7 @@ pub mod morphology;
 pub mod networks;
 pub mod ops;
 pub mod planning;
+pub mod progress;
 pub mod prompts;
 pub mod reports;
 pub mod training;

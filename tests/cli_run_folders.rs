@@ -226,3 +226,149 @@ fn resuming_a_run_killed_before_its_first_checkpoint_says_how_to_restart_it() {
             .success()
     );
 }
+
+/// A three-case dataset (the last validating) and a configuration of `iterations` that
+/// validates after every iteration.
+fn validating_setup(dir: &Path, iterations: usize) -> std::path::PathBuf {
+    let dataset = dir.join("data");
+    demo_subset(&dataset, 3, |_, _| {});
+    let config = dir.join("tiny.toml");
+    let text = tiny_config(&dataset, iterations, 1, "").replace("every = 0", "every = 1");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+fn validation_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.contains("validation ") && l.contains(": Dice Anterior "))
+        .collect()
+}
+
+#[test]
+fn validations_reach_the_terminal_train_log_log_csv_and_curves_while_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = validating_setup(dir.path(), 1_000_000);
+    let runs = dir.path().join("runs");
+    let run = runs.join("live");
+    let args = train_args(&config, &runs, "live", &[]);
+    let (code, err) = interrupt(spawn(&args), &run, 2);
+    assert_eq!(code, Some(130), "{err}");
+    // Each validation is one line with the dataset's class names, the mean and the best.
+    let shown = validation_lines(&err);
+    assert!(!shown.is_empty(), "{err}");
+    assert!(
+        shown[0].starts_with("validation 1/1000000: Dice Anterior ")
+            && shown[0].contains(", Posterior ")
+            && shown[0].contains(", mean ")
+            && shown[0].ends_with(" at 1)"),
+        "{err}"
+    );
+    // train.log holds the same lines (with time and level).
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert_eq!(validation_lines(&log).len(), shown.len(), "{log}");
+    assert!(log.contains("INFO run folder: "), "{log}");
+    // curves.png was drawn by the validations (an interrupted run writes no report), with its
+    // fourth panel, the learning rate.
+    let curves = image::open(run.join("curves.png")).unwrap().to_rgb8();
+    assert_eq!(curves.dimensions(), semisam::reports::curves::CURVES_SIZE);
+    let lr_panel = curves.height() * 3 / semisam::reports::curves::CURVES_PANELS;
+    assert!(
+        curves
+            .enumerate_pixels()
+            .any(|(_, y, p)| y > lr_panel && p.0 == [0, 114, 178]),
+        "no learning-rate line"
+    );
+    // log.csv has the validation rows.
+    let table = std::fs::read_to_string(run.join("log.csv")).unwrap();
+    assert!(table.starts_with("step,kind,lr,"), "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("1,validation,")),
+        "{table}"
+    );
+
+    // Resumed with --quiet: no information on the terminal, but how to continue is still
+    // said; train.log is appended to, and no row of log.csv appears twice.
+    let done = logged_iterations(&run);
+    let mut resume = args.to_vec();
+    resume.extend(["--resume", "--quiet"]);
+    let (code, err) = interrupt(spawn(&resume), &run, done);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(
+        !err.contains("run folder:") && validation_lines(&err).is_empty(),
+        "{err}"
+    );
+    assert!(err.contains("warning: interrupted after "), "{err}");
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert_eq!(log.matches("INFO run folder: ").count(), 2, "{log}");
+    let table = std::fs::read_to_string(run.join("log.csv")).unwrap();
+    let mut keys: Vec<(&str, &str)> = table
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut cells = l.split(',');
+            (cells.next().unwrap(), cells.next().unwrap())
+        })
+        .collect();
+    let rows = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), rows, "{table}");
+}
+
+#[test]
+fn quiet_and_verbose_runs_and_what_the_run_folder_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = validating_setup(dir.path(), 2);
+    let runs = dir.path().join("runs");
+    // --quiet: a successful run prints nothing at all on stderr.
+    let quiet = succeeds(&train_args(&config, &runs, "quiet", &["--quiet"]));
+    assert_eq!(quiet, "", "--quiet printed information");
+    let log = std::fs::read_to_string(runs.join("quiet/train.log")).unwrap();
+    assert!(log.contains("finished 2 iterations"), "{log}");
+    // --verbose adds each iteration's loss.
+    let verbose = succeeds(&train_args(&config, &runs, "verbose", &["--verbose"]));
+    assert!(verbose.contains("debug: iteration 2/2: loss "), "{verbose}");
+    assert!(verbose.contains("finished 2 iterations"), "{verbose}");
+    assert_eq!(validation_lines(&verbose).len(), 2, "{verbose}");
+
+    // run.json: how the run was made.
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs.join("quiet/run.json")).unwrap())
+            .unwrap();
+    let command: Vec<&str> = info["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(&command[1..3], ["train", "--config"]);
+    assert!(command.contains(&"--quiet"));
+    assert_eq!(info["semisam_version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        info["git_commit"].is_null() || info["git_commit"].is_string(),
+        "{info}"
+    );
+    assert_eq!(info["backend"], "flex");
+    assert!(
+        ["avx512", "avx2", "generic"].contains(&info["kernels"].as_str().unwrap()),
+        "{info}"
+    );
+    assert!(info["cpu_features"].is_array(), "{info}");
+
+    // The overlay of the validation case: one colour per class, both classes of its reference.
+    let overlays = runs.join("quiet/overlays");
+    let id = &demo_ids(3)[2];
+    let picture = image::open(overlays.join(format!("{id}.png")))
+        .unwrap()
+        .to_rgb8();
+    for class in [1, 2] {
+        let color = semisam::reports::slices::class_color(class);
+        let pixels = picture.pixels().filter(|p| p.0 == color).count();
+        // More than the legend's swatch (26 x 14 pixels): contours in the panels.
+        assert!(pixels > 400, "class {class}: {pixels} pixels of {color:?}");
+    }
+    assert_ne!(
+        semisam::reports::slices::class_color(1),
+        semisam::reports::slices::class_color(2)
+    );
+}

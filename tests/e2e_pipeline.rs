@@ -205,17 +205,29 @@ fn tiny_semisam_run_produces_a_complete_run_folder_and_report() {
     assert_eq!(info["run_format"], 1);
     assert_eq!(info["name"], "tiny");
 
-    // Logs: one CSV row and one JSONL record per iteration, validations at 4 and 8.
+    // Logs: one CSV row and one JSONL record per iteration and per validation, validations at
+    // 4 and 8.
     let csv_text = read(&run.join("log.csv"));
     let mut csv = csv::Reader::from_reader(csv_text.as_bytes());
     let header = csv.headers().unwrap().clone();
-    assert_eq!(&header[0], "step");
+    assert_eq!((&header[0], &header[1]), ("step", "kind"));
     assert!(header.iter().any(|h| h == "loss/total"), "{header:?}");
-    let steps: Vec<usize> = csv
-        .records()
-        .map(|r| r.unwrap()[0].parse().unwrap())
-        .collect();
-    assert_eq!(steps, (1..=ITERATIONS).collect::<Vec<_>>());
+    let dice_column = header.iter().position(|h| h == "dice").unwrap();
+    let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.unwrap()).collect();
+    let csv_steps = |kind: &str| {
+        rows.iter()
+            .filter(|r| &r[1] == kind)
+            .map(|r| r[0].parse().unwrap())
+            .collect::<Vec<usize>>()
+    };
+    assert_eq!(csv_steps("iteration"), (1..=ITERATIONS).collect::<Vec<_>>());
+    assert_eq!(csv_steps("validation"), [4, ITERATIONS]);
+    assert!(
+        rows.iter()
+            .filter(|r| &r[1] == "validation")
+            .all(|r| (0.0..=1.0).contains(&r[dice_column].parse::<f64>().unwrap())),
+        "{csv_text}"
+    );
     let records: Vec<serde_json::Value> = read(&run.join("log.jsonl"))
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -153,8 +153,11 @@ fn column(log: &Path, name: &str) -> Vec<f64> {
         .iter()
         .position(|h| *h == name)
         .unwrap_or_else(|| panic!("no column {name} in {header:?}"));
+    let kind = header.iter().position(|h| *h == "kind").unwrap();
     lines
-        .map(|l| l.split(',').nth(index).unwrap().parse().unwrap())
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|cells| cells[kind] == "iteration")
+        .map(|cells| cells[index].parse().unwrap())
         .collect()
 }
 

@@ -152,8 +152,8 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
                 args.pred.display()
             );
         }
-        eprintln!(
-            "warning: no prediction for {} reference case(s), scored as empty predictions: {missing:?}",
+        tracing::warn!(
+            "no prediction for {} reference case(s), scored as empty predictions: {missing:?}",
             missing.len()
         );
     }
@@ -188,8 +188,8 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         .filter(|v| !classes.contains(v))
         .collect();
     if !unscored.is_empty() {
-        eprintln!(
-            "warning: predictions hold label value(s) {unscored:?} that are not scored (classes {classes:?}); name them with --classes to score them"
+        tracing::warn!(
+            "predictions hold label value(s) {unscored:?} that are not scored (classes {classes:?}); name them with --classes to score them"
         );
     }
     let mut cases = Vec::with_capacity(pairs.len());
@@ -200,8 +200,8 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     }
     let paths = write_evaluation_report(&args.out, &cases, &options)?;
     print!("{}", std::fs::read_to_string(&paths.summary_markdown)?);
-    eprintln!("per-case metrics: {}", paths.per_case_csv.display());
-    eprintln!(
+    tracing::info!("per-case metrics: {}", paths.per_case_csv.display());
+    tracing::info!(
         "summary: {} and {}",
         paths.summary_json.display(),
         paths.summary_markdown.display()

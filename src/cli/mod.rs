@@ -3,6 +3,7 @@
 mod bench;
 mod evaluate;
 mod inspect;
+mod logging;
 mod oracle;
 mod plan;
 mod predict;
@@ -22,6 +23,12 @@ use std::process::ExitCode;
     about = "SAM-assisted semi-supervised 3D medical image segmentation"
 )]
 struct Cli {
+    /// Show only warnings and errors, and no progress bars.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Show debug messages as well (e.g. every training iteration's loss).
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,6 +85,11 @@ where
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(match (cli.quiet, cli.verbose) {
+        (true, _) => logging::Verbosity::Quiet,
+        (false, true) => logging::Verbosity::Verbose,
+        (false, false) => logging::Verbosity::Normal,
+    });
     let result: anyhow::Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
         Command::Plan(args) => plan::run(args),
@@ -97,7 +109,7 @@ pub fn run() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
     }

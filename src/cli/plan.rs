@@ -71,12 +71,12 @@ pub fn plan_with_progress(
 ) -> anyhow::Result<(planning::Fingerprint, planning::Plan)> {
     let options = args.options(root)?;
     if options.time_budget.is_some() {
-        eprintln!(
+        tracing::info!(
             "planning {}: reading every training image, then timing a few training steps on this machine",
             root.display()
         );
     } else {
-        eprintln!("planning {}: reading every training image", root.display());
+        tracing::info!("planning {}: reading every training image", root.display());
     }
     planning::plan_dataset(&options).with_context(|| format!("planning {}", root.display()))
 }
@@ -94,7 +94,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     }
     planning::save(&plan, &fingerprint, &args.out, &fingerprint_path)?;
     let c = &plan.config;
-    eprintln!(
+    tracing::info!(
         "plan: {:?} width {}, patch {:?}, target spacing {:?} mm, {} iterations, batch {} ({} labeled)",
         c.network.architecture,
         c.network.base_filters,
@@ -104,7 +104,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         c.training.batch_size,
         c.training.labeled_bs
     );
-    eprintln!(
+    tracing::info!(
         "wrote {} and {}; train with: semisam train --config {}",
         args.out.display(),
         fingerprint_path.display(),

@@ -144,16 +144,11 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
 
-    let bar = if args.no_progress {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {prefix} windows {pos}/{len} [{elapsed_precise} < {eta_precise}] {wide_bar}")
-                .expect("valid template"),
-        );
-        bar
-    };
+    let bar = semisam::progress::bar(
+        !args.no_progress && super::logging::shows_info(),
+        0,
+        "{spinner} {prefix} windows {pos}/{len} [{elapsed_precise} < {eta_precise}] {wide_bar}",
+    );
     let mut summaries = Vec::with_capacity(jobs.len());
     for (n, job) in jobs.iter().enumerate() {
         bar.set_prefix(format!("case {}/{} {}", n + 1, jobs.len(), job.case));
@@ -162,12 +157,12 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         })?;
-        bar.println(format!(
+        tracing::info!(
             "{} -> {} ({:.1} s)",
             job.input.display(),
             job.output.display(),
             summary.seconds
-        ));
+        );
         summaries.push(summary);
     }
     bar.finish_and_clear();
@@ -185,7 +180,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         "cases": summaries,
     }))?;
     semisam::io_util::write_atomic(&summary_path, &json)?;
-    eprintln!(
+    tracing::info!(
         "{} prediction(s) in {}; summary: {}",
         summaries.len(),
         args.output.display(),

@@ -22,21 +22,21 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         },
     )?;
     if let Some(metrics) = &files.metrics {
-        eprintln!(
+        tracing::info!(
             "metrics re-scored from the saved predictions: {}",
             metrics.summary_markdown.display()
         );
     }
     if files.unverified_metrics {
-        eprintln!(
-            "warning: {} has no saved prediction of the held-out cases: the scores in metrics/ cannot be re-checked and are not shown as the final model's",
+        tracing::warn!(
+            "{} has no saved prediction of the held-out cases: the scores in metrics/ cannot be re-checked and are not shown as the final model's",
             args.run_dir.join("predictions").display()
         );
     }
     if let Some(curves) = &files.curves {
-        eprintln!("curves: {}", curves.display());
+        tracing::info!("curves: {}", curves.display());
     }
-    eprintln!("overlays: {} picture(s)", files.overlays.len());
-    eprintln!("report: {}", files.report.display());
+    tracing::info!("overlays: {} picture(s)", files.overlays.len());
+    tracing::info!("report: {}", files.report.display());
     Ok(())
 }

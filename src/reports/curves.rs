@@ -1,8 +1,11 @@
-//! `curves.png`: losses, λ weights and validation Dice over iterations, one panel each.
+//! `curves.png`: losses, λ weights, validation Dice and the learning rate over iterations, one
+//! panel each. The trainer's command redraws it after every validation (atomically, so a viewer
+//! never reads half a picture) and the report at the end, from the same logs.
 
+use std::collections::BTreeMap;
 use std::error::Error;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -14,7 +17,9 @@ use super::png::{render, write_png};
 
 pub const CURVES_FILE: &str = "curves.png";
 /// Width and height of `curves.png` in pixels.
-pub const CURVES_SIZE: (u32, u32) = (1000, 1080);
+pub const CURVES_SIZE: (u32, u32) = (1000, 1440);
+/// Panels, top to bottom: losses, λ weights, validation Dice, learning rate.
+pub const CURVES_PANELS: u32 = 4;
 
 /// Distinguishable line colours (Okabe–Ito, readable with the common colour-vision deficiencies).
 const COLORS: [RGBColor; 7] = [
@@ -39,6 +44,35 @@ enum Style {
     Smoothed,
     /// Few exact values: line with a marker at each point.
     Markers,
+    /// Exact per-iteration values: one line.
+    Line,
+}
+
+/// The legend names of the foreground classes: `1 Anterior`, or `class 1` for a class the
+/// dataset does not name.
+pub fn curve_class_names(labels: &BTreeMap<u8, String>, num_classes: usize) -> Vec<String> {
+    (1..num_classes)
+        .map(|c| {
+            labels
+                .get(&(c as u8))
+                .map_or_else(|| format!("class {c}"), |n| format!("{c} {n}"))
+        })
+        .collect()
+}
+
+/// Redraw `curves.png` of the run folder `root` from its logs; `Ok(None)` (nothing written)
+/// before the first iteration is logged.
+pub fn write_run_curves(
+    root: &Path,
+    class_names: &[String],
+) -> Result<Option<PathBuf>, ReportError> {
+    let history = TrainingHistory::read_run(root)?;
+    if history.iterations.is_empty() {
+        return Ok(None);
+    }
+    let path = root.join(CURVES_FILE);
+    write_curves(&history, class_names, &path)?;
+    Ok(Some(path))
 }
 
 /// Plot `history` into `path` (PNG, [`CURVES_SIZE`]); `class_names` label the per-class Dice
@@ -62,7 +96,7 @@ fn draw(
 ) -> Result<(), Box<dyn Error>> {
     let root = BitMapBackend::with_buffer(buffer, CURVES_SIZE).into_drawing_area();
     root.fill(&WHITE)?;
-    let panels = root.split_evenly((3, 1));
+    let panels = root.split_evenly((CURVES_PANELS as usize, 1));
     let last_step = history.iterations.last().map_or(1, |p| p.step).max(1) as f64;
 
     let losses: Vec<Series> = history
@@ -153,6 +187,22 @@ fn draw(
         // Early validations are the low ones: the upper left corner is the emptiest.
         SeriesLabelPosition::UpperLeft,
     )?;
+
+    let lr = vec![Series {
+        name: "learning rate".into(),
+        points: history.series("lr"),
+    }];
+    let lr: Vec<Series> = lr.into_iter().filter(|s| !s.points.is_empty()).collect();
+    panel(
+        &panels[3],
+        "Learning rate",
+        "lr",
+        last_step,
+        value_range(&lr, Some(0.0)),
+        &lr,
+        Style::Line,
+        SeriesLabelPosition::UpperRight,
+    )?;
     root.present()?;
     Ok(())
 }
@@ -206,6 +256,7 @@ fn panel(
                 chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
                 s.points.clone()
             }
+            Style::Line => s.points.clone(),
         };
         chart
             .draw_series(LineSeries::new(emphasised, color.stroke_width(3)))?
@@ -290,6 +341,7 @@ mod tests {
                 elapsed_s: step as f64,
                 iteration_s: 1.0,
                 scalars: [
+                    ("lr".to_string(), 0.01 * (1.0 - step as f64 / 40.0)),
                     ("loss/total".to_string(), 1.0 / step as f64),
                     ("loss/ce".to_string(), 0.5 / step as f64),
                     ("weight/ce".to_string(), 1.0),
@@ -321,7 +373,17 @@ mod tests {
         write_curves(&history, &["Anterior".into(), "Posterior".into()], &path).unwrap();
         let image = image::open(&path).unwrap().to_rgb8();
         assert_eq!(image.dimensions(), CURVES_SIZE);
-        // Lines were drawn: the first colour appears somewhere.
-        assert!(image.pixels().any(|p| p.0 == [0, 114, 178]));
+        // Lines were drawn: the first colour appears in every panel, the learning rate's
+        // included (the bottom quarter).
+        let panel_height = CURVES_SIZE.1 / CURVES_PANELS;
+        for panel in 0..CURVES_PANELS {
+            let rows = panel * panel_height..(panel + 1) * panel_height;
+            assert!(
+                image
+                    .enumerate_pixels()
+                    .any(|(_, y, p)| rows.contains(&y) && p.0 == [0, 114, 178]),
+                "panel {panel} has no line"
+            );
+        }
     }
 }

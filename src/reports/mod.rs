@@ -129,7 +129,7 @@ impl RunContents {
         let (run, info) = RunDir::open(root)?;
         let config = RunConfig::load(&run.config_path(), &[])?;
         let splits = Splits::load(run.splits_path())?;
-        let history = history::TrainingHistory::read(&run.log_jsonl_path())?;
+        let history = history::TrainingHistory::read_run(run.root())?;
         let dataset_root = data_root.unwrap_or(&config.data.root).to_owned();
         let dataset = crate::training::dataset::open_dataset(&config, Some(dataset_root.as_path()))
             .map_err(|source| ReportError::DatasetMissing {
@@ -166,12 +166,10 @@ pub fn generate(root: &Path, options: &ReportOptions) -> Result<ReportFiles, Rep
         None
     } else {
         let path = run.root().join(curves::CURVES_FILE);
-        let class_names: Vec<String> = (1..contents.config.network.num_classes)
-            .map(|c| {
-                let name = contents.dataset.labels.get(&(c as u8));
-                name.map_or_else(|| format!("class {c}"), |n| format!("{c} {n}"))
-            })
-            .collect();
+        let class_names = curves::curve_class_names(
+            &contents.dataset.labels,
+            contents.config.network.num_classes,
+        );
         curves::write_curves(&contents.history, &class_names, &path)?;
         Some(path)
     };

@@ -1,12 +1,15 @@
-//! `overlays/`: for each evaluated case, the slices with the largest reference area with the
-//! reference (green) and prediction (red) contours; for each unlabeled training case whose SAM
-//! pseudo-label the run kept, the same with the pseudo-label (yellow) instead of a prediction.
+//! `overlays/`: for each evaluated case, the slices with the largest reference area and the
+//! slice with the most wrong voxels, the reference above the prediction, one colour per class,
+//! the case's Dice per class in the title; for each unlabeled training case whose SAM
+//! pseudo-label the run kept, the same with the pseudo-label instead of a prediction.
 
 use std::path::PathBuf;
 
+use ndarray::ArrayView3;
+
 use super::slices::{
-    Contour, PREDICTION_COLOR, PSEUDO_LABEL_COLOR, REFERENCE_COLOR, SliceFigure, intensity_window,
-    largest_slices, render_figure,
+    LabelRow, ShownSlice, SliceFigure, intensity_window, largest_slices, most_disagreeing_slice,
+    render_figure,
 };
 use super::{ReportError, RunContents, rescore};
 use crate::data::downsample::{downsample_image, downsample_label};
@@ -34,6 +37,49 @@ pub struct Overlay {
     pub kind: OverlayKind,
     pub path: PathBuf,
     pub slices: Vec<usize>,
+    /// Prediction overlays: the case's Dice of each foreground class (class 1 first).
+    pub dice: Vec<f64>,
+}
+
+impl Overlay {
+    /// Mean of [`Overlay::dice`] (`NaN` without scores).
+    pub fn mean_dice(&self) -> f64 {
+        self.dice.iter().sum::<f64>() / self.dice.len() as f64
+    }
+}
+
+/// The legend of a run's pictures: each foreground class with the dataset's name for it.
+fn legend(contents: &RunContents) -> Vec<(u8, String)> {
+    (1..contents.config.network.num_classes)
+        .map(|c| {
+            let name = contents.dataset.labels.get(&(c as u8));
+            (
+                c as u8,
+                name.map_or_else(|| format!("class {c}"), |n| format!("{c} {n}")),
+            )
+        })
+        .collect()
+}
+
+/// Dice of class `class` between two label maps of one shape (both empty: 1).
+fn dice(a: ArrayView3<'_, u8>, b: ArrayView3<'_, u8>, class: u8) -> f64 {
+    let (mut overlap, mut in_a, mut in_b) = (0, 0, 0);
+    ndarray::Zip::from(a).and(b).for_each(|&x, &y| {
+        let (x, y) = (x == class, y == class);
+        overlap += usize::from(x && y);
+        in_a += usize::from(x);
+        in_b += usize::from(y);
+    });
+    crate::metrics::dice_from_counts(overlap, in_a, in_b)
+}
+
+/// The voxel size of a volume: its file's, else the configuration's `data.spacing`, else 1.
+fn spacing_of(volume: &crate::data::Volume<f32>, contents: &RunContents) -> [f64; 3] {
+    volume
+        .geometry
+        .spacing
+        .or(contents.config.data.spacing)
+        .unwrap_or([1.0; 3])
 }
 
 /// The axis the pictures slice along: the generalist's when the run used SAM (its pseudo-labels
@@ -52,6 +98,7 @@ pub fn display_axis(contents: &RunContents) -> usize {
 pub fn write_overlays(contents: &RunContents, ids: &[String]) -> Result<Vec<Overlay>, ReportError> {
     let dir = contents.run.root().join(OVERLAYS_DIR);
     let axis = display_axis(contents);
+    let classes = legend(contents);
     let mut written = Vec::new();
     for id in ids {
         let Some(prediction_path) = rescore::prediction_file(&contents.run, id) else {
@@ -65,33 +112,64 @@ pub fn write_overlays(contents: &RunContents, ids: &[String]) -> Result<Vec<Over
                 format!("case {id} has no reference label"),
             )
         })?;
-        let slices = largest_slices(reference.data.view(), axis, SLICES_PER_CASE);
+        let path = dir.join(format!("{id}.png"));
+        if prediction.data.shape() != reference.data.shape() {
+            return Err(ReportError::file(
+                &prediction_path,
+                format!(
+                    "prediction has shape {:?} but the reference has {:?}",
+                    prediction.data.shape(),
+                    reference.data.shape()
+                ),
+            ));
+        }
+        let (pred, refer) = (prediction.data.view(), reference.data.view());
+        let dice: Vec<f64> = classes.iter().map(|(c, _)| dice(pred, refer, *c)).collect();
+        let scores: Vec<String> = classes
+            .iter()
+            .zip(&dice)
+            .map(|((_, name), d)| format!("{name} {d:.3}"))
+            .collect();
+        let mut slices: Vec<ShownSlice> = largest_slices(refer, axis, SLICES_PER_CASE)
+            .into_iter()
+            .map(|index| ShownSlice { index, note: None })
+            .collect();
+        if let Some(worst) = most_disagreeing_slice(pred, refer, axis) {
+            match slices.iter_mut().find(|s| s.index == worst) {
+                Some(shown) => shown.note = Some("most errors"),
+                None => slices.push(ShownSlice {
+                    index: worst,
+                    note: Some("most errors"),
+                }),
+            }
+            slices.sort_by_key(|s| s.index);
+        }
         let figure = SliceFigure {
-            title: format!("{id}: final model on a held-out case"),
+            title: format!("{id}: final model, Dice {}", scores.join(", ")),
             image: loaded.image.data.view(),
             window: intensity_window(loaded.image.data.view()),
             axis,
+            spacing: spacing_of(&loaded.image, contents),
             slices: slices.clone(),
-            contours: vec![
-                Contour {
-                    name: "reference",
-                    color: REFERENCE_COLOR,
-                    labels: reference.data.view(),
+            rows: vec![
+                LabelRow {
+                    name: "reference".into(),
+                    labels: refer,
                 },
-                Contour {
-                    name: "prediction",
-                    color: PREDICTION_COLOR,
-                    labels: prediction.data.view(),
+                LabelRow {
+                    name: "prediction".into(),
+                    labels: pred,
                 },
             ],
+            classes: classes.clone(),
         };
-        let path = dir.join(format!("{id}.png"));
         super::png::write_png(&render_figure(&figure, &path)?, &path)?;
         written.push(Overlay {
             case_id: id.clone(),
             kind: OverlayKind::Prediction,
             path,
-            slices,
+            slices: slices.iter().map(|s| s.index).collect(),
+            dice,
         });
     }
 
@@ -100,6 +178,8 @@ pub fn write_overlays(contents: &RunContents, ids: &[String]) -> Result<Vec<Over
         let loaded = load(contents, id)?;
         // Shown on the grid the label was made on: down-sampled by the run's factor, or
         // resampled to its target spacing (the grid of the saved label).
+        let original_shape = loaded.image.data.shape().to_vec();
+        let original_spacing = spacing_of(&loaded.image, contents);
         let mut image = downsample_image(&loaded.image.data, entry.downsample);
         let mut reference = loaded
             .label
@@ -124,18 +204,20 @@ pub fn write_overlays(contents: &RunContents, ids: &[String]) -> Result<Vec<Over
             axis,
             SLICES_PER_CASE,
         );
-        let mut contours = Vec::new();
+        let mut rows = Vec::new();
         if let Some(reference) = &reference {
-            contours.push(Contour {
-                name: "reference (not used in training)",
-                color: REFERENCE_COLOR,
+            rows.push(LabelRow {
+                name: "reference (not used in training)".into(),
                 labels: reference.view(),
             });
         }
-        contours.push(Contour {
-            name: "SAM pseudo-label",
-            color: PSEUDO_LABEL_COLOR,
+        rows.push(LabelRow {
+            name: "SAM pseudo-label".into(),
             labels: pseudo_label.view(),
+        });
+        // The training grid spans the same extent as the file's.
+        let spacing: [f64; 3] = std::array::from_fn(|d| {
+            original_spacing[d] * original_shape[d] as f64 / image.shape()[d] as f64
         });
         let figure = SliceFigure {
             title: format!(
@@ -145,8 +227,13 @@ pub fn write_overlays(contents: &RunContents, ids: &[String]) -> Result<Vec<Over
             image: image.view(),
             window: intensity_window(image.view()),
             axis,
-            slices: slices.clone(),
-            contours,
+            spacing,
+            slices: slices
+                .iter()
+                .map(|&index| ShownSlice { index, note: None })
+                .collect(),
+            rows,
+            classes: classes.clone(),
         };
         let path = dir.join(format!("{id}_pseudo_label.png"));
         super::png::write_png(&render_figure(&figure, &path)?, &path)?;
@@ -155,6 +242,7 @@ pub fn write_overlays(contents: &RunContents, ids: &[String]) -> Result<Vec<Over
             kind: OverlayKind::PseudoLabel,
             path,
             slices,
+            dice: Vec::new(),
         });
     }
     Ok(written)

@@ -52,6 +52,22 @@ pub fn write_report(
         "Written by semisam {} (run format {}), started {}. Regenerate this page and its pictures with `semisam report <run folder>`.\n",
         info.semisam_version, info.run_format, info.created
     );
+    if let Some(command) = &info.command {
+        let _ = writeln!(md, "Command: `{}`\n", command.join(" "));
+    }
+    let unknown = || "unknown".to_owned();
+    let _ = writeln!(
+        md,
+        "Build and machine: commit {}, backend {}, kernels {}, CPU features {}.\n",
+        info.git_commit.clone().unwrap_or_else(unknown),
+        info.backend.clone().unwrap_or_else(unknown),
+        info.kernels.clone().unwrap_or_else(|| "none".into()),
+        if info.cpu_features.is_empty() {
+            unknown()
+        } else {
+            info.cpu_features.join(", ")
+        }
+    );
 
     let splits = &contents.splits;
     let config = &contents.config;
@@ -116,21 +132,23 @@ pub fn write_report(
         md.push_str("No iteration has been logged yet.\n\n");
     }
 
-    let (predictions, pseudo): (Vec<&Overlay>, Vec<&Overlay>) = overlays
+    let (mut predictions, pseudo): (Vec<&Overlay>, Vec<&Overlay>) = overlays
         .iter()
         .partition(|o| o.kind == OverlayKind::Prediction);
+    // The worst cases first: they are the ones to look at.
+    predictions.sort_by(|a, b| a.mean_dice().total_cmp(&b.mean_dice()));
     let _ = writeln!(md, "## Held-out cases ({} split)\n", held_out.split);
     if predictions.is_empty() && contents.run.checkpoint_path("final").is_file() {
         md.push_str("No saved predictions in predictions/.\n\n");
     } else if predictions.is_empty() {
         md.push_str("No saved predictions (the run has not finished).\n\n");
     } else {
-        md.push_str("Slices with the largest reference area; green: reference, red: prediction of the final model.\n\n");
+        md.push_str("Worst case first. Each picture shows the slices with the largest reference area and the slice with the most wrong voxels; top row: reference, bottom row: prediction of the final model; one colour per class.\n\n");
         overlay_sections(&mut md, root, &predictions);
     }
     if !pseudo.is_empty() {
         md.push_str("## SAM pseudo-labels of unlabeled training cases\n\n");
-        md.push_str("The last pseudo-label the generalist produced for the case during training (yellow), on the training grid; green: the case's reference, which training never read.\n\n");
+        md.push_str("The last pseudo-label the generalist produced for the case during training (bottom row), on the training grid; top row: the case's reference, which training never read.\n\n");
         overlay_sections(&mut md, root, &pseudo);
     }
     crate::io_util::write_atomic(&path, md.as_bytes())?;
@@ -256,9 +274,14 @@ fn overlay_sections(md: &mut String, root: &Path, overlays: &[&Overlay]) {
             .to_string_lossy()
             .replace('\\', "/");
         let slices: Vec<String> = overlay.slices.iter().map(|s| s.to_string()).collect();
+        let dice = if overlay.dice.is_empty() {
+            String::new()
+        } else {
+            format!(" (mean Dice {:.3})", overlay.mean_dice())
+        };
         let _ = writeln!(
             md,
-            "### {}\n\nSlices {}.\n\n![{}]({relative})\n",
+            "### {}{dice}\n\nSlices {}.\n\n![{}]({relative})\n",
             overlay.case_id,
             slices.join(", "),
             overlay.case_id

@@ -1,7 +1,14 @@
-//! Per-iteration logs: `log.jsonl` (every record, including validations) and `log.csv` (one row
-//! per iteration, fixed columns). Lines are appended and flushed as training goes, so a crash
-//! loses at most the current line; on resume both files are cut back to the checkpoint's step so
-//! that a resumed run's logs read like an uninterrupted one's.
+//! Per-iteration logs: `log.jsonl` and `log.csv`, one record per iteration and per validation.
+//! Lines are appended and flushed as training goes, so a crash loses at most the current line; on
+//! resume both files are cut back to the checkpoint's step so that a resumed run's logs read like
+//! an uninterrupted one's.
+//!
+//! `log.csv` has one column per field, named in its header: `step`, `kind` (`iteration` or
+//! `validation`), then the iteration fields (`lr`, `elapsed_s`, `iteration_s`, every scalar) and
+//! the validation fields (`dice`, `dice/<class>`, `validation_cases`, `validation_s`,
+//! `sam_dice`), each left empty on the other kind's rows. A field first seen later (the SAM term
+//! after its start iteration, the first validation) widens the table; logs written before the
+//! `kind` column existed have iteration rows only, and gain the column at the end when resumed.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -87,46 +94,54 @@ impl TrainingLog {
             &serde_json::to_string(&json).expect("plain data"),
         )?;
 
-        let names: Vec<String> = record.scalars.iter().map(|(k, _)| k.clone()).collect();
+        let mut cells = vec![
+            ("step".to_owned(), record.step.to_string()),
+            ("kind".to_owned(), "iteration".to_owned()),
+            ("lr".to_owned(), record.lr.to_string()),
+            ("elapsed_s".to_owned(), format!("{:.3}", record.elapsed_s)),
+            (
+                "iteration_s".to_owned(),
+                format!("{:.3}", record.iteration_s),
+            ),
+        ];
+        cells.extend(
+            record
+                .scalars
+                .iter()
+                .map(|(name, value)| (name.clone(), value.to_string())),
+        );
+        self.csv_row(&cells)
+    }
+
+    /// Append a row of named cells, widening the header first if a name is new (earlier rows
+    /// get empty cells, so that no value is lost).
+    fn csv_row(&mut self, cells: &[(String, String)]) -> Result<(), LogError> {
+        let names = cells.iter().map(|(name, _)| name);
         let columns = match &self.columns {
-            Some(columns) if names.iter().all(|n| columns.contains(n)) => columns.clone(),
-            // A term that starts later (the SAM term after its start iteration): widen the
-            // table so that its values are kept, earlier rows get empty cells.
+            Some(columns) if names.clone().all(|n| columns.contains(n)) => columns.clone(),
             Some(columns) => {
                 let mut widened = columns.clone();
-                widened.extend(names.iter().filter(|n| !columns.contains(n)).cloned());
+                widened.extend(names.filter(|n| !columns.contains(*n)).cloned());
                 self.widen_csv(&widened)?;
                 self.columns = Some(widened.clone());
                 widened
             }
             None => {
-                let mut header = vec![
-                    "step".into(),
-                    "lr".into(),
-                    "elapsed_s".into(),
-                    "iteration_s".into(),
-                ];
-                header.extend(names.iter().cloned());
+                let header: Vec<String> = names.cloned().collect();
                 write_line(&mut self.csv, &header.join(","))?;
                 self.columns = Some(header.clone());
                 header
             }
         };
-        let mut row = vec![
-            record.step.to_string(),
-            record.lr.to_string(),
-            format!("{:.3}", record.elapsed_s),
-            format!("{:.3}", record.iteration_s),
-        ];
-        for column in &columns[4..] {
-            let value = record
-                .scalars
-                .iter()
-                .find(|(k, _)| k == column)
-                .map(|(_, v)| v.to_string())
-                .unwrap_or_default();
-            row.push(value);
-        }
+        let row: Vec<&str> = columns
+            .iter()
+            .map(|column| {
+                cells
+                    .iter()
+                    .find(|(name, _)| name == column)
+                    .map_or("", |(_, value)| value.as_str())
+            })
+            .collect();
         write_line(&mut self.csv, &row.join(","))
     }
 
@@ -157,7 +172,26 @@ impl TrainingLog {
         json.as_object_mut()
             .expect("a struct")
             .insert("kind".into(), "validation".into());
-        write_line(&mut self.jsonl, &json.to_string())
+        write_line(&mut self.jsonl, &json.to_string())?;
+
+        let mut cells = vec![
+            ("step".to_owned(), record.step.to_string()),
+            ("kind".to_owned(), "validation".to_owned()),
+            ("dice".to_owned(), record.dice.to_string()),
+        ];
+        cells.extend(
+            record
+                .dice_per_class
+                .iter()
+                .enumerate()
+                .map(|(c, dice)| (format!("dice/{}", c + 1), dice.to_string())),
+        );
+        cells.push(("validation_cases".to_owned(), record.cases.to_string()));
+        cells.push(("validation_s".to_owned(), format!("{:.3}", record.seconds)));
+        if let Some(sam) = record.sam_dice {
+            cells.push(("sam_dice".to_owned(), sam.to_string()));
+        }
+        self.csv_row(&cells)
     }
 }
 
@@ -275,10 +309,10 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "step,lr,elapsed_s,iteration_s,loss/total,weight/consistency,loss/sam",
-                "1,0.01,1.000,1.000,0.5,NaN,",
-                "2,0.01,2.000,1.000,0.25,NaN,0.125",
-                "3,0.01,3.000,1.000,0.16666666666666666,NaN,",
+                "step,kind,lr,elapsed_s,iteration_s,loss/total,weight/consistency,loss/sam",
+                "1,iteration,0.01,1.000,1.000,0.5,NaN,",
+                "2,iteration,0.01,2.000,1.000,0.25,NaN,0.125",
+                "3,iteration,0.01,3.000,1.000,0.16666666666666666,NaN,",
             ]
         );
         // A resumed log keeps the widened header.
@@ -287,7 +321,7 @@ mod tests {
         let text = std::fs::read_to_string(&csv).unwrap();
         assert_eq!(
             text.lines().last(),
-            Some("2,0.01,2.000,1.000,0.25,NaN,0.125")
+            Some("2,iteration,0.01,2.000,1.000,0.25,NaN,0.125")
         );
     }
 
@@ -314,10 +348,17 @@ mod tests {
         let csv_text = std::fs::read_to_string(&csv).unwrap();
         let lines: Vec<&str> = csv_text.lines().collect();
         assert_eq!(
-            lines[0],
-            "step,lr,elapsed_s,iteration_s,loss/total,weight/consistency"
+            lines,
+            [
+                "step,kind,lr,elapsed_s,iteration_s,loss/total,weight/consistency,dice,dice/1,validation_cases,validation_s,sam_dice",
+                "1,iteration,0.01,1.000,1.000,0.5,NaN,,,,,",
+                "2,iteration,0.01,2.000,1.000,0.25,NaN,,,,,",
+                "3,iteration,0.01,3.000,1.000,0.16666666666666666,NaN,,,,,",
+                "4,iteration,0.01,4.000,1.000,0.125,NaN,,,,,",
+                "4,validation,,,,,,0.7,0.7,2,3.000,0.5",
+                "5,iteration,0.01,5.000,1.000,0.1,NaN,,,,,",
+            ]
         );
-        assert_eq!(lines[2], "2,0.01,2.000,1.000,0.25,NaN");
         let first: serde_json::Value = serde_json::from_str(
             std::fs::read_to_string(&jsonl)
                 .unwrap()
@@ -351,5 +392,45 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["iteration"; 4]);
+    }
+
+    #[test]
+    fn validation_rows_survive_a_resume_once_and_old_logs_gain_the_kind_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let (jsonl, csv) = (dir.path().join("log.jsonl"), dir.path().join("log.csv"));
+        // A log.csv of the format without validation rows or kind column.
+        std::fs::write(
+            &csv,
+            "step,lr,elapsed_s,iteration_s,loss/total,weight/consistency\n1,0.01,1.000,1.000,0.5,NaN\n2,0.01,2.000,1.000,0.25,NaN\n",
+        )
+        .unwrap();
+        let validation = ValidationRecord {
+            step: 2,
+            dice: 0.25,
+            dice_per_class: vec![0.5, 0.0],
+            cases: 1,
+            seconds: 0.5,
+            sam_dice: None,
+        };
+        let mut log = TrainingLog::open(&jsonl, &csv, 2).unwrap();
+        log.validation(&validation).unwrap();
+        log.iteration(&record(3)).unwrap();
+        drop(log);
+        // Killed after step 3, resumed from the checkpoint of step 2: the validation of step 2
+        // stays, once.
+        let mut log = TrainingLog::open(&jsonl, &csv, 2).unwrap();
+        log.iteration(&record(3)).unwrap();
+        drop(log);
+        let text = std::fs::read_to_string(&csv).unwrap();
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            [
+                "step,lr,elapsed_s,iteration_s,loss/total,weight/consistency,kind,dice,dice/1,dice/2,validation_cases,validation_s",
+                "1,0.01,1.000,1.000,0.5,NaN,,,,,,",
+                "2,0.01,2.000,1.000,0.25,NaN,,,,,,",
+                "2,,,,,,validation,0.25,0.5,0,1,0.500",
+                "3,0.01,3.000,1.000,0.16666666666666666,NaN,iteration,,,,,",
+            ]
+        );
     }
 }

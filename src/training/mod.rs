@@ -12,6 +12,6 @@ pub mod validation;
 
 pub use config::RunConfig;
 pub use trainer::{
-    TrainOptions, TrainOutcome, TrainingData, TrainingError, TrainingSetup, load_checkpoint_model,
-    train, train_with,
+    TrainOptions, TrainOutcome, TrainingData, TrainingError, TrainingSetup, ValidationHook,
+    load_checkpoint_model, train, train_with,
 };

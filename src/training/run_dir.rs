@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! runs/<name>/
-//!   run.json         semisam version and run-folder format (checked before anything is reused)
+//!   run.json         semisam version and run-folder format (checked before anything is reused),
+//!                    command line, git commit, backend, CPU features and kernel path
 //!   config.toml      the resolved configuration
 //!   splits.json      which cases were labeled / unlabeled / validation
 //!   log.jsonl        one record per iteration and per validation
-//!   log.csv          one row per iteration
+//!   log.csv          the same as a table (a `kind` column tells the two apart)
+//!   train.log        the console output of every `train` of the run (appended on resume)
 //!   checkpoints/     last.ckpt, best.ckpt, final.ckpt
 //!   predictions/     validation predictions of the final model
 //!   metrics/         per-case and summary metrics
@@ -62,7 +64,8 @@ pub enum RunDirError {
     BadName(String),
 }
 
-/// Contents of `run.json`.
+/// Contents of `run.json`. The fields after `created` describe how the run was made; folders
+/// written before they existed read them as unknown.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
     pub semisam_version: String,
@@ -70,6 +73,46 @@ pub struct RunInfo {
     pub name: String,
     /// UTC creation time, `YYYY-MM-DDTHH:MM:SSZ`.
     pub created: String,
+    /// The command line that created the run, word by word.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// The commit semisam was built from (`SEMISAM_GIT_COMMIT` at build time).
+    #[serde(default)]
+    pub git_commit: Option<String>,
+    /// The burn backend (`flex`, `tch`, `wgpu`, `cuda`).
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// The CPU's vector instruction sets that matter to the kernels.
+    #[serde(default)]
+    pub cpu_features: Vec<String>,
+    /// The kernel path of the hand-written layers (`avx512`, `avx2`, `generic`).
+    #[serde(default)]
+    pub kernels: Option<String>,
+}
+
+impl RunInfo {
+    /// A new run's information, with the facts of this build and machine.
+    fn new(name: String, command: Option<Vec<String>>) -> Self {
+        RunInfo {
+            semisam_version: env!("CARGO_PKG_VERSION").to_owned(),
+            run_format: RUN_FORMAT,
+            name,
+            created: utc_timestamp(std::time::SystemTime::now(), true),
+            command,
+            git_commit: option_env!("SEMISAM_GIT_COMMIT")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
+            backend: Some(crate::backend::name().to_owned()),
+            cpu_features: crate::backend::cpu_features()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            // Only flex runs the hand-written layers.
+            kernels: (crate::backend::name() == "flex")
+                .then(|| crate::ops::selected_kernel_path().name().to_owned()),
+        }
+    }
 }
 
 /// An open run folder.
@@ -90,12 +133,19 @@ pub struct NewRun {
     root: PathBuf,
     name: String,
     existing: Option<File>,
+    command: Option<Vec<String>>,
 }
 
 impl NewRun {
     /// Where the run folder will be.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Record `command` (the words of the command line) in `run.json`.
+    pub fn with_command(mut self, command: Vec<String>) -> Self {
+        self.command = Some(command);
+        self
     }
 
     /// Create the folder (emptying the locked old one for an overwrite) and lock it.
@@ -133,12 +183,7 @@ impl NewRun {
         ] {
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
-        let info = RunInfo {
-            semisam_version: env!("CARGO_PKG_VERSION").to_owned(),
-            run_format: RUN_FORMAT,
-            name: self.name,
-            created: utc_timestamp(std::time::SystemTime::now(), true),
-        };
+        let info = RunInfo::new(self.name, self.command);
         let json = serde_json::to_vec_pretty(&info).expect("plain data");
         crate::io_util::write_atomic(&run.root.join("run.json"), &json).map_err(|e| {
             RunDirError::Io {
@@ -169,6 +214,7 @@ impl RunDir {
             root,
             name: name.to_owned(),
             existing,
+            command: None,
         })
     }
 

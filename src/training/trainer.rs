@@ -63,6 +63,27 @@ pub struct TrainOptions {
     pub stop: Arc<AtomicBool>,
     /// Stop as if interrupted once this many iterations are complete.
     pub stop_at_step: Option<usize>,
+    /// Names of the foreground classes (class 1 first) in the validation lines; missing names
+    /// read `class N`.
+    pub class_names: Vec<String>,
+    /// Called after each validation, once its record is in the logs.
+    pub on_validation: Option<ValidationHook>,
+}
+
+/// Something to do after each validation (the command line redraws `curves.png`).
+#[derive(Clone)]
+pub struct ValidationHook(Arc<dyn Fn(&ValidationRecord) + Send + Sync>);
+
+impl ValidationHook {
+    pub fn new(hook: impl Fn(&ValidationRecord) + Send + Sync + 'static) -> Self {
+        ValidationHook(Arc::new(hook))
+    }
+}
+
+impl std::fmt::Debug for ValidationHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ValidationHook")
+    }
 }
 
 /// How a call to [`train`] ended.
@@ -252,11 +273,16 @@ pub fn train_with(
             .transpose()?;
         state.step += 1;
 
+        let iteration_s = tick.elapsed().as_secs_f64();
+        tracing::debug!(
+            "iteration {}/{iterations}: loss {total:.4}, lr {lr:.3e}, {iteration_s:.2} s",
+            state.step
+        );
         log.iteration(&IterationRecord {
             step: state.step,
             lr,
             elapsed_s: elapsed_before + started.elapsed().as_secs_f64(),
-            iteration_s: tick.elapsed().as_secs_f64(),
+            iteration_s,
             scalars: output.scalars,
         })?;
         progress.set_position(state.step as u64);
@@ -281,6 +307,15 @@ pub fn train_with(
                     step: state.step,
                 });
                 save(config, &state, sam.as_ref(), &run.checkpoint_path("best"))?;
+            }
+            if let Some(best) = state.best {
+                tracing::info!(
+                    "{}",
+                    validation_line(&record, iterations, best, &options.class_names)
+                );
+            }
+            if let Some(hook) = &options.on_validation {
+                (hook.0)(&record);
             }
         }
         let interrupted =
@@ -612,18 +647,73 @@ fn to_framework_batch(batch: Batch, device: &Device) -> Result<frameworks::Batch
     frameworks::Batch::new(images, labels, batch.labeled_bs)?.with_provenance(batch.items)
 }
 
-fn progress_bar(visible: bool, iterations: usize, start: usize) -> indicatif::ProgressBar {
-    if !visible {
-        return indicatif::ProgressBar::hidden();
+/// `validation 20/100: Dice Anterior 0.8123, Posterior 0.7712, mean 0.7917 (best 0.7917 at 20)`.
+pub fn validation_line(
+    record: &ValidationRecord,
+    iterations: usize,
+    best: BestScore,
+    class_names: &[String],
+) -> String {
+    let mut line = format!("validation {}/{iterations}: Dice ", record.step);
+    if record.dice_per_class.len() > 1 {
+        for (c, dice) in record.dice_per_class.iter().enumerate() {
+            let name = class_names
+                .get(c)
+                .cloned()
+                .unwrap_or_else(|| format!("class {}", c + 1));
+            line.push_str(&format!("{name} {dice:.4}, "));
+        }
+        line.push_str("mean ");
     }
-    let bar = indicatif::ProgressBar::new(iterations as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} train {pos}/{len} [{elapsed_precise} < {eta_precise}] {wide_bar} {msg}",
-        )
-        .expect("valid template"),
+    line.push_str(&format!(
+        "{:.4} (best {:.4} at {})",
+        record.dice, best.dice, best.step
+    ));
+    if let Some(sam) = record.sam_dice {
+        line.push_str(&format!("; SAM pseudo-labels {sam:.4}"));
+    }
+    line
+}
+
+fn progress_bar(visible: bool, iterations: usize, start: usize) -> indicatif::ProgressBar {
+    let bar = crate::progress::bar(
+        visible,
+        iterations as u64,
+        "{spinner} train {pos}/{len} [{elapsed_precise} < {eta_precise}] {wide_bar} {msg}",
     );
     bar.set_position(start as u64);
     bar.reset_eta();
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_lines_name_the_classes_the_mean_and_the_best() {
+        let mut record = ValidationRecord {
+            step: 20,
+            dice: 0.7917,
+            dice_per_class: vec![0.8123, 0.7712],
+            cases: 2,
+            seconds: 1.0,
+            sam_dice: None,
+        };
+        let best = BestScore {
+            dice: 0.8,
+            step: 10,
+        };
+        let names = ["Anterior".to_string()];
+        assert_eq!(
+            validation_line(&record, 100, best, &names),
+            "validation 20/100: Dice Anterior 0.8123, class 2 0.7712, mean 0.7917 (best 0.8000 at 10)"
+        );
+        record.dice_per_class.truncate(1);
+        record.sam_dice = Some(0.5);
+        assert_eq!(
+            validation_line(&record, 100, best, &names),
+            "validation 20/100: Dice 0.7917 (best 0.8000 at 10); SAM pseudo-labels 0.5000"
+        );
+    }
 }
