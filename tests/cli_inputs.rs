@@ -185,3 +185,28 @@ fn all_zero_images_and_patches_larger_than_the_image_are_warned_about() {
         );
     }
 }
+
+#[test]
+fn a_missing_file_is_named_once_with_the_system_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("absent.ckpt");
+    let config = dir.path().join("absent.toml");
+    let stderr = fails(&[
+        "predict",
+        "--checkpoint",
+        text(&checkpoint),
+        "--input",
+        text(dir.path()),
+        "--output",
+        text(&dir.path().join("out")),
+    ]);
+    let train = fails(&["train", "--config", text(&config)]);
+    for (stderr, path) in [(stderr, &checkpoint), (train, &config)] {
+        assert!(stderr.contains(text(path)), "{stderr}");
+        assert_eq!(
+            stderr.matches("os error 2").count(),
+            1,
+            "the cause is repeated:\n{stderr}"
+        );
+    }
+}

@@ -109,8 +109,61 @@ pub fn run() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!("{}", error_text(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes on one line. The library's errors already name their source in
+/// their own message (`"{path}: {source}"`) and expose it as `source()` as well, so a cause whose
+/// text the line already holds is not repeated.
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct Wrapped {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    }
+
+    fn not_found() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let error = anyhow::Error::new(Wrapped {
+            path: "a.ckpt".into(),
+            source: not_found(),
+        });
+        assert_eq!(error_text(&error), "a.ckpt: no such file");
+    }
+
+    #[test]
+    fn context_and_a_new_cause_are_joined() {
+        let error = anyhow::Error::new(not_found()).context("reading b.toml");
+        assert_eq!(error_text(&error), "reading b.toml: no such file");
+        let nested = anyhow::Error::new(Wrapped {
+            path: "c.nii".into(),
+            source: not_found(),
+        })
+        .context("case 7");
+        assert_eq!(error_text(&nested), "case 7: c.nii: no such file");
     }
 }
