@@ -25,6 +25,7 @@ bin=$(realpath "${SEMISAM_BIN:-target/release/semisam}")
 parallel=${PARALLEL:-2}
 
 here=$(cd "$(dirname "$0")/.." && pwd)
+source "$here/bench/train_queue.sh"
 mkdir -p "$out/configs"
 
 # The profile without its [framework] tables, and the SAM tables of the SemiSAM profile.
@@ -73,17 +74,12 @@ run_one() {
     # Last, so that an ablation can override the scaled schedules too.
     local extra
     for extra in ${EXTRA_SETS:-}; do sets+=(--set "$extra"); done
-    if [ -f "$out/runs/$name/checkpoints/final.ckpt" ]; then echo "$name already done"; return; fi
-    local resume=()
-    [ -f "$out/runs/$name/checkpoints/last.ckpt" ] && resume=(--resume)
-    /usr/bin/time -v -o "$out/$name.time" "$bin" train --config "$config" "${sets[@]}" \
-        --name "$name" --runs-dir "$out/runs" --no-progress "${resume[@]}" > "$out/$name.log" 2>&1 \
-        && echo "$name done" || echo "$name FAILED (see $out/$name.log)"
+    train_once "$name" --config "$config" "${sets[@]}"
 }
 
 # A queue with `parallel` runs in flight: the next starts as soon as one ends.
 for name in "${runs[@]}"; do
-    while [ "$(jobs -rp | wc -l)" -ge "$parallel" ]; do wait -n || true; done
+    wait_for_slot "$parallel"
     run_one "$name" &
 done
 wait

@@ -203,6 +203,7 @@ fn resuming_a_run_killed_before_its_first_checkpoint_says_how_to_restart_it() {
         test: vec![],
         seed: 1,
         label_free: vec![],
+        cross_validation: None,
     }
     .save(early.splits_path())
     .unwrap();

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use semisam::data::folds::FoldSpec;
 use semisam::data::inspect::inspect_dataset;
 use semisam::data::{Dataset, Layout, Splits, read_case_list, write_case_list};
 
@@ -220,6 +221,7 @@ fn case_lists_and_splits_round_trip_through_files() {
         test: ids(&["e"]),
         seed: 7,
         label_free: ids(&["c"]),
+        cross_validation: None,
     };
     let path = dir.path().join("run/splits.json");
     splits.save(&path).unwrap();
@@ -227,7 +229,29 @@ fn case_lists_and_splits_round_trip_through_files() {
         serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(json["seed"], 7);
     assert_eq!(json["unlabeled"], serde_json::json!(["b", "c"]));
+    assert!(json.get("cross_validation").is_none(), "{json}");
     assert_eq!(Splits::load(&path).unwrap(), splits);
+
+    // A fold run's splits keep their fold; a fold outside its folds is refused on load.
+    let fold = Splits {
+        cross_validation: Some(FoldSpec {
+            fold: 1,
+            folds: 5,
+            seed: 12345,
+        }),
+        ..splits
+    };
+    fold.save(&path).unwrap();
+    assert_eq!(Splits::load(&path).unwrap(), fold);
+    let text = fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"fold\": 1", "\"fold\": 5");
+    fs::write(&path, text).unwrap();
+    let err = Splits::load(&path).unwrap_err().to_string();
+    assert!(
+        err.ends_with("data.fold = 5 but data.folds = 5: folds are numbered 0 to 4"),
+        "{err}"
+    );
 }
 
 #[test]

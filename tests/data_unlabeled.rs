@@ -314,6 +314,7 @@ fn uamt_h5_without_label_is_unlabeled_and_the_paper_protocol_is_unchanged() {
         test: vec![],
         seed: 0,
         label_free: vec![],
+        cross_validation: None,
     }
     .save(&with_c_labeled)
     .unwrap();
@@ -432,6 +433,7 @@ fn unlabeled_images_are_validated_like_the_others() {
         test: vec![],
         seed: 0,
         label_free: vec![],
+        cross_validation: None,
     };
     let err = load_training_data(&config, &dataset, &splits)
         .err()

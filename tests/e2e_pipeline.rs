@@ -108,6 +108,7 @@ fn splits() -> Splits {
         test: ids(4..5),
         seed: 5,
         label_free: vec![],
+        cross_validation: None,
     }
 }
 

@@ -13,7 +13,9 @@ use semisam::reports::rescore::{HeldOut, held_out_cases};
 use semisam::reports::{ReportOptions, generate};
 use semisam::training::dataset::{load_training_data, make_splits, open_dataset};
 use semisam::training::evaluate::evaluate_cases;
-use semisam::training::run_dir::{NewRun, RunDir, default_run_name};
+use semisam::training::run_dir::{
+    NewRun, RunDir, default_run_name, default_run_prefix, is_default_run_name,
+};
 use semisam::training::validation::model_device;
 use semisam::training::{
     RunConfig, TrainOptions, TrainOutcome, TrainingData, TrainingSetup, ValidationHook,
@@ -34,6 +36,12 @@ pub struct TrainArgs {
     /// Override a configuration value, e.g. `--set training.iterations=200` (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub set: Vec<String>,
+    /// Train cross-validation fold K (0-based) of --folds: `--set data.fold=K`.
+    #[arg(long, value_name = "K", requires = "folds")]
+    pub fold: Option<usize>,
+    /// The number of cross-validation folds: `--set data.folds=N`.
+    #[arg(long, value_name = "N", requires = "fold")]
+    pub folds: Option<usize>,
     /// Continue the run from its last checkpoint (with the same configuration).
     #[arg(long)]
     pub resume: bool,
@@ -91,7 +99,7 @@ fn configuration(args: &TrainArgs) -> anyhow::Result<(RunConfig, Source, PathBuf
             let name_from = planned_name(root);
             let run_root = match &args.name {
                 Some(name) => args.runs_dir.join(name),
-                None => latest_run(&args.runs_dir, &name_from)?,
+                None => latest_run(&args.runs_dir, &name_from, args.fold)?,
             };
             let saved = run_root.join("config.toml");
             let config = RunConfig::load(&saved, &args.set)?;
@@ -120,7 +128,12 @@ fn planned_name(root: &Path) -> PathBuf {
     PathBuf::from(format!("{name}.toml"))
 }
 
-pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
+    // --fold and --folds are overrides like any other, so a resume command repeats them.
+    if let (Some(fold), Some(folds)) = (args.fold, args.folds) {
+        args.set
+            .extend([format!("data.fold={fold}"), format!("data.folds={folds}")]);
+    }
     // Everything that can fail on the user's input (configuration, dataset, splits, cases,
     // generalist weights) is checked before a run folder is created or emptied.
     super::logging::start_run_log();
@@ -130,7 +143,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let (target, splits, name) = if args.resume {
         let root = match &args.name {
             Some(name) => args.runs_dir.join(name),
-            None => latest_run(&args.runs_dir, &name_from)?,
+            None => latest_run(&args.runs_dir, &name_from, config.data.fold)?,
         };
         let name = file_name(&root);
         let run = RunDir::open_to_resume(&root)?.0;
@@ -148,10 +161,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         (Target::Resume(run), splits, name)
     } else {
         let splits = make_splits(&config, &dataset)?;
-        let name = args
-            .name
-            .clone()
-            .unwrap_or_else(|| default_run_name(&name_from, std::time::SystemTime::now()));
+        let name = args.name.clone().unwrap_or_else(|| {
+            default_run_name(&name_from, config.data.fold, std::time::SystemTime::now())
+        });
         let new_run = RunDir::reserve(&args.runs_dir, &name, args.overwrite)?;
         (Target::New(new_run), splits, name)
     };
@@ -406,14 +418,14 @@ fn evaluate_final_model(
     Ok(())
 }
 
-/// The most recent run folder named after `config`'s stem (default names sort by time).
-fn latest_run(runs_dir: &Path, config: &Path) -> anyhow::Result<PathBuf> {
-    let prefix = default_run_name(config, std::time::UNIX_EPOCH);
-    let prefix = &prefix[..prefix.len() - "19700101-000000".len()];
+/// The most recent run folder named after `config`'s stem and `fold` (default names sort by
+/// time).
+fn latest_run(runs_dir: &Path, config: &Path, fold: Option<usize>) -> anyhow::Result<PathBuf> {
+    let prefix = default_run_prefix(config, fold);
     let mut candidates: Vec<PathBuf> = std::fs::read_dir(runs_dir)
         .with_context(|| format!("{}: cannot list run folders", runs_dir.display()))?
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .filter(|e| is_default_run_name(&e.file_name().to_string_lossy(), &prefix))
         .map(|e| e.path())
         .collect();
     candidates.sort();

@@ -10,6 +10,7 @@ pub mod case_list;
 pub mod dataset;
 pub mod downsample;
 pub mod error;
+pub mod folds;
 pub mod h5;
 pub mod image_folder;
 pub mod inspect;

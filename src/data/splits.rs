@@ -9,6 +9,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use super::error::DataError;
+use super::folds::FoldSpec;
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Splits {
@@ -22,6 +23,9 @@ pub struct Splits {
     /// files written before it existed.
     #[serde(default)]
     pub label_free: Vec<String>,
+    /// The cross-validation fold the validation cases are (`data.folds`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_validation: Option<FoldSpec>,
 }
 
 impl Splits {
@@ -50,6 +54,7 @@ impl Splits {
             test: test.to_vec(),
             seed,
             label_free: Vec::new(),
+            cross_validation: None,
         };
         splits.check(list_path)?;
         Ok(splits)
@@ -90,6 +95,7 @@ impl Splits {
             test,
             seed,
             label_free: Vec::new(),
+            cross_validation: None,
         };
         splits.check(source)?;
         Ok(splits)
@@ -104,9 +110,13 @@ impl Splits {
         ]
     }
 
-    /// Every case appears at most once across all splits, and the label-free cases are unlabeled
-    /// ones. `path` names the source in errors.
+    /// Every case appears at most once across all splits, the label-free cases are unlabeled
+    /// ones and a fold is one of its folds. `path` names the source in errors.
     pub fn check(&self, path: &Path) -> Result<(), DataError> {
+        if let Some(fold) = &self.cross_validation {
+            fold.check()
+                .map_err(|message| DataError::invalid(path, message))?;
+        }
         if let Some(id) = self
             .label_free
             .iter()

@@ -132,6 +132,7 @@ mod tests {
             test: vec!["t1".into(), "t2".into()],
             seed: 0,
             label_free: vec![],
+            cross_validation: None,
         };
         assert_eq!(
             held_out_cases(&dataset, &splits),

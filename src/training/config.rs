@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Normalization;
 use crate::data::augment::AugmentOptions;
+use crate::data::folds::FoldSpec;
 use crate::frameworks::FrameworkConfig;
 use crate::inference::SlidingWindow;
 use crate::inference::mirror::MirrorAxes;
@@ -55,8 +56,9 @@ pub struct RunConfig {
 }
 
 /// How the cases of a dataset are divided into labeled and unlabeled ones (without a
-/// `splits_file`). In both, the validation cases are the last `validation` labeled cases and
-/// every image without a label is unlabeled.
+/// `splits_file`). In both, the validation cases are the last `validation` labeled cases (with
+/// `folds`: fold `fold`, and the other labeled cases are taken in the folds' order instead of
+/// the list's) and every image without a label is unlabeled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
@@ -96,6 +98,18 @@ pub struct DataConfig {
     /// and the counts.
     #[serde(default)]
     pub splits_file: Option<PathBuf>,
+    /// Cross-validation: the labeled cases are shuffled with `fold_seed` and cut into `folds`
+    /// folds; fold `fold` (0-based) validates and the other folds give the labeled cases (see
+    /// `crate::data::folds`). Set both or neither; exclusive with `splits_file` and
+    /// `validation`.
+    #[serde(default)]
+    pub folds: Option<usize>,
+    #[serde(default)]
+    pub fold: Option<usize>,
+    /// The shuffle's seed, apart from `training.seed` so that every seed trains on the same
+    /// folds (nnU-Net's 12345 by default).
+    #[serde(default = "fold_seed_default")]
+    pub fold_seed: u64,
     /// Per-case intensity normalisation (`{ method = "z_score" }` by default).
     #[serde(default)]
     pub normalization: Normalization,
@@ -231,6 +245,47 @@ fn seed_default() -> u64 {
 fn checkpoint_every_default() -> usize {
     500
 }
+fn fold_seed_default() -> u64 {
+    crate::data::folds::DEFAULT_FOLD_SEED
+}
+
+impl DataConfig {
+    /// The cross-validation fold of the run, if it is one (validated with the configuration).
+    pub fn fold_spec(&self) -> Option<FoldSpec> {
+        Some(FoldSpec {
+            fold: self.fold?,
+            folds: self.folds?,
+            seed: self.fold_seed,
+        })
+    }
+
+    /// `data.folds`, `data.fold` and what they exclude.
+    fn validate_folds(&self) -> Result<(), String> {
+        let Some(spec) = self.fold_spec() else {
+            if self.fold.is_some() || self.folds.is_some() {
+                return Err(
+                    "data.fold and data.folds go together (e.g. --fold 0 --folds 5): set both or neither"
+                        .into(),
+                );
+            }
+            return Ok(());
+        };
+        spec.check()?;
+        if let Some(file) = &self.splits_file {
+            return Err(format!(
+                "data.splits_file ({}) and data.folds both choose the cases: use one",
+                file.display()
+            ));
+        }
+        if self.validation != 0 {
+            return Err(format!(
+                "data.validation = {} and data.folds both choose the validation cases (fold data.fold validates): set data.validation = 0 (--set data.validation=0)",
+                self.validation
+            ));
+        }
+        Ok(())
+    }
+}
 
 impl RunConfig {
     /// Whether SAM is prompted from the unlabeled cases' ground truth (analysis only): the one
@@ -337,6 +392,7 @@ impl RunConfig {
                     .into(),
             );
         }
+        d.validate_folds()?;
         if self.data.downsample == 0 {
             return Err("data.downsample must be at least 1".into());
         }
@@ -647,6 +703,59 @@ lr = 0.01
         assert!(err.contains("data.labeled must be at least 1"), "{err}");
         let err = parse(&["data.protocol=half"]).unwrap_err().to_string();
         assert!(err.contains("unknown variant `half`"), "{err}");
+    }
+
+    #[test]
+    fn folds_are_validated_with_the_configuration() {
+        assert_eq!(parse(&[]).unwrap().data.fold_spec(), None);
+        let folds = ["data.validation=0", "data.folds=5", "data.fold=4"];
+        let c = parse(&folds).unwrap();
+        assert_eq!(
+            c.data.fold_spec(),
+            Some(FoldSpec {
+                fold: 4,
+                folds: 5,
+                seed: 12345
+            })
+        );
+        assert_eq!(
+            RunConfig::from_toml_str(&c.to_toml(), &[], "saved").unwrap(),
+            c
+        );
+        let seeded = parse(&[&folds[..], &["data.fold_seed=7"]].concat()).unwrap();
+        assert_eq!(seeded.data.fold_spec().unwrap().seed, 7);
+        let err = |extra: &[&str]| {
+            parse(&[&folds[..], extra].concat())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            err(&["data.fold=5"])
+                .ends_with("data.fold = 5 but data.folds = 5: folds are numbered 0 to 4"),
+            "{}",
+            err(&["data.fold=5"])
+        );
+        assert!(
+            err(&["data.folds=1", "data.fold=0"])
+                .ends_with("data.folds = 1: a cross-validation needs at least 2 folds")
+        );
+        assert!(
+            err(&["data.splits_file=\"s.json\""]).ends_with(
+                "data.splits_file (s.json) and data.folds both choose the cases: use one"
+            )
+        );
+        assert!(err(&["data.validation=4"]).ends_with(
+            "data.validation = 4 and data.folds both choose the validation cases (fold data.fold validates): set data.validation = 0 (--set data.validation=0)"
+        ));
+        for half in [
+            ["data.validation=0", "data.fold=1"],
+            ["data.validation=0", "data.folds=3"],
+        ] {
+            let err = parse(&half).unwrap_err().to_string();
+            assert!(err.ends_with("data.fold and data.folds go together (e.g. --fold 0 --folds 5): set both or neither"), "{err}");
+        }
+        let err = parse(&["data.folds=-1"]).unwrap_err().to_string();
+        assert!(err.contains("expected usize"), "{err}");
     }
 
     #[test]

@@ -94,24 +94,42 @@ pub fn make_splits(config: &RunConfig, dataset: &Dataset) -> Result<Splits, Data
     Ok(splits)
 }
 
-/// The last `data.validation` labeled cases validate; the labeled cases before them.
-fn labeled_and_validation<'a>(
+/// The validation cases, and the other labeled cases in the order labeled cases are taken: the
+/// last `data.validation` labeled cases and the ones before them in list order, or with
+/// `data.folds` fold `data.fold` and the other folds (see [`crate::data::folds`]).
+fn labeled_and_validation(
     config: &RunConfig,
-    dataset: &'a Dataset,
-) -> Result<(&'a [String], &'a [String]), DataError> {
+    dataset: &Dataset,
+) -> Result<(Vec<String>, Vec<String>), DataError> {
     let ids = &dataset.training_ids;
-    let (n_labeled, n_validation) = (config.data.labeled.unwrap_or(0), config.data.validation);
-    if n_labeled.max(1) + n_validation > ids.len() {
+    let n_labeled = config.data.labeled.unwrap_or(0).max(1);
+    if let Some(spec) = config.data.fold_spec() {
+        let cases = spec.cases(ids, &dataset.root)?;
+        if n_labeled > cases.training.len() {
+            return Err(DataError::invalid(
+                &dataset.root,
+                format!(
+                    "data.labeled = {n_labeled} but fold {} of {} leaves {} labeled case(s) outside the validation fold",
+                    spec.fold,
+                    spec.folds,
+                    cases.training.len()
+                ),
+            ));
+        }
+        return Ok((cases.training, cases.validation));
+    }
+    let n_validation = config.data.validation;
+    if n_labeled + n_validation > ids.len() {
         return Err(DataError::invalid(
             &dataset.root,
             format!(
-                "{} labeled + {n_validation} validation cases requested but the training list holds {} with a label",
-                n_labeled.max(1),
+                "{n_labeled} labeled + {n_validation} validation cases requested but the training list holds {} with a label",
                 ids.len()
             ),
         ));
     }
-    Ok(ids.split_at(ids.len() - n_validation))
+    let (training, validation) = ids.split_at(ids.len() - n_validation);
+    Ok((training.to_vec(), validation.to_vec()))
 }
 
 /// The first `data.unlabeled` of `candidates` (all when unset).
@@ -133,23 +151,25 @@ fn first_unlabeled(
     Ok(candidates[..n].to_vec())
 }
 
-/// Every labeled case (at most `data.labeled`) is labeled; the images without a label are
-/// unlabeled.
+/// Every labeled case (at most `data.labeled`, the first in [`labeled_and_validation`]'s order)
+/// is labeled; the images without a label are unlabeled.
 fn all_protocol(config: &RunConfig, dataset: &Dataset) -> Result<Splits, DataError> {
     let (training, validation) = labeled_and_validation(config, dataset)?;
     let n_labeled = config.data.labeled.unwrap_or(training.len());
     Ok(Splits {
         labeled: training[..n_labeled].to_vec(),
         unlabeled: first_unlabeled(config, dataset, dataset.unlabeled_ids.clone())?,
-        validation: validation.to_vec(),
+        validation,
         test: dataset.test_ids.clone(),
         seed: config.training.seed,
         label_free: Vec::new(),
+        cross_validation: config.data.fold_spec(),
     })
 }
 
-/// The first `data.labeled` cases of the training list are labeled; the labeled cases between
-/// them and the validation cases, then the images without a label, are unlabeled.
+/// The first `data.labeled` cases of the training list (with folds: of the other folds, in
+/// [`labeled_and_validation`]'s order) are labeled; the other labeled cases outside validation,
+/// then the images without a label, are unlabeled.
 fn paper_protocol(config: &RunConfig, dataset: &Dataset) -> Result<Splits, DataError> {
     let (training, validation) = labeled_and_validation(config, dataset)?;
     let (labeled, hidden) = training.split_at(config.data.labeled.unwrap_or(0));
@@ -161,10 +181,11 @@ fn paper_protocol(config: &RunConfig, dataset: &Dataset) -> Result<Splits, DataE
     Ok(Splits {
         labeled: labeled.to_vec(),
         unlabeled: first_unlabeled(config, dataset, candidates)?,
-        validation: validation.to_vec(),
+        validation,
         test: dataset.test_ids.clone(),
         seed: config.training.seed,
         label_free: Vec::new(),
+        cross_validation: config.data.fold_spec(),
     })
 }
 

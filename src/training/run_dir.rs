@@ -369,8 +369,9 @@ fn remove_temp_files(root: &Path) -> Result<Vec<PathBuf>, RunDirError> {
     Ok(removed)
 }
 
-/// `<config stem>-YYYYMMDD-HHMMSS` (UTC).
-pub fn default_run_name(config_path: &Path, now: std::time::SystemTime) -> String {
+/// `<config stem>-` or, for a cross-validation fold, `<config stem>-fold<K>-`: what the default
+/// names of the runs of this configuration start with.
+pub fn default_run_prefix(config_path: &Path, fold: Option<usize>) -> String {
     let stem = config_path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -385,7 +386,35 @@ pub fn default_run_name(config_path: &Path, now: std::time::SystemTime) -> Strin
             }
         })
         .collect();
-    format!("{stem}-{}", utc_timestamp(now, false))
+    match fold {
+        Some(fold) => format!("{stem}-fold{fold}-"),
+        None => format!("{stem}-"),
+    }
+}
+
+/// `<prefix>YYYYMMDD-HHMMSS` (UTC), the prefix from [`default_run_prefix`]: the folds of one
+/// configuration do not collide.
+pub fn default_run_name(
+    config_path: &Path,
+    fold: Option<usize>,
+    now: std::time::SystemTime,
+) -> String {
+    format!(
+        "{}{}",
+        default_run_prefix(config_path, fold),
+        utc_timestamp(now, false)
+    )
+}
+
+/// Whether `name` is `prefix` followed by a start time only, so that the runs of `la_cpu-` are
+/// not confused with those of `la_cpu-fold2-`.
+pub fn is_default_run_name(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(|time| {
+        time.len() == 15
+            && time
+                .char_indices()
+                .all(|(i, c)| if i == 8 { c == '-' } else { c.is_ascii_digit() })
+    })
 }
 
 fn check_name(name: &str) -> Result<(), RunDirError> {
@@ -441,9 +470,23 @@ mod tests {
             "20000229-000000"
         );
         assert_eq!(
-            default_run_name(Path::new("configs/la cpu.toml"), t),
+            default_run_name(Path::new("configs/la cpu.toml"), None, t),
             "la_cpu-20261127-123456"
         );
+        assert_eq!(
+            default_run_name(Path::new("configs/la_cpu.toml"), Some(2), t),
+            "la_cpu-fold2-20261127-123456"
+        );
+        assert!(is_default_run_name("la_cpu-20261127-123456", "la_cpu-"));
+        assert!(!is_default_run_name(
+            "la_cpu-fold2-20261127-123456",
+            "la_cpu-"
+        ));
+        assert!(is_default_run_name(
+            "la_cpu-fold2-20261127-123456",
+            "la_cpu-fold2-"
+        ));
+        assert!(!is_default_run_name("la_cpu-20261127-12345x", "la_cpu-"));
     }
 
     #[test]
