@@ -4,9 +4,10 @@
 Input: files of `semisam sam-oracle --checkpoint` tables, each table preceded by a line
 `== <run folder>`; the run folder's name (`mt-2L`, `semisam-mt-1L`, ...) gives the method and
 the label count. `--ceiling FILE` adds the ground-truth-prompted Dice of each case (a plain
-`sam-oracle` table) as a horizontal tick at each of that case's points.
+`sam-oracle` table) as a horizontal tick at each of that case's points. Tables with a `view`
+column (one row per slicing axis and fusion) contribute the rows of `--view` only.
 
-    bench/oracle_scatter.py OUT.png TABLE... [--ceiling GT_TABLE]
+    bench/oracle_scatter.py OUT.png TABLE... [--ceiling GT_TABLE] [--view "axis 2"]
 
 Needs matplotlib (analysis only; the product writes its own pictures).
 """
@@ -19,8 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def tables(path):
-    """Yields (run folder, case id, pseudo-label Dice, model Dice or None)."""
+def tables(path, view):
+    """Yields (run folder, case id, pseudo-label Dice, model Dice or None) of `view`."""
     run = None
     with open(path) as lines:
         for line in lines:
@@ -28,7 +29,9 @@ def tables(path):
                 run = line[2:].strip()
                 continue
             fields = line.rstrip("\n").split("\t")
-            if len(fields) != 9 or fields[0] == "case":
+            if len(fields) not in (9, 10) or fields[0] == "case":
+                continue
+            if len(fields) == 10 and fields[9] != view:
                 continue
             model = None if fields[5] == "-" else float(fields[5])
             yield run, fields[0], float(fields[2]), model
@@ -39,11 +42,12 @@ def main():
     parser.add_argument("out")
     parser.add_argument("tables", nargs="+")
     parser.add_argument("--ceiling")
+    parser.add_argument("--view", default="axis 2")
     args = parser.parse_args()
 
     ceiling = {}
     if args.ceiling:
-        ceiling = {case: dice for _, case, dice, _ in tables(args.ceiling)}
+        ceiling = {case: dice for _, case, dice, _ in tables(args.ceiling, args.view)}
 
     styles = {
         ("mt", "1L"): dict(marker="o", color="tab:blue", label="MT, 1 labeled"),
@@ -54,7 +58,7 @@ def main():
     points = {key: ([], []) for key in styles}
     ticks = []
     for path in args.tables:
-        for run, case, pseudo, model in tables(path):
+        for run, case, pseudo, model in tables(path, args.view):
             name = os.path.basename(run.rstrip("/"))
             method, labeled = name.rsplit("-", 1)
             if model is None or (method, labeled) not in styles:

@@ -11,7 +11,6 @@ use semisam::data::resample::{resample_image, resample_label};
 use semisam::data::{
     Geometry, SourceFormat, Volume, read_image, read_label, write_image, write_label,
 };
-use semisam::generalists::factory::GeneralistConfig;
 use semisam::metrics::dice_from_counts;
 use semisam::training::RunConfig;
 
@@ -315,8 +314,5 @@ fn predict_refuses_another_modality() {
 
 /// The LiteMedSAM slicing axis of a run configuration.
 fn sam_axis(config: &RunConfig) -> Option<usize> {
-    match &config.sam.as_ref()?.generalist {
-        GeneralistConfig::LiteMedSam(litemedsam) => Some(litemedsam.axis),
-        GeneralistConfig::SamMed3d(_) => None,
-    }
+    config.sam.as_ref()?.generalist.slicing_axis()
 }

@@ -3,6 +3,9 @@
 //! bound. With `--checkpoint` it is prompted as in training, from a trained model's prediction on
 //! the whole case (the run's preprocessing and `[sam]` prompts), and the model's own Dice is
 //! printed beside the pseudo-label's. Both are scored against the ground truth: analysis only.
+//!
+//! A slice-wise generalist is scored per slicing axis and, with several axes, for their fusions
+//! too: one row per (case, class, view).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,8 +18,10 @@ use ndarray::{Array3, Axis};
 use semisam::data::downsample::{downsample_image, downsample_label};
 use semisam::data::{Dataset, Normalization, normalize};
 use semisam::frameworks::sam_assist::SamConfig;
-use semisam::generalists::PseudoLabelRequest;
 use semisam::generalists::factory::{GeneralistConfig, LiteMedSamConfig};
+use semisam::generalists::slicewise::litemedsam::LiteMedSamSlices;
+use semisam::generalists::slicewise::{Fusion, MultiView, fuse};
+use semisam::generalists::{Generalist, PseudoLabelRequest};
 use semisam::inference::predictor::predict_case;
 use semisam::metrics::{Hd95Convention, dice_from_counts, evaluate_masks};
 use semisam::training::validation::model_device;
@@ -32,18 +37,31 @@ pub struct OracleArgs {
     /// At most this many cases.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Slicing axis.
-    #[arg(long, default_value_t = 2)]
-    pub axis: usize,
+    /// Slicing axes, each scored on its own and, with several, fused (default: 2, or with
+    /// --checkpoint its run's).
+    #[arg(long, visible_alias = "axis", value_delimiter = ',')]
+    pub axes: Vec<usize>,
+    /// The band of the mean fusion: voxels whose mean lies within this of ½ are left out
+    /// (default: 0.25, or with --checkpoint its run's).
+    #[arg(long)]
+    pub fusion_band: Option<f32>,
     /// Box margin in voxels.
     #[arg(long, default_value_t = 1.0)]
     pub margin: f32,
+    /// Positive points per slice inside the ground truth's slice, besides the box (ignored with
+    /// --checkpoint: `--set sam.prompts.positive_points=N`).
+    #[arg(long, default_value_t = 0)]
+    pub positive_points: usize,
+    /// Keep the slice embeddings in this folder, so that reruns skip encoding (with
+    /// --checkpoint: `--set sam.embedding_dir=DIR`).
+    #[arg(long)]
+    pub embedding_dir: Option<PathBuf>,
     /// Down-sample the volumes by this factor first, as a run with `data.downsample` does
     /// (block mean for images, majority for labels; ignored with --checkpoint).
     #[arg(long, default_value_t = 1)]
     pub downsample: usize,
     /// Prompt from this checkpoint's prediction instead of the ground truth (its run's
-    /// normalisation, down-sampling and `[sam]` prompt settings; --axis and --margin are ignored).
+    /// normalisation, down-sampling and `[sam]` prompt settings; --margin is ignored).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// With --checkpoint: override its run's configuration for the pseudo-labels, e.g.
@@ -74,7 +92,7 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
         Some(sam) => sam,
         None => SamConfig {
             generalist: GeneralistConfig::LiteMedSam(LiteMedSamConfig {
-                axis: args.axis,
+                embedding_dir: args.embedding_dir.clone(),
                 ..LiteMedSamConfig::default()
             }),
             ..SamConfig::default()
@@ -82,10 +100,21 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
     };
     if specialist.is_none() {
         config.prompts.box_margin = args.margin;
+        config.prompts.positive_points = args.positive_points;
     }
-    let mut generalist = config
-        .generalist
-        .build(&config.prompts, &semisam::backend::default_device())?;
+    if let GeneralistConfig::LiteMedSam(litemedsam) = &mut config.generalist {
+        if !args.axes.is_empty() {
+            litemedsam.axes = args.axes.clone();
+        }
+        if let Some(band) = args.fusion_band {
+            litemedsam.fusion = Fusion::Mean { band };
+        }
+    } else if !args.axes.is_empty() || args.fusion_band.is_some() {
+        anyhow::bail!(
+            "--axes and --fusion-band apply to a slice-wise generalist (LiteMedSAM) only"
+        );
+    }
+    let mut generalist = Views::build(&config)?;
     let chosen: Vec<_> = dataset
         .cases
         .iter()
@@ -96,9 +125,9 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
     // SAM term supervises with `outside_prompts = "ignore"`; `coverage`: the share of the
     // object that lies there.
     println!(
-        "case\tclass\tdice\tslices\tseconds\tmodel_dice\tdice_answered\tmodel_dice_answered\tcoverage"
+        "case\tclass\tdice\tslices\tseconds\tmodel_dice\tdice_answered\tmodel_dice_answered\tcoverage\tview"
     );
-    let mut all = Vec::new();
+    let mut all = Summary::default();
     for case in chosen {
         let loaded = dataset.load_case(case)?;
         let label_volume = loaded.label.context("labeled case without label")?;
@@ -159,45 +188,139 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
                 region: [0..shape[0], 0..shape[1], 0..shape[2]],
                 probability: probability.view(),
             };
-            let started = Instant::now();
-            let label = generalist.pseudo_label(&request)?;
-            let (mask, known, prompts) = match label {
-                Some(l) => (l.mask, l.known, l.prompts),
-                None => {
+            for view in generalist.answer(&request)? {
+                let (mask, known, prompts) = view.label.unwrap_or_else(|| {
                     let nothing = Array3::from_elem(truth.raw_dim(), false);
                     (nothing.clone(), nothing, 0)
-                }
-            };
-            let score =
-                evaluate_masks(mask.view(), truth.view(), [1.0; 3], Hd95Convention::Medpy)?.dice;
-            all.push(score);
-            let answered = dice_where(&mask, &truth, &known);
-            let model_answered = predicted.as_ref().map_or("-".into(), |p| {
-                format!("{:.4}", dice_where(p, &truth, &known))
-            });
-            let covered = ndarray::Zip::from(&truth)
-                .and(&known)
-                .fold(0usize, |n, &t, &k| n + usize::from(t && k));
-            let object = truth.iter().filter(|&&t| t).count();
-            println!(
-                "{}\t{class}\t{score:.4}\t{prompts}\t{:.1}\t{model_dice}\t{answered:.4}\t{model_answered}\t{:.3}",
-                case.id,
-                started.elapsed().as_secs_f64(),
-                covered as f64 / object.max(1) as f64
-            );
+                });
+                let everywhere = Array3::from_elem(truth.raw_dim(), true);
+                let score = dice_where(&mask, &truth, &everywhere);
+                let answered = dice_where(&mask, &truth, &known);
+                let model_answered = predicted.as_ref().map_or("-".into(), |p| {
+                    format!("{:.4}", dice_where(p, &truth, &known))
+                });
+                let covered = ndarray::Zip::from(&truth)
+                    .and(&known)
+                    .fold(0usize, |n, &t, &k| n + usize::from(t && k));
+                let object = truth.iter().filter(|&&t| t).count();
+                let coverage = covered as f64 / object.max(1) as f64;
+                all.add(&view.name, [score, answered, coverage]);
+                println!(
+                    "{}\t{class}\t{score:.4}\t{prompts}\t{:.1}\t{model_dice}\t{answered:.4}\t{model_answered}\t{coverage:.3}\t{}",
+                    case.id, view.seconds, view.name
+                );
+            }
         }
     }
-    let mean = all.iter().sum::<f64>() / all.len().max(1) as f64;
-    println!(
-        "mean Dice of {}-prompted pseudo-labels: {mean:.4} over {} (case, class) pairs",
-        if specialist.is_some() {
-            "model"
-        } else {
-            "ground-truth"
-        },
-        all.len()
-    );
+    let source = if specialist.is_some() {
+        "model"
+    } else {
+        "ground-truth"
+    };
+    for (view, sums, count) in &all.views {
+        let [dice, answered, coverage] = sums.map(|sum| sum / (*count).max(1) as f64);
+        println!(
+            "mean Dice of {source}-prompted pseudo-labels ({view}): {dice:.4}, {answered:.4} where \
+             answered, coverage {coverage:.3}, over {count} (case, class) pairs"
+        );
+    }
     Ok(())
+}
+
+/// One view's pseudo-label (mask, known voxels, prompts) and the seconds it took.
+struct ViewLabel {
+    name: String,
+    label: Option<(Array3<bool>, Array3<bool>, usize)>,
+    seconds: f64,
+}
+
+/// The generalist as the oracle scores it: a slice-wise one by axis and fused, another as is.
+enum Views {
+    SliceWise(MultiView<LiteMedSamSlices>),
+    Other(Box<dyn Generalist>),
+}
+
+impl Views {
+    fn build(config: &SamConfig) -> anyhow::Result<Self> {
+        let device = semisam::backend::default_device();
+        Ok(match &config.generalist {
+            GeneralistConfig::LiteMedSam(litemedsam) => {
+                Views::SliceWise(litemedsam.build_views(&config.prompts, &device)?)
+            }
+            other => Views::Other(other.build(&config.prompts, &device)?),
+        })
+    }
+
+    /// Each axis's pseudo-label, then (with several axes) their fusion by the plain mean, by the
+    /// configured fusion and by vote.
+    fn answer(&mut self, request: &PseudoLabelRequest<'_>) -> anyhow::Result<Vec<ViewLabel>> {
+        let views = match self {
+            Views::Other(generalist) => {
+                let started = Instant::now();
+                let label = generalist.pseudo_label(request)?;
+                return Ok(vec![ViewLabel {
+                    name: "generalist".into(),
+                    label: label.map(|l| (l.mask, l.known, l.prompts)),
+                    seconds: started.elapsed().as_secs_f64(),
+                }]);
+            }
+            Views::SliceWise(views) => views,
+        };
+        let answers = views.view_answers(request)?;
+        let mut labels: Vec<ViewLabel> = answers
+            .iter()
+            .map(|view| ViewLabel {
+                name: format!("axis {}", view.axis),
+                label: view
+                    .answer
+                    .as_ref()
+                    .map(|a| (a.logits.mapv(|l| l > 0.0), a.known.clone(), a.prompts)),
+                seconds: view.seconds,
+            })
+            .collect();
+        if answers.len() > 1 {
+            let answered: Vec<_> = answers.iter().filter_map(|v| v.answer.as_ref()).collect();
+            let prompts = answered.iter().map(|a| a.prompts).sum();
+            let mut fusions = vec![Fusion::Mean { band: 0.0 }, views.fusion(), Fusion::Vote];
+            fusions.dedup();
+            for fusion in fusions {
+                let started = Instant::now();
+                let label = (!answered.is_empty()).then(|| {
+                    let (mask, known) = fuse(&answered, fusion);
+                    (mask, known, prompts)
+                });
+                labels.push(ViewLabel {
+                    name: fusion.name(),
+                    label,
+                    seconds: started.elapsed().as_secs_f64(),
+                });
+            }
+        }
+        Ok(labels)
+    }
+}
+
+/// Sums of Dice, Dice where answered and coverage by view, in the order views first appear.
+#[derive(Default)]
+struct Summary {
+    views: Vec<(String, [f64; 3], usize)>,
+}
+
+impl Summary {
+    fn add(&mut self, view: &str, values: [f64; 3]) {
+        let at = match self.views.iter().position(|(name, ..)| name == view) {
+            Some(at) => at,
+            None => {
+                self.views.push((view.to_owned(), [0.0; 3], 0));
+                self.views.len() - 1
+            }
+        };
+        let (_, sums, count) = &mut self.views[at];
+        for (sum, value) in sums.iter_mut().zip(values) {
+            *sum += value;
+        }
+        *count += 1;
+    }
 }
 
 /// Dice of `mask` against `truth` over the voxels where `within` holds (1 when both are empty

@@ -9,20 +9,23 @@ use super::clicks3d::crop::CropNormalization;
 use super::clicks3d::{ClickLoopConfig, FirstMaskPrompt, SamMed3dClicks};
 use super::litemedsam::LiteMedSam;
 use super::sammed3d::{ModelConfig, SamMed3d};
-use super::slicewise::SliceWise;
 use super::slicewise::embedding_store::EmbeddingStore;
 use super::slicewise::litemedsam::LiteMedSamSlices;
+use super::slicewise::{Fusion, MultiView, SliceWise};
 use super::{Generalist, GeneralistError, weights_cache};
 use crate::prompts::PromptConfig;
 
-/// LiteMedSAM (2D, box prompts) applied slice by slice.
+/// LiteMedSAM (2D, box prompts) applied slice by slice, along one axis or several fused.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiteMedSamConfig {
     /// Checkpoint file; the weights cache (`semisam weights fetch`) when absent.
     pub weights: Option<PathBuf>,
-    /// Slicing axis (2 = the third array axis, z for UA-MT h5).
-    pub axis: usize,
-    /// Slice embeddings kept in memory.
+    /// Slicing axes (2 = the third array axis, z for UA-MT h5), distinct; one axis is plain
+    /// [`SliceWise`], several a [`MultiView`].
+    pub axes: Vec<usize>,
+    /// How several axes' answers are fused.
+    pub fusion: Fusion,
+    /// Slice embeddings kept in memory (by all axes together).
     pub cache_capacity: usize,
     /// A folder where slice embeddings are kept between runs (keyed by weights, axis and the
     /// slice's pixels), so that only the first run on a dataset pays for them.
@@ -33,7 +36,8 @@ impl Default for LiteMedSamConfig {
     fn default() -> Self {
         LiteMedSamConfig {
             weights: None,
-            axis: 2,
+            axes: vec![2],
+            fusion: Fusion::Mean { band: 0.25 },
             cache_capacity: 4096,
             embedding_dir: None,
         }
@@ -42,13 +46,64 @@ impl Default for LiteMedSamConfig {
 
 impl LiteMedSamConfig {
     pub fn check(&self) -> Result<(), GeneralistError> {
-        if self.axis > 2 {
-            return Err(GeneralistError::Model(format!(
-                "[sam] axis must be 0, 1 or 2, got {}",
-                self.axis
-            )));
+        let wrong = |message: String| Err(GeneralistError::Model(message));
+        if self.axes.is_empty() {
+            return wrong("[sam] axes must list at least one axis".into());
+        }
+        for (n, &axis) in self.axes.iter().enumerate() {
+            if axis > 2 {
+                return wrong(format!("[sam] axis must be 0, 1 or 2, got {axis}"));
+            }
+            if self.axes[..n].contains(&axis) {
+                return wrong(format!("[sam] axes lists axis {axis} twice"));
+            }
+        }
+        if let Fusion::Mean { band } = self.fusion
+            && !(0.0..0.5).contains(&band)
+        {
+            return wrong(format!(
+                "[sam] fusion_band must be at least 0 and below 0.5, got {band}"
+            ));
         }
         Ok(())
+    }
+
+    /// The model with the identity its cached embeddings are keyed by.
+    fn load_model(
+        &self,
+        device: &burn::tensor::Device,
+    ) -> Result<LiteMedSamSlices, GeneralistError> {
+        let spec = &weights_cache::LITEMEDSAM;
+        let (path, identity) = match &self.weights {
+            Some(path) => (path.clone(), format!("file:{}", path.display())),
+            None => (
+                weights_cache::locate(spec).map_err(|e| GeneralistError::Model(e.to_string()))?,
+                spec.sha256[..12].to_string(),
+            ),
+        };
+        let model = LiteMedSam::load(&path, device)?;
+        Ok(LiteMedSamSlices::new(model, identity))
+    }
+
+    /// Every axis as its own view, whatever their number (analyses compare the views; a run
+    /// with one axis uses plain [`SliceWise`]).
+    pub fn build_views(
+        &self,
+        prompts: &PromptConfig,
+        device: &burn::tensor::Device,
+    ) -> Result<MultiView<LiteMedSamSlices>, GeneralistError> {
+        self.check()?;
+        let views = MultiView::new(
+            self.load_model(device)?,
+            &self.axes,
+            prompts.clone(),
+            self.cache_capacity,
+            self.fusion,
+        );
+        Ok(match &self.embedding_dir {
+            Some(dir) => views.with_store(EmbeddingStore::new(dir)),
+            None => views,
+        })
     }
 }
 
@@ -106,10 +161,10 @@ impl Default for GeneralistConfig {
 }
 
 impl GeneralistConfig {
-    /// The axis a slice-wise generalist cuts the volume along.
+    /// The axis a slice-wise generalist cuts the volume along (the first, with several).
     pub fn slicing_axis(&self) -> Option<usize> {
         match self {
-            GeneralistConfig::LiteMedSam(config) => Some(config.axis),
+            GeneralistConfig::LiteMedSam(config) => config.axes.first().copied(),
             GeneralistConfig::SamMed3d(_) => None,
         }
     }
@@ -123,20 +178,13 @@ impl GeneralistConfig {
     ) -> Result<Box<dyn Generalist>, GeneralistError> {
         match self {
             GeneralistConfig::LiteMedSam(config) => {
-                config.check()?;
-                let spec = &weights_cache::LITEMEDSAM;
-                let (path, identity) = match &config.weights {
-                    Some(path) => (path.clone(), format!("file:{}", path.display())),
-                    None => (
-                        weights_cache::locate(spec)
-                            .map_err(|e| GeneralistError::Model(e.to_string()))?,
-                        spec.sha256[..12].to_string(),
-                    ),
+                let &[axis] = config.axes.as_slice() else {
+                    return Ok(Box::new(config.build_views(prompts, device)?));
                 };
-                let model = LiteMedSam::load(&path, device)?;
-                let slices = LiteMedSamSlices::new(model, identity);
+                config.check()?;
+                let slices = config.load_model(device)?;
                 let mut generalist =
-                    SliceWise::new(slices, config.axis, prompts.clone(), config.cache_capacity);
+                    SliceWise::new(slices, axis, prompts.clone(), config.cache_capacity);
                 if let Some(dir) = &config.embedding_dir {
                     generalist = generalist.with_store(EmbeddingStore::new(dir));
                 }

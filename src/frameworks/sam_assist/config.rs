@@ -10,6 +10,7 @@ use crate::frameworks::RampUp;
 use crate::generalists::clicks3d::crop::CropNormalization;
 use crate::generalists::clicks3d::{ClickLoopConfig, FirstMaskPrompt};
 use crate::generalists::factory::{GeneralistConfig, LiteMedSamConfig, SamMed3dConfig};
+use crate::generalists::slicewise::Fusion;
 use crate::prompts::PromptConfig;
 
 /// Which frozen generalist produces the pseudo-labels (the `generalist` key).
@@ -21,6 +22,14 @@ enum GeneralistKind {
     /// SAM-Med3D (3D, clicks); users bring the weights (`weights` is required).
     #[serde(rename = "sammed3d")]
     SamMed3d,
+}
+
+/// How the answers of several slicing axes are fused (the `fusion` key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FusionKind {
+    Mean,
+    Vote,
 }
 
 /// What the term does with voxels the generalist was not prompted for.
@@ -83,8 +92,15 @@ struct SamSection {
     generalist: GeneralistKind,
     /// Checkpoint file; the weights cache when absent (LiteMedSAM only: SAM-Med3D needs it).
     weights: Option<PathBuf>,
-    /// Slicing axis of a 2D generalist (2 = the third array axis, z for UA-MT h5).
-    axis: usize,
+    /// Slicing axis of a 2D generalist (2 = the third array axis, z for UA-MT h5; the default).
+    axis: Option<usize>,
+    /// Several slicing axes of a 2D generalist, fused per voxel (exclusive with `axis`).
+    axes: Option<Vec<usize>>,
+    /// With several axes: `mean` (of the probabilities; the default) or `vote` (majority);
+    /// voxels where the axes disagree are left out of the term.
+    fusion: Option<FusionKind>,
+    /// With `fusion = "mean"`: voxels whose mean lies within this of ½ are left out (0.25).
+    fusion_band: Option<f32>,
     /// Embeddings kept in memory: slices (LiteMedSAM, default 4096) or cubes (SAM-Med3D,
     /// default 16; 0.8 MB each for `vit_b_ori`).
     cache_capacity: Option<usize>,
@@ -138,7 +154,10 @@ impl Default for SamSection {
         SamSection {
             generalist: GeneralistKind::LiteMedSam,
             weights: None,
-            axis: 2,
+            axis: None,
+            axes: None,
+            fusion: None,
+            fusion_band: None,
             cache_capacity: None,
             model_config: None,
             clicks: ClickLoopConfig::default().clicks,
@@ -238,14 +257,56 @@ impl SamSection {
 
     /// Keys set to something other than their default that SAM-Med3D does not read.
     fn litemedsam_keys_set(&self) -> Vec<&'static str> {
-        let default = SamSection::default();
+        let default_axes = LiteMedSamConfig::default().axes;
         [
-            ("axis", self.axis != default.axis),
+            ("axis", self.axis.is_some_and(|a| default_axes != [a])),
+            ("axes", self.axes.is_some()),
+            ("fusion", self.fusion.is_some()),
+            ("fusion_band", self.fusion_band.is_some()),
             ("embedding_dir", self.embedding_dir.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))
         .collect()
+    }
+
+    /// `axis` or `axes`, never both; the third array axis when neither.
+    fn axes(&self) -> Result<Vec<usize>, String> {
+        match (self.axis, &self.axes) {
+            (Some(_), Some(_)) => Err("[sam] axis and axes are exclusive: give one axis as \
+                                       axis = N, several as axes = [..]"
+                .into()),
+            (Some(axis), None) => Ok(vec![axis]),
+            (None, Some(axes)) => Ok(axes.clone()),
+            (None, None) => Ok(LiteMedSamConfig::default().axes),
+        }
+    }
+
+    /// The fusion of several axes; its keys are errors with one axis, which has nothing to fuse.
+    fn fusion(&self) -> Result<Fusion, String> {
+        let several = self.axes.as_ref().is_some_and(|axes| axes.len() > 1);
+        let keys: Vec<&str> = [
+            ("fusion", self.fusion.is_some()),
+            ("fusion_band", self.fusion_band.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
+        if !several && !keys.is_empty() {
+            let verb = if keys.len() == 1 { "applies" } else { "apply" };
+            return Err(format!(
+                "[sam] {} {verb} to several slicing axes only (axes = [..])",
+                keys.join(", ")
+            ));
+        }
+        match (self.fusion, self.fusion_band) {
+            (Some(FusionKind::Vote), Some(_)) => {
+                Err("[sam] fusion_band applies to fusion = \"mean\" only".into())
+            }
+            (Some(FusionKind::Vote), None) => Ok(Fusion::Vote),
+            (_, Some(band)) => Ok(Fusion::Mean { band }),
+            (_, None) => Ok(LiteMedSamConfig::default().fusion),
+        }
     }
 
     fn generalist(&self) -> Result<GeneralistConfig, String> {
@@ -257,7 +318,8 @@ impl SamSection {
                 }
                 let config = LiteMedSamConfig {
                     weights: self.weights.clone(),
-                    axis: self.axis,
+                    axes: self.axes()?,
+                    fusion: self.fusion()?,
                     cache_capacity: self
                         .cache_capacity
                         .unwrap_or(LiteMedSamConfig::default().cache_capacity),
@@ -334,7 +396,16 @@ impl From<SamConfig> for SamSection {
             GeneralistConfig::LiteMedSam(generalist) => {
                 section.generalist = GeneralistKind::LiteMedSam;
                 section.weights = generalist.weights;
-                section.axis = generalist.axis;
+                match generalist.axes.as_slice() {
+                    &[axis] => section.axis = Some(axis),
+                    axes => {
+                        section.axes = Some(axes.to_vec());
+                        (section.fusion, section.fusion_band) = match generalist.fusion {
+                            Fusion::Mean { band } => (Some(FusionKind::Mean), Some(band)),
+                            Fusion::Vote => (Some(FusionKind::Vote), None),
+                        };
+                    }
+                }
                 section.cache_capacity = Some(generalist.cache_capacity);
                 section.embedding_dir = generalist.embedding_dir;
             }
@@ -382,7 +453,10 @@ mod tests {
         let GeneralistConfig::LiteMedSam(generalist) = &config.generalist else {
             panic!("{config:?}");
         };
-        assert_eq!((generalist.axis, generalist.cache_capacity), (1, 4096));
+        assert_eq!(
+            (&generalist.axes[..], generalist.cache_capacity),
+            (&[1][..], 4096)
+        );
         assert_eq!(generalist.embedding_dir, Some(PathBuf::from("emb")));
         let text = toml::to_string(&config).unwrap();
         assert_eq!(parse(&text).unwrap(), config);
@@ -411,6 +485,76 @@ mod tests {
         );
         let error = parse("generalist = \"sammed3d\"").unwrap_err();
         assert!(error.starts_with("[sam] weights is required"), "{error}");
+    }
+
+    #[test]
+    fn several_axes_are_fused_and_written_back() {
+        let config = parse("axes = [0, 1, 2]").unwrap();
+        let GeneralistConfig::LiteMedSam(generalist) = &config.generalist else {
+            panic!("{config:?}");
+        };
+        assert_eq!(generalist.axes, [0, 1, 2]);
+        assert_eq!(generalist.fusion, Fusion::Mean { band: 0.25 });
+        let text = toml::to_string(&config).unwrap();
+        assert!(
+            text.contains("axes = [0, 1, 2]") && !text.contains("axis ="),
+            "{text}"
+        );
+        assert_eq!(parse(&text).unwrap(), config);
+
+        let config = parse("axes = [2, 0]\nfusion = \"vote\"").unwrap();
+        let GeneralistConfig::LiteMedSam(generalist) = &config.generalist else {
+            panic!("{config:?}");
+        };
+        assert_eq!(
+            (&generalist.axes[..], generalist.fusion),
+            (&[2, 0][..], Fusion::Vote)
+        );
+        assert_eq!(parse(&toml::to_string(&config).unwrap()).unwrap(), config);
+
+        let config = parse("axes = [0, 2]\nfusion_band = 0.1").unwrap();
+        let GeneralistConfig::LiteMedSam(generalist) = &config.generalist else {
+            panic!("{config:?}");
+        };
+        assert_eq!(generalist.fusion, Fusion::Mean { band: 0.1 });
+        // one axis listed as `axes` is the plain slice-wise generalist
+        assert_eq!(parse("axes = [2]").unwrap(), SamConfig::default());
+    }
+
+    #[test]
+    fn axes_errors_name_the_key() {
+        for (text, expected) in [
+            (
+                "axis = 2\naxes = [0, 1, 2]",
+                "[sam] axis and axes are exclusive: give one axis as axis = N, several as axes = [..]",
+            ),
+            ("axes = []", "[sam] axes must list at least one axis"),
+            ("axes = [0, 3]", "[sam] axis must be 0, 1 or 2, got 3"),
+            ("axes = [1, 1]", "[sam] axes lists axis 1 twice"),
+            (
+                "axis = 1\nfusion = \"vote\"",
+                "[sam] fusion applies to several slicing axes only (axes = [..])",
+            ),
+            (
+                "fusion = \"mean\"\nfusion_band = 0.1",
+                "[sam] fusion, fusion_band apply to several slicing axes only (axes = [..])",
+            ),
+            (
+                "axes = [0, 1]\nfusion = \"vote\"\nfusion_band = 0.1",
+                "[sam] fusion_band applies to fusion = \"mean\" only",
+            ),
+            (
+                "axes = [0, 1]\nfusion_band = 0.5",
+                "[sam] fusion_band must be at least 0 and below 0.5, got 0.5",
+            ),
+            (
+                "generalist = \"sammed3d\"\nweights = \"w.pth\"\naxes = [0, 1]",
+                "[sam] axes applies to generalist = \"litemedsam\" only",
+            ),
+        ] {
+            assert_eq!(parse(text).unwrap_err(), expected, "{text}");
+        }
+        assert!(parse("fusion = \"median\"\naxes = [0, 1]").is_err());
     }
 
     #[test]

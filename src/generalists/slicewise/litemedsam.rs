@@ -10,7 +10,7 @@ use super::SliceModel;
 use crate::generalists::GeneralistError;
 use crate::generalists::litemedsam::{
     Embedding, ImageGeometry, LiteMedSam, LiteMedSamError, LogitWindow, PointPrompt, Prompts,
-    gray_to_rgb, postprocess_mask_region, prepare_image,
+    gray_to_rgb, prepare_image, upsample_logits_region,
 };
 use crate::prompts::SlicePrompt;
 
@@ -124,12 +124,24 @@ impl SliceModel for LiteMedSamSlices {
 
     fn segment(
         &self,
-        (embedding, geometry): &Self::Embedding,
+        embedding: &Self::Embedding,
         slice_shape: (usize, usize),
         rows: Range<usize>,
         cols: Range<usize>,
         prompts: &[SlicePrompt],
     ) -> Result<Vec<Array2<bool>>, GeneralistError> {
+        let logits = self.segment_logits(embedding, slice_shape, rows, cols, prompts)?;
+        Ok(logits.iter().map(|l| l.mapv(|v| v > 0.0)).collect())
+    }
+
+    fn segment_logits(
+        &self,
+        (embedding, geometry): &Self::Embedding,
+        slice_shape: (usize, usize),
+        rows: Range<usize>,
+        cols: Range<usize>,
+        prompts: &[SlicePrompt],
+    ) -> Result<Vec<Array2<f32>>, GeneralistError> {
         if geometry.original_hw != [slice_shape.0, slice_shape.1] {
             return Err(GeneralistError::Model(format!(
                 "LiteMedSAM: embedding of a {:?} slice used for a {slice_shape:?} slice",
@@ -145,8 +157,12 @@ impl SliceModel for LiteMedSamSlices {
         logits
             .iter()
             .map(|l| {
-                let mask = postprocess_mask_region(l, geometry, rows.clone(), cols.clone())?;
-                Ok(mask.mapv(|v| v > 0))
+                Ok(upsample_logits_region(
+                    l,
+                    geometry,
+                    rows.clone(),
+                    cols.clone(),
+                )?)
             })
             .collect()
     }

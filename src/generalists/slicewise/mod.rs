@@ -2,12 +2,15 @@
 //!
 //! Prompts come from the specialist's probability on the patch region; each prompted slice is
 //! encoded once at its full, un-augmented size (cached), decoded with the box moved into full-slice
-//! coordinates, and the mask comes back for the region's rows and columns only.
+//! coordinates, and the mask comes back for the region's rows and columns only. [`MultiView`]
+//! runs one [`SliceWise`] per axis and fuses their answers.
 
 pub mod embedding_store;
 pub mod litemedsam;
+mod multiview;
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use ndarray::{Array2, Array3, ArrayView2, Axis};
 use rayon::prelude::*;
@@ -16,6 +19,7 @@ use crate::generalists::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
 use crate::generalists::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
 use crate::prompts::{PromptConfig, SlicePrompt, slice_prompts};
 use embedding_store::EmbeddingStore;
+pub use multiview::{Fusion, MultiView, ViewAnswer, fuse};
 
 /// The two operations a 2D promptable model offers.
 pub trait SliceModel: Send + Sync {
@@ -38,6 +42,68 @@ pub trait SliceModel: Send + Sync {
         cols: Range<usize>,
         prompts: &[SlicePrompt],
     ) -> Result<Vec<Array2<bool>>, GeneralistError>;
+    /// What [`SliceModel::segment`] thresholds at 0, as logits: the views of a [`MultiView`]
+    /// average their probabilities. A model without logits answers ±∞ (probability 1 or 0).
+    fn segment_logits(
+        &self,
+        embedding: &Self::Embedding,
+        slice_shape: (usize, usize),
+        rows: Range<usize>,
+        cols: Range<usize>,
+        prompts: &[SlicePrompt],
+    ) -> Result<Vec<Array2<f32>>, GeneralistError> {
+        let masks = self.segment(embedding, slice_shape, rows, cols, prompts)?;
+        Ok(masks
+            .into_iter()
+            .map(|m| m.mapv(|v| if v { f32::INFINITY } else { f32::NEG_INFINITY }))
+            .collect())
+    }
+}
+
+/// One model shared by the views of a [`MultiView`].
+impl<M: SliceModel> SliceModel for Arc<M> {
+    type Embedding = M::Embedding;
+    fn identity(&self) -> String {
+        (**self).identity()
+    }
+    fn embed(&self, slice: ArrayView2<f32>) -> Result<Self::Embedding, GeneralistError> {
+        (**self).embed(slice)
+    }
+    fn embedding_to_bytes(&self, embedding: &Self::Embedding) -> Vec<u8> {
+        (**self).embedding_to_bytes(embedding)
+    }
+    fn embedding_from_bytes(&self, bytes: &[u8]) -> Result<Self::Embedding, GeneralistError> {
+        (**self).embedding_from_bytes(bytes)
+    }
+    fn segment(
+        &self,
+        embedding: &Self::Embedding,
+        slice_shape: (usize, usize),
+        rows: Range<usize>,
+        cols: Range<usize>,
+        prompts: &[SlicePrompt],
+    ) -> Result<Vec<Array2<bool>>, GeneralistError> {
+        (**self).segment(embedding, slice_shape, rows, cols, prompts)
+    }
+    fn segment_logits(
+        &self,
+        embedding: &Self::Embedding,
+        slice_shape: (usize, usize),
+        rows: Range<usize>,
+        cols: Range<usize>,
+        prompts: &[SlicePrompt],
+    ) -> Result<Vec<Array2<f32>>, GeneralistError> {
+        (**self).segment_logits(embedding, slice_shape, rows, cols, prompts)
+    }
+}
+
+/// One view's answer on a request's region: the model's logits on the prompted slices
+/// (−∞ elsewhere) and which voxels those are.
+#[derive(Debug, Clone)]
+pub struct SliceAnswer {
+    pub logits: Array3<f32>,
+    pub known: Array3<bool>,
+    pub prompts: usize,
 }
 
 /// Slice-by-slice pseudo-labelling with an embedding cache.
@@ -75,6 +141,10 @@ impl<M: SliceModel> SliceWise<M> {
     pub fn model(&self) -> &M {
         &self.model
     }
+
+    pub fn axis(&self) -> usize {
+        self.axis
+    }
 }
 
 /// The in-plane axes left after removing `axis`, in order (rows, columns).
@@ -102,15 +172,12 @@ fn shift_prompt(prompt: &SlicePrompt, row_offset: usize, col_offset: usize) -> S
     shifted
 }
 
-impl<M: SliceModel> Generalist for SliceWise<M> {
-    fn identity(&self) -> String {
-        format!("{} (slice-wise, axis {})", self.model.identity(), self.axis)
-    }
-
-    fn pseudo_label(
+impl<M: SliceModel> SliceWise<M> {
+    /// The model's logits on the request's region, slice by slice; `None` without a prompt.
+    pub fn answer(
         &mut self,
         request: &PseudoLabelRequest<'_>,
-    ) -> Result<Option<PseudoLabel>, GeneralistError> {
+    ) -> Result<Option<SliceAnswer>, GeneralistError> {
         let region_shape: Vec<usize> = request.region.iter().map(|r| r.len()).collect();
         if request.probability.shape() != region_shape.as_slice() {
             return Err(GeneralistError::Model(format!(
@@ -158,13 +225,13 @@ impl<M: SliceModel> Generalist for SliceWise<M> {
         }
         let model = &self.model;
         let slice_shape = request.image.index_axis(Axis(self.axis), 0).dim();
-        let masks: Vec<Array2<bool>> = prompts
+        let masks: Vec<Array2<f32>> = prompts
             .par_iter()
             .zip(embeddings.par_iter())
             .map(|(prompt, embedding)| {
                 let shifted = shift_prompt(prompt, rows.start, cols.start);
                 let mask = model
-                    .segment(
+                    .segment_logits(
                         embedding,
                         slice_shape,
                         rows.clone(),
@@ -184,19 +251,37 @@ impl<M: SliceModel> Generalist for SliceWise<M> {
                 Ok(mask)
             })
             .collect::<Result<_, _>>()?;
-        let mut mask = Array3::from_elem(request.probability.raw_dim(), false);
+        let mut logits = Array3::from_elem(request.probability.raw_dim(), f32::NEG_INFINITY);
         let mut known = Array3::from_elem(request.probability.raw_dim(), false);
         for (prompt, region_mask) in prompts.iter().zip(&masks) {
-            mask.index_axis_mut(Axis(self.axis), prompt.slice)
+            logits
+                .index_axis_mut(Axis(self.axis), prompt.slice)
                 .assign(region_mask);
             known
                 .index_axis_mut(Axis(self.axis), prompt.slice)
                 .fill(true);
         }
-        Ok(Some(PseudoLabel {
-            mask,
+        Ok(Some(SliceAnswer {
+            logits,
             known,
             prompts: prompts.len(),
+        }))
+    }
+}
+
+impl<M: SliceModel> Generalist for SliceWise<M> {
+    fn identity(&self) -> String {
+        format!("{} (slice-wise, axis {})", self.model.identity(), self.axis)
+    }
+
+    fn pseudo_label(
+        &mut self,
+        request: &PseudoLabelRequest<'_>,
+    ) -> Result<Option<PseudoLabel>, GeneralistError> {
+        Ok(self.answer(request)?.map(|answer| PseudoLabel {
+            mask: answer.logits.mapv(|l| l > 0.0),
+            known: answer.known,
+            prompts: answer.prompts,
         }))
     }
 }
@@ -207,8 +292,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Encodes a slice as its sum; segments by filling the prompt's box.
-    struct BoxFiller {
-        embeds: AtomicUsize,
+    pub(super) struct BoxFiller {
+        pub(super) embeds: AtomicUsize,
     }
 
     impl SliceModel for BoxFiller {
