@@ -22,8 +22,10 @@ pub struct LiteMedSamConfig {
     pub weights: Option<PathBuf>,
     /// Slicing axis (2 = the third array axis, z for UA-MT h5).
     pub axis: usize,
-    /// Slice embeddings kept in memory.
+    /// Slice embeddings kept in memory, at most.
     pub cache_capacity: usize,
+    /// Memory the kept slice embeddings may take, in MiB (2 MiB a slice, half precision).
+    pub embedding_memory_mib: usize,
     /// A folder where slice embeddings are kept between runs (keyed by weights, axis and the
     /// slice's pixels), so that only the first run on a dataset pays for them.
     pub embedding_dir: Option<PathBuf>,
@@ -35,6 +37,7 @@ impl Default for LiteMedSamConfig {
             weights: None,
             axis: 2,
             cache_capacity: 4096,
+            embedding_memory_mib: 512,
             embedding_dir: None,
         }
     }
@@ -136,7 +139,8 @@ impl GeneralistConfig {
                 let model = LiteMedSam::load(&path, device)?;
                 let slices = LiteMedSamSlices::new(model, identity);
                 let mut generalist =
-                    SliceWise::new(slices, config.axis, prompts.clone(), config.cache_capacity);
+                    SliceWise::new(slices, config.axis, prompts.clone(), config.cache_capacity)
+                        .with_memory_budget(config.embedding_memory_mib.saturating_mul(1 << 20));
                 if let Some(dir) = &config.embedding_dir {
                     generalist = generalist.with_store(EmbeddingStore::new(dir));
                 }
