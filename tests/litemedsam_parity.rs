@@ -458,22 +458,106 @@ fn empty_prompt_is_rejected() {
     );
 }
 
-/// The on-disk store's bytes give back the same embedding and geometry (bit for bit).
+/// The on-disk store's bytes give back the same half-precision embedding and geometry (bit for
+/// bit), and the features are the encoder's rounded to f16.
 #[test]
 fn slice_embeddings_round_trip_through_bytes() {
     use semisam::generalists::slicewise::SliceModel;
     use semisam::generalists::slicewise::litemedsam::LiteMedSamSlices;
     let slices = LiteMedSamSlices::new(model().clone(), "test");
     let slice = Array2::from_shape_fn((40, 70), |(i, j)| ((i * 7 + j * 3) % 50) as f32);
-    let (embedding, geometry) = slices.embed(slice.view()).unwrap();
-    let bytes = slices.embedding_to_bytes(&(embedding.clone(), geometry));
-    assert_eq!(bytes.len(), 32 + 4 * 256 * 64 * 64);
-    let (restored, restored_geometry) = slices.embedding_from_bytes(&bytes).unwrap();
-    assert_eq!(restored_geometry, geometry);
-    assert_eq!(restored.to_vec(), embedding.to_vec());
-    let err = slices
-        .embedding_from_bytes(&bytes[..bytes.len() - 4])
-        .unwrap_err()
-        .to_string();
-    assert_eq!(err, "not a LiteMedSAM slice embedding");
+    let embedding = slices.embed(slice.view()).unwrap();
+    assert_eq!(embedding.features.len(), 256 * 64 * 64);
+    assert_eq!(
+        LiteMedSamSlices::embedding_bytes(&embedding),
+        2 * 256 * 64 * 64 + std::mem::size_of_val(&embedding)
+    );
+    let bytes = slices.embedding_to_bytes(&embedding);
+    assert_eq!(bytes.len(), 32 + 2 * 256 * 64 * 64);
+    assert_eq!(slices.embedding_from_bytes(&bytes).unwrap(), embedding);
+    for short in [&bytes[..bytes.len() - 2], &bytes[..31]] {
+        let err = slices.embedding_from_bytes(short).unwrap_err().to_string();
+        assert_eq!(err, "not a LiteMedSAM slice embedding");
+    }
+    // what the f32 store (format 1) wrote is not read as half precision, but is read as f32
+    let features: Vec<f32> = embedding
+        .features
+        .iter()
+        .map(|v| v.to_f32() * 1.0001)
+        .collect();
+    let mut f32_payload = bytes[..32].to_vec();
+    f32_payload.extend(features.iter().flat_map(|v| v.to_le_bytes()));
+    assert!(slices.embedding_from_bytes(&f32_payload).is_err());
+    let converted = slices
+        .embedding_from_format1(&f32_payload)
+        .unwrap()
+        .unwrap();
+    assert_eq!(converted.geometry, embedding.geometry);
+    let expected: Vec<half::f16> = features.iter().map(|&v| half::f16::from_f32(v)).collect();
+    assert_eq!(converted.features, expected);
+    assert!(slices.embedding_from_format1(&bytes).is_err());
+}
+
+/// f16 rounding stays within half a unit in the last place of f16 (2^-11 relative, or 2^-25
+/// absolute below the normal range).
+#[test]
+fn half_precision_round_trip_error_is_bounded() {
+    let run = prepare_case("case1_ct");
+    let full = run.embedding.to_vec();
+    let half = model()
+        .embedding_from_half(&run.embedding.to_half())
+        .unwrap()
+        .to_vec();
+    let mut worst_relative = 0.0f32;
+    for (a, b) in full.iter().zip(&half) {
+        let error = (a - b).abs();
+        assert!(
+            error <= a.abs() * 2f32.powi(-11) + 2f32.powi(-25),
+            "{a} became {b}"
+        );
+        if a.abs() > 1e-3 {
+            worst_relative = worst_relative.max(error / a.abs());
+        }
+    }
+    let scale = full.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    eprintln!("f16 round trip: worst relative error {worst_relative:e} (|features| <= {scale})");
+    assert!(
+        model()
+            .embedding_from_half(&run.embedding.to_half()[1..])
+            .is_none()
+    );
+}
+
+/// Masks decoded from half-precision embeddings (as the slice cache and store keep them) are
+/// the f32 masks up to a few boundary pixels.
+#[test]
+fn half_precision_embeddings_keep_the_masks() {
+    for case in CASES {
+        let run = prepare_case(case);
+        let half = model()
+            .embedding_from_half(&run.embedding.to_half())
+            .unwrap();
+        let geometry = &run.prepared.geometry;
+        let full = model().decode(&run.embedding, &run.prompts).unwrap();
+        let rounded = model().decode(&half, &run.prompts).unwrap();
+        let full = postprocess_mask(&full, geometry).unwrap();
+        let rounded = postprocess_mask(&rounded, geometry).unwrap();
+        let differing = count_differing(full.view(), rounded.view());
+        let both = full
+            .iter()
+            .zip(&rounded)
+            .filter(|(a, b)| **a == 1 && **b == 1)
+            .count();
+        let sizes = full.iter().chain(&rounded).filter(|v| **v == 1).count();
+        let dice = 2.0 * both as f64 / sizes as f64;
+        eprintln!(
+            "{case}: {differing} of {} mask pixels differ (f16 vs f32 embedding), Dice {dice:.5}",
+            full.len()
+        );
+        assert!(sizes > 0, "{case}: empty masks");
+        assert!(
+            differing as f64 <= 1e-3 * full.len() as f64 && dice >= 0.995,
+            "{case}: {differing} pixels differ, Dice {dice}"
+        );
+    }
 }

@@ -303,6 +303,10 @@ pub struct Sam2dBenchArgs {
     /// Checkpoint to use instead of the weights cache.
     #[arg(long)]
     pub weights: Option<PathBuf>,
+    /// Also time the encoder on this many images as one batch (reported per image), to see
+    /// whether batching the slices a run encodes would pay.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Also write the result as one JSON object to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -370,6 +374,9 @@ pub fn run_bench(args: Sam2dBenchArgs) -> anyhow::Result<()> {
     if args.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
     let threads = rayon::current_num_threads();
     let rss_start = peak_rss_mib();
     let model = load_model(args.weights.as_deref())?;
@@ -382,6 +389,12 @@ pub fn run_bench(args: Sam2dBenchArgs) -> anyhow::Result<()> {
         embedding = Some(model.embed(&image))
     });
     let embedding = embedding.expect("encoder ran");
+    let batch = (args.batch > 1).then(|| {
+        let images = vec![image.clone(); args.batch];
+        time_runs(args.warmup, args.repeats, || {
+            model.embed_batch(&images);
+        })
+    });
     let rss_encoder = peak_rss_mib();
     let decoder = time_runs(args.warmup + 1, args.repeats, || {
         model.decode(&embedding, &prompts).expect("valid prompt");
@@ -415,6 +428,14 @@ pub fn run_bench(args: Sam2dBenchArgs) -> anyhow::Result<()> {
     };
     println!("LiteMedSAM (burn, {threads} threads)");
     println!("  encoder: {}", fmt(&encoder));
+    if let Some(batch) = &batch {
+        println!(
+            "  encoder, batch of {}: {} = {:.1} ms per image",
+            args.batch,
+            fmt(batch),
+            batch.median_ms / args.batch as f64
+        );
+    }
     println!("  decoder: {}", fmt(&decoder));
     println!("  decoder, 16x16-token window: {}", fmt(&decoder_window));
     println!(
@@ -431,6 +452,10 @@ pub fn run_bench(args: Sam2dBenchArgs) -> anyhow::Result<()> {
             "encoder_ms": encoder.all_ms,
             "encoder_median_ms": encoder.median_ms,
             "encoder_cpu_per_wall": encoder.cpu_per_wall,
+            "encoder_batch": args.batch,
+            "encoder_batch_median_ms_per_image": batch
+                .as_ref()
+                .map(|b| b.median_ms / args.batch as f64),
             "decoder_ms": decoder.all_ms,
             "decoder_median_ms": decoder.median_ms,
             "decoder_cpu_per_wall": decoder.cpu_per_wall,

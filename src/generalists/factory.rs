@@ -25,8 +25,10 @@ pub struct LiteMedSamConfig {
     pub axes: Vec<usize>,
     /// How several axes' answers are fused.
     pub fusion: Fusion,
-    /// Slice embeddings kept in memory (by all axes together).
+    /// Slice embeddings kept in memory, at most (by all axes together).
     pub cache_capacity: usize,
+    /// Memory the kept slice embeddings may take, in MiB (2 MiB a slice, half precision).
+    pub embedding_memory_mib: usize,
     /// A folder where slice embeddings are kept between runs (keyed by weights, axis and the
     /// slice's pixels), so that only the first run on a dataset pays for them.
     pub embedding_dir: Option<PathBuf>,
@@ -39,6 +41,7 @@ impl Default for LiteMedSamConfig {
             axes: vec![2],
             fusion: Fusion::Mean { band: 0.25 },
             cache_capacity: 4096,
+            embedding_memory_mib: 512,
             embedding_dir: None,
         }
     }
@@ -85,6 +88,23 @@ impl LiteMedSamConfig {
         Ok(LiteMedSamSlices::new(model, identity))
     }
 
+    /// `embedding_memory_mib` in bytes, shared by all the axes.
+    fn memory_budget_bytes(&self) -> usize {
+        self.embedding_memory_mib.saturating_mul(1 << 20)
+    }
+
+    /// `embedding_dir`, else the embeddings folder of the semisam cache: a slice that leaves
+    /// the memory budget is read back from the store instead of encoded again, and a later run
+    /// on the same images pays nothing.
+    fn store(&self) -> Result<EmbeddingStore, GeneralistError> {
+        let dir = match &self.embedding_dir {
+            Some(dir) => dir.clone(),
+            None => weights_cache::embeddings_dir()
+                .map_err(|e| GeneralistError::Model(e.to_string()))?,
+        };
+        Ok(EmbeddingStore::new(dir))
+    }
+
     /// Every axis as its own view, whatever their number (analyses compare the views; a run
     /// with one axis uses plain [`SliceWise`]).
     pub fn build_views(
@@ -99,11 +119,9 @@ impl LiteMedSamConfig {
             prompts.clone(),
             self.cache_capacity,
             self.fusion,
-        );
-        Ok(match &self.embedding_dir {
-            Some(dir) => views.with_store(EmbeddingStore::new(dir)),
-            None => views,
-        })
+        )
+        .with_memory_budget(self.memory_budget_bytes());
+        Ok(views.with_store(self.store()?))
     }
 }
 
@@ -183,11 +201,10 @@ impl GeneralistConfig {
                 };
                 config.check()?;
                 let slices = config.load_model(device)?;
-                let mut generalist =
-                    SliceWise::new(slices, axis, prompts.clone(), config.cache_capacity);
-                if let Some(dir) = &config.embedding_dir {
-                    generalist = generalist.with_store(EmbeddingStore::new(dir));
-                }
+                let generalist =
+                    SliceWise::new(slices, axis, prompts.clone(), config.cache_capacity)
+                        .with_memory_budget(config.memory_budget_bytes())
+                        .with_store(config.store()?);
                 Ok(Box::new(generalist))
             }
             GeneralistConfig::SamMed3d(config) => {

@@ -59,6 +59,9 @@ pub struct PseudoLabel {
 pub trait Generalist: Send {
     /// A short identifier of the model and its weights (logs, cache keys).
     fn identity(&self) -> String;
+    /// Whether the generalist may draw progress of long one-time work (e.g. encoding a case's
+    /// slices on a fresh store) on the terminal; off unless called.
+    fn show_progress(&mut self, _visible: bool) {}
     fn pseudo_label(
         &mut self,
         request: &PseudoLabelRequest<'_>,

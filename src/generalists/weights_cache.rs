@@ -127,17 +127,24 @@ pub fn not_a_file(path: &Path) -> Option<&'static str> {
 
 /// The weights directory: `$SEMISAM_HOME/weights`, else `<platform cache>/semisam/weights`.
 pub fn cache_dir() -> Result<PathBuf, WeightsError> {
-    cache_dir_from(std::env::var_os("SEMISAM_HOME"), dirs::cache_dir())
+    home_from(std::env::var_os("SEMISAM_HOME"), dirs::cache_dir()).map(|h| h.join("weights"))
 }
 
-fn cache_dir_from(
+/// The default slice-embedding store: `$SEMISAM_HOME/embeddings`, else
+/// `<platform cache>/semisam/embeddings`.
+pub fn embeddings_dir() -> Result<PathBuf, WeightsError> {
+    home_from(std::env::var_os("SEMISAM_HOME"), dirs::cache_dir()).map(|h| h.join("embeddings"))
+}
+
+/// `$SEMISAM_HOME`, else `<platform cache>/semisam`.
+fn home_from(
     semisam_home: Option<OsString>,
     platform_cache: Option<PathBuf>,
 ) -> Result<PathBuf, WeightsError> {
     match semisam_home.filter(|h| !h.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join("weights")),
+        Some(home) => Ok(PathBuf::from(home)),
         None => platform_cache
-            .map(|c| c.join("semisam").join("weights"))
+            .map(|c| c.join("semisam"))
             .ok_or(WeightsError::NoCacheDir),
     }
 }
@@ -382,14 +389,14 @@ mod tests {
 
     #[test]
     fn semisam_home_wins_over_platform_cache() {
-        let dir = cache_dir_from(Some("/x/home".into()), Some("/y/cache".into())).unwrap();
-        assert_eq!(dir, PathBuf::from("/x/home/weights"));
-        let dir = cache_dir_from(None, Some("/y/cache".into())).unwrap();
-        assert_eq!(dir, PathBuf::from("/y/cache/semisam/weights"));
-        let dir = cache_dir_from(Some("".into()), Some("/y/cache".into())).unwrap();
-        assert_eq!(dir, PathBuf::from("/y/cache/semisam/weights"));
+        let dir = home_from(Some("/x/home".into()), Some("/y/cache".into())).unwrap();
+        assert_eq!(dir, PathBuf::from("/x/home"));
+        let dir = home_from(None, Some("/y/cache".into())).unwrap();
+        assert_eq!(dir, PathBuf::from("/y/cache/semisam"));
+        let dir = home_from(Some("".into()), Some("/y/cache".into())).unwrap();
+        assert_eq!(dir, PathBuf::from("/y/cache/semisam"));
         assert!(matches!(
-            cache_dir_from(None, None),
+            home_from(None, None),
             Err(WeightsError::NoCacheDir)
         ));
     }

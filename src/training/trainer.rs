@@ -209,7 +209,8 @@ pub fn train_with(
         fresh_state(config, &*framework, batch_options, &data.pool, &device)?
     };
     let mut sam = match (&config.sam, generalist) {
-        (Some(sam_config), Some(generalist)) => {
+        (Some(sam_config), Some(mut generalist)) => {
+            generalist.show_progress(options.progress);
             let unlabeled = data
                 .pool
                 .unlabeled

@@ -104,6 +104,9 @@ struct SamSection {
     /// Embeddings kept in memory: slices (LiteMedSAM, default 4096) or cubes (SAM-Med3D,
     /// default 16; 0.8 MB each for `vit_b_ori`).
     cache_capacity: Option<usize>,
+    /// LiteMedSAM: memory the slice embeddings kept in memory may take, in MiB (2 MiB a slice;
+    /// default 512). Slices past it are read back from `embedding_dir`, or encoded again.
+    embedding_memory_mib: Option<usize>,
     /// SAM-Med3D architecture JSON (the keys of `model_config_vit_b_ori.json`); `vit_b_ori` when
     /// absent.
     model_config: Option<PathBuf>,
@@ -159,6 +162,7 @@ impl Default for SamSection {
             fusion: None,
             fusion_band: None,
             cache_capacity: None,
+            embedding_memory_mib: None,
             model_config: None,
             clicks: ClickLoopConfig::default().clicks,
             first_mask_prompt: FirstMaskPrompt::default(),
@@ -263,6 +267,7 @@ impl SamSection {
             ("axes", self.axes.is_some()),
             ("fusion", self.fusion.is_some()),
             ("fusion_band", self.fusion_band.is_some()),
+            ("embedding_memory_mib", self.embedding_memory_mib.is_some()),
             ("embedding_dir", self.embedding_dir.is_some()),
         ]
         .into_iter()
@@ -316,13 +321,15 @@ impl SamSection {
                 if !foreign.is_empty() {
                     return Err(only_for(&foreign, "sammed3d"));
                 }
+                let defaults = LiteMedSamConfig::default();
                 let config = LiteMedSamConfig {
                     weights: self.weights.clone(),
                     axes: self.axes()?,
                     fusion: self.fusion()?,
-                    cache_capacity: self
-                        .cache_capacity
-                        .unwrap_or(LiteMedSamConfig::default().cache_capacity),
+                    cache_capacity: self.cache_capacity.unwrap_or(defaults.cache_capacity),
+                    embedding_memory_mib: self
+                        .embedding_memory_mib
+                        .unwrap_or(defaults.embedding_memory_mib),
                     embedding_dir: self.embedding_dir.clone(),
                 };
                 config.check().map_err(|e| e.to_string())?;
@@ -407,6 +414,7 @@ impl From<SamConfig> for SamSection {
                     }
                 }
                 section.cache_capacity = Some(generalist.cache_capacity);
+                section.embedding_memory_mib = Some(generalist.embedding_memory_mib);
                 section.embedding_dir = generalist.embedding_dir;
             }
             GeneralistConfig::SamMed3d(generalist) => {
@@ -457,6 +465,7 @@ mod tests {
             (&generalist.axes[..], generalist.cache_capacity),
             (&[1][..], 4096)
         );
+        assert_eq!(generalist.embedding_memory_mib, 512);
         assert_eq!(generalist.embedding_dir, Some(PathBuf::from("emb")));
         let text = toml::to_string(&config).unwrap();
         assert_eq!(parse(&text).unwrap(), config);
@@ -482,6 +491,11 @@ mod tests {
         assert_eq!(
             parse("generalist = \"sammed3d\"\nweights = \"w.pth\"\naxis = 0").unwrap_err(),
             "[sam] axis applies to generalist = \"litemedsam\" only"
+        );
+        assert_eq!(
+            parse("generalist = \"sammed3d\"\nweights = \"w.pth\"\nembedding_memory_mib = 64")
+                .unwrap_err(),
+            "[sam] embedding_memory_mib applies to generalist = \"litemedsam\" only"
         );
         let error = parse("generalist = \"sammed3d\"").unwrap_err();
         assert!(error.starts_with("[sam] weights is required"), "{error}");

@@ -1,16 +1,19 @@
 //! LiteMedSAM as a [`SliceModel`]: a volume slice (any intensity range) becomes the model's
 //! 8-bit RGB input by min-max scaling, as the upstream pre-processing expects of an image, and
-//! each slice prompt becomes a box (plus points) in model-input space.
+//! each slice prompt becomes a box (plus points) in model-input space. Embeddings are kept in
+//! half precision (2 MiB a slice instead of 4): they are rounded once, after the encoder, and
+//! widened again for each decode.
 
 use std::ops::Range;
 
+use half::f16;
 use ndarray::{Array2, ArrayView2};
 
 use super::SliceModel;
 use crate::generalists::GeneralistError;
 use crate::generalists::litemedsam::{
-    Embedding, ImageGeometry, LiteMedSam, LiteMedSamError, LogitWindow, PointPrompt, Prompts,
-    gray_to_rgb, prepare_image, upsample_logits_region,
+    EMBED_DIM, EMBED_GRID, ImageGeometry, LiteMedSam, LiteMedSamError, LogitWindow, PointPrompt,
+    PreparedImage, Prompts, gray_to_rgb, prepare_image, upsample_logits_region,
 };
 use crate::prompts::SlicePrompt;
 
@@ -36,6 +39,43 @@ impl LiteMedSamSlices {
     }
 }
 
+/// A slice's encoder features in half precision, (256, 64, 64) row-major, with the geometry of
+/// the slice they encode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceEmbedding {
+    pub features: Vec<f16>,
+    pub geometry: ImageGeometry,
+}
+
+const FEATURES: usize = EMBED_DIM * EMBED_GRID * EMBED_GRID;
+/// The store payload's head: original and resized sides as 4 little-endian u64.
+const HEAD_BYTES: usize = 32;
+
+/// A store payload's geometry and feature bytes, checked against a feature width of
+/// `value_bytes`.
+fn split_payload(
+    bytes: &[u8],
+    value_bytes: usize,
+) -> Result<(ImageGeometry, &[u8]), GeneralistError> {
+    let wrong = || GeneralistError::Model("not a LiteMedSAM slice embedding".into());
+    if bytes.len() != HEAD_BYTES + value_bytes * FEATURES {
+        return Err(wrong());
+    }
+    let (head, values) = bytes.split_at(HEAD_BYTES);
+    let side = |i: usize| -> Result<usize, GeneralistError> {
+        let word: [u8; 8] = head[8 * i..8 * i + 8].try_into().map_err(|_| wrong())?;
+        usize::try_from(u64::from_le_bytes(word)).map_err(|_| wrong())
+    };
+    let geometry = ImageGeometry {
+        original_hw: [side(0)?, side(1)?],
+        resized_hw: [side(2)?, side(3)?],
+    };
+    if geometry != ImageGeometry::for_original(geometry.original_hw[0], geometry.original_hw[1]) {
+        return Err(wrong());
+    }
+    Ok((geometry, values))
+}
+
 /// Min-max scale a float slice to 0..=255 (a constant slice becomes all zeros).
 fn to_u8(slice: ArrayView2<f32>) -> Array2<u8> {
     let (lo, hi) = slice
@@ -51,6 +91,12 @@ fn to_u8(slice: ArrayView2<f32>) -> Array2<u8> {
             0
         }
     })
+}
+
+/// The model input of a volume slice (any intensity range).
+pub fn prepare_slice(slice: ArrayView2<f32>) -> Result<PreparedImage, GeneralistError> {
+    let rgb = gray_to_rgb(to_u8(slice).view());
+    Ok(prepare_image(rgb.view())?)
 }
 
 fn model_prompts(prompt: &SlicePrompt, geometry: &ImageGeometry) -> Prompts {
@@ -74,57 +120,65 @@ fn model_prompts(prompt: &SlicePrompt, geometry: &ImageGeometry) -> Prompts {
 }
 
 impl SliceModel for LiteMedSamSlices {
-    type Embedding = (Embedding, ImageGeometry);
+    type Embedding = SliceEmbedding;
 
     fn identity(&self) -> String {
         format!("litemedsam:{}", self.weights_id)
     }
 
-    fn embed(&self, slice: ArrayView2<f32>) -> Result<Self::Embedding, GeneralistError> {
-        let rgb = gray_to_rgb(to_u8(slice).view());
-        let prepared = prepare_image(rgb.view())?;
-        let geometry = prepared.geometry;
-        Ok((self.model.embed(&prepared), geometry))
+    fn embed(&self, slice: ArrayView2<f32>) -> Result<SliceEmbedding, GeneralistError> {
+        let prepared = prepare_slice(slice)?;
+        Ok(SliceEmbedding {
+            features: self.model.embed(&prepared).to_half(),
+            geometry: prepared.geometry,
+        })
     }
 
-    /// Original and resized sides (4 little-endian u64), then the (256, 64, 64) features.
-    fn embedding_to_bytes(&self, (embedding, geometry): &Self::Embedding) -> Vec<u8> {
+    fn embedding_bytes(embedding: &SliceEmbedding) -> usize {
+        std::mem::size_of::<SliceEmbedding>() + std::mem::size_of_val(embedding.features.as_slice())
+    }
+
+    /// Original and resized sides (4 little-endian u64), then the (256, 64, 64) features as
+    /// little-endian f16.
+    fn embedding_to_bytes(&self, embedding: &SliceEmbedding) -> Vec<u8> {
+        let geometry = &embedding.geometry;
         let sides = [geometry.original_hw, geometry.resized_hw];
-        let mut bytes: Vec<u8> = sides
-            .iter()
-            .flatten()
-            .flat_map(|&side| (side as u64).to_le_bytes())
-            .collect();
-        bytes.extend(embedding.to_vec().iter().flat_map(|v| v.to_le_bytes()));
+        let mut bytes: Vec<u8> = Vec::with_capacity(HEAD_BYTES + 2 * FEATURES);
+        bytes.extend(
+            sides
+                .iter()
+                .flatten()
+                .flat_map(|&side| (side as u64).to_le_bytes()),
+        );
+        bytes.extend(embedding.features.iter().flat_map(|v| v.to_le_bytes()));
         bytes
     }
 
-    fn embedding_from_bytes(&self, bytes: &[u8]) -> Result<Self::Embedding, GeneralistError> {
-        let wrong = || GeneralistError::Model("not a LiteMedSAM slice embedding".into());
-        let (head, values) = bytes.split_at_checked(32).ok_or_else(wrong)?;
-        let side = |i: usize| -> Result<usize, GeneralistError> {
-            let word: [u8; 8] = head[8 * i..8 * i + 8].try_into().map_err(|_| wrong())?;
-            usize::try_from(u64::from_le_bytes(word)).map_err(|_| wrong())
-        };
-        let geometry = ImageGeometry {
-            original_hw: [side(0)?, side(1)?],
-            resized_hw: [side(2)?, side(3)?],
-        };
-        if geometry != ImageGeometry::for_original(geometry.original_hw[0], geometry.original_hw[1])
-        {
-            return Err(wrong());
-        }
-        let values: Vec<f32> = values
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    fn embedding_from_bytes(&self, bytes: &[u8]) -> Result<SliceEmbedding, GeneralistError> {
+        let (geometry, values) = split_payload(bytes, 2)?;
+        let features = values
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]))
             .collect();
-        let embedding = self.model.embedding_from_values(values).ok_or_else(wrong)?;
-        Ok((embedding, geometry))
+        Ok(SliceEmbedding { features, geometry })
+    }
+
+    /// Store format 1 held the features as little-endian f32 after the same head.
+    fn embedding_from_format1(
+        &self,
+        bytes: &[u8],
+    ) -> Result<Option<SliceEmbedding>, GeneralistError> {
+        let (geometry, values) = split_payload(bytes, 4)?;
+        let features = values
+            .chunks_exact(4)
+            .map(|c| f16::from_f32(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect();
+        Ok(Some(SliceEmbedding { features, geometry }))
     }
 
     fn segment(
         &self,
-        embedding: &Self::Embedding,
+        embedding: &SliceEmbedding,
         slice_shape: (usize, usize),
         rows: Range<usize>,
         cols: Range<usize>,
@@ -136,7 +190,7 @@ impl SliceModel for LiteMedSamSlices {
 
     fn segment_logits(
         &self,
-        (embedding, geometry): &Self::Embedding,
+        SliceEmbedding { features, geometry }: &SliceEmbedding,
         slice_shape: (usize, usize),
         rows: Range<usize>,
         cols: Range<usize>,
@@ -148,12 +202,16 @@ impl SliceModel for LiteMedSamSlices {
                 geometry.original_hw
             )));
         }
+        let embedding = self
+            .model
+            .embedding_from_half(features)
+            .ok_or_else(|| GeneralistError::Model("not a LiteMedSAM slice embedding".into()))?;
         let model_prompts: Vec<Prompts> =
             prompts.iter().map(|p| model_prompts(p, geometry)).collect();
         let window = LogitWindow::covering(geometry, rows.clone(), cols.clone());
         let logits = self
             .model
-            .decode_batch(embedding, &model_prompts, &window)?;
+            .decode_batch(&embedding, &model_prompts, &window)?;
         logits
             .iter()
             .map(|l| {

@@ -9,6 +9,7 @@ pub mod embedding_store;
 pub mod litemedsam;
 mod multiview;
 
+use std::io::IsTerminal;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use rayon::prelude::*;
 use crate::generalists::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
 use crate::generalists::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
 use crate::prompts::{PromptConfig, SlicePrompt, slice_prompts};
-use embedding_store::EmbeddingStore;
+use embedding_store::{EmbeddingStore, Stored};
 pub use multiview::{Fusion, MultiView, ViewAnswer, fuse};
 
 /// The two operations a 2D promptable model offers.
@@ -28,10 +29,22 @@ pub trait SliceModel: Send + Sync {
     fn identity(&self) -> String;
     /// Encode one slice (any intensity range; the model normalises it itself).
     fn embed(&self, slice: ArrayView2<f32>) -> Result<Self::Embedding, GeneralistError>;
+    /// The memory an embedding holds, for the in-memory cache's budget.
+    fn embedding_bytes(embedding: &Self::Embedding) -> usize {
+        std::mem::size_of_val(embedding)
+    }
     /// An embedding as bytes, for the on-disk store.
     fn embedding_to_bytes(&self, embedding: &Self::Embedding) -> Vec<u8>;
     /// What [`SliceModel::embedding_to_bytes`] wrote; an error when the bytes do not fit.
     fn embedding_from_bytes(&self, bytes: &[u8]) -> Result<Self::Embedding, GeneralistError>;
+    /// What an earlier layout (store format 1) held, when the model still reads it; `Ok(None)`
+    /// has the slice encoded again.
+    fn embedding_from_format1(
+        &self,
+        _bytes: &[u8],
+    ) -> Result<Option<Self::Embedding>, GeneralistError> {
+        Ok(None)
+    }
     /// One binary mask per prompt, for prompts on the slice `embedding` encodes (of
     /// `slice_shape`), over the slice's `rows` x `cols` only: a model may skip work outside them.
     fn segment(
@@ -68,6 +81,15 @@ impl<M: SliceModel> SliceModel for Arc<M> {
     }
     fn embed(&self, slice: ArrayView2<f32>) -> Result<Self::Embedding, GeneralistError> {
         (**self).embed(slice)
+    }
+    fn embedding_bytes(embedding: &Self::Embedding) -> usize {
+        M::embedding_bytes(embedding)
+    }
+    fn embedding_from_format1(
+        &self,
+        bytes: &[u8],
+    ) -> Result<Option<Self::Embedding>, GeneralistError> {
+        (**self).embedding_from_format1(bytes)
     }
     fn embedding_to_bytes(&self, embedding: &Self::Embedding) -> Vec<u8> {
         (**self).embedding_to_bytes(embedding)
@@ -113,6 +135,28 @@ pub struct SliceWise<M: SliceModel> {
     prompts: PromptConfig,
     cache: EmbeddingCache<M::Embedding>,
     store: Option<EmbeddingStore>,
+    /// Draw a bar while a request encodes many slices (only on a terminal).
+    progress: bool,
+}
+
+/// Requests that fetch fewer slices than this finish too soon to be worth a bar.
+const PROGRESS_MIN_SLICES: usize = 8;
+
+/// A bar over the slices one request encodes (or reads from the store); hidden unless asked
+/// for and stderr is a terminal, so logs piped to a file stay free of redraws.
+fn encoding_bar(visible: bool, slices: usize, case_id: &str) -> indicatif::ProgressBar {
+    if !visible || slices < PROGRESS_MIN_SLICES || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(slices as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} SAM embeddings of {prefix}: {pos}/{len} slices [{elapsed_precise} < {eta_precise}] {wide_bar}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_prefix(case_id.to_owned());
+    bar
 }
 
 impl<M: SliceModel> SliceWise<M> {
@@ -123,9 +167,16 @@ impl<M: SliceModel> SliceWise<M> {
             model,
             axis,
             prompts,
-            cache: EmbeddingCache::new(cache_capacity),
+            cache: EmbeddingCache::with_budget(cache_capacity, usize::MAX, M::embedding_bytes),
             store: None,
+            progress: false,
         }
+    }
+
+    /// Keep at most `bytes` of embeddings in memory (as [`SliceModel::embedding_bytes`] counts).
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        self.cache = self.cache.with_max_bytes(bytes);
+        self
     }
 
     /// Also keep embeddings in `store` on disk, across runs.
@@ -196,26 +247,40 @@ impl<M: SliceModel> SliceWise<M> {
         let weights = self.model.identity();
         // Embeddings first (the cache is not shared), then the decoder runs on the slices in
         // parallel: one slice's decode keeps about one core busy.
-        let mut embeddings = Vec::with_capacity(prompts.len());
-        for prompt in &prompts {
-            let slice = request.region[self.axis].start + prompt.slice;
-            let image = request.image.index_axis(Axis(self.axis), slice);
-            let key = EmbeddingKey {
+        let keys: Vec<EmbeddingKey> = prompts
+            .iter()
+            .map(|prompt| EmbeddingKey {
                 case_id: request.case_id.to_string(),
                 axis: self.axis,
-                slice,
+                slice: request.region[self.axis].start + prompt.slice,
                 weights: weights.clone(),
-            };
-            let (model, store, axis) = (&self.model, &self.store, self.axis);
+            })
+            .collect();
+        let missing = keys.iter().filter(|k| !self.cache.contains(k)).count();
+        let bar = encoding_bar(self.progress, missing, request.case_id);
+        let mut embeddings = Vec::with_capacity(prompts.len());
+        for key in keys {
+            let image = request.image.index_axis(Axis(self.axis), key.slice);
+            let (model, store, axis, bar) = (&self.model, &self.store, self.axis, &bar);
             embeddings.push(self.cache.get_or_compute(key, || {
+                bar.inc(1);
                 let Some(store) = store else {
                     return model.embed(image);
                 };
                 let path = store.path_for(&weights, axis, image);
-                if let Some(embedding) = store
-                    .load(&path)
-                    .and_then(|bytes| model.embedding_from_bytes(&bytes).ok())
-                {
+                let upgraded = match store.load(&path)? {
+                    Stored::Payload(bytes) => {
+                        return model
+                            .embedding_from_bytes(&bytes)
+                            .map_err(|e| embedding_store::file_error(&path, e));
+                    }
+                    Stored::Format1(bytes) => model
+                        .embedding_from_format1(&bytes)
+                        .map_err(|e| embedding_store::file_error(&path, e))?,
+                    Stored::Absent => None,
+                };
+                if let Some(embedding) = upgraded {
+                    store.store(&path, &model.embedding_to_bytes(&embedding))?;
                     return Ok(embedding);
                 }
                 let embedding = model.embed(image)?;
@@ -223,6 +288,7 @@ impl<M: SliceModel> SliceWise<M> {
                 Ok(embedding)
             })?);
         }
+        bar.finish_and_clear();
         let model = &self.model;
         let slice_shape = request.image.index_axis(Axis(self.axis), 0).dim();
         let masks: Vec<Array2<f32>> = prompts
@@ -274,6 +340,10 @@ impl<M: SliceModel> Generalist for SliceWise<M> {
         format!("{} (slice-wise, axis {})", self.model.identity(), self.axis)
     }
 
+    fn show_progress(&mut self, visible: bool) {
+        self.progress = visible;
+    }
+
     fn pseudo_label(
         &mut self,
         request: &PseudoLabelRequest<'_>,
@@ -314,6 +384,13 @@ mod tests {
                 .map_err(|_| GeneralistError::Model("not 4 bytes".into()))?;
             Ok(f32::from_le_bytes(bytes))
         }
+        /// Its "format 1" stored the value big-endian.
+        fn embedding_from_format1(&self, bytes: &[u8]) -> Result<Option<f32>, GeneralistError> {
+            let bytes: [u8; 4] = bytes
+                .try_into()
+                .map_err(|_| GeneralistError::Model("not 4 bytes".into()))?;
+            Ok(Some(f32::from_be_bytes(bytes)))
+        }
         fn segment(
             &self,
             _: &f32,
@@ -335,6 +412,14 @@ mod tests {
                 })
                 .collect())
         }
+    }
+
+    /// A box filler slicing along axis 2 with the default prompts.
+    fn filler(cache_capacity: usize) -> SliceWise<BoxFiller> {
+        let model = BoxFiller {
+            embeds: AtomicUsize::new(0),
+        };
+        SliceWise::new(model, 2, PromptConfig::default(), cache_capacity)
     }
 
     #[test]
@@ -421,13 +506,59 @@ mod tests {
         assert_eq!(encoded, 0, "a second run reads them back");
         assert_eq!(first, second);
 
-        // a damaged file is encoded again and replaced
+        // a file of the old format is read through the model and rewritten in the current one
         let store = EmbeddingStore::new(dir.path());
         let path = store.path_for("box-filler", 2, image.index_axis(Axis(2), 1));
-        std::fs::write(&path, b"garbage").unwrap();
-        let (_, encoded) = run();
-        assert_eq!(encoded, 1);
-        assert!(store.load(&path).is_some());
+        std::fs::write(&path, b"semisam-embedding-1\n\x3f\x80\x00\x00").unwrap();
+        let (again, encoded) = run();
+        assert_eq!((encoded, &again), (0, &first));
+        assert_eq!(
+            store.load(&path).unwrap(),
+            Stored::Payload(1.0f32.to_le_bytes().to_vec())
+        );
+        std::fs::write(&path, b"semisam-embedding-1\n\x3f\x80").unwrap();
+        let mut generalist = filler(8).with_store(store.clone());
+        assert_eq!(
+            generalist.pseudo_label(&request).unwrap_err().to_string(),
+            format!("embedding store file {}: not 4 bytes", path.display())
+        );
+
+        // a payload the model cannot read is an error naming the file, not a silent re-encode
+        store.store(&path, b"abc").unwrap();
+        let mut generalist = filler(8).with_store(store.clone());
+        let error = generalist.pseudo_label(&request).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!("embedding store file {}: not 4 bytes", path.display())
+        );
+    }
+
+    #[test]
+    fn the_memory_budget_bounds_the_cache_and_the_bar_stays_off_the_log() {
+        let image = Array3::from_shape_fn((8, 8, 12), |(i, j, k)| (i + j * k) as f32);
+        let probability = Array3::from_elem((8, 8, 12), 0.9f32);
+        let request = PseudoLabelRequest {
+            case_id: "c",
+            image: image.view(),
+            region: [0..8, 0..8, 0..12],
+            probability: probability.view(),
+        };
+        // 5 f32 embeddings fit in 20 bytes: each request of 12 slices evicts 7 of them
+        let mut generalist = filler(100).with_memory_budget(20);
+        generalist.show_progress(true);
+        let bar = encoding_bar(true, 12, "c");
+        assert_eq!(bar.is_hidden(), !std::io::stderr().is_terminal());
+        assert!(encoding_bar(false, 12, "c").is_hidden());
+        assert!(encoding_bar(true, PROGRESS_MIN_SLICES - 1, "c").is_hidden());
+        let first = generalist.pseudo_label(&request).unwrap().unwrap();
+        assert_eq!(generalist.cache.len(), 5);
+        assert_eq!(generalist.cache.bytes(), 20);
+        let second = generalist.pseudo_label(&request).unwrap().unwrap();
+        assert_eq!(first.mask, second.mask);
+        // a scan longer than the cache misses throughout (least-recently-used eviction's worst
+        // case): 12 + 12 encodings, 7 + 12 evictions
+        assert_eq!(generalist.model().embeds.load(Ordering::Relaxed), 24);
+        assert_eq!(generalist.cache_stats().evictions, 19);
     }
 
     #[test]

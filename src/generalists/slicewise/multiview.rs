@@ -110,6 +110,17 @@ impl<M: SliceModel> MultiView<M> {
         MultiView { views, fusion }
     }
 
+    /// Keep at most `bytes` of embeddings in memory over all the views, split evenly.
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        let per_view = bytes / self.views.len();
+        self.views = self
+            .views
+            .into_iter()
+            .map(|view| view.with_memory_budget(per_view))
+            .collect();
+        self
+    }
+
     /// Also keep every view's embeddings in `store` (its keys include the axis).
     pub fn with_store(mut self, store: EmbeddingStore) -> Self {
         self.views = self
@@ -156,6 +167,12 @@ impl<M: SliceModel> Generalist for MultiView<M> {
             "{model} (slice-wise, axes {axes:?}, {} fusion)",
             self.fusion.name()
         )
+    }
+
+    fn show_progress(&mut self, visible: bool) {
+        for view in &mut self.views {
+            view.show_progress(visible);
+        }
     }
 
     fn pseudo_label(
