@@ -1,0 +1,50 @@
+"""Table of bench/inference_options.sh: mean Dice per class of each variant, the paired
+difference per case against the first variant (uniform weighting, no TTA) and seconds per case.
+
+Usage: python3 bench/inference_table.py OUT
+"""
+
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+
+def per_case(metrics_dir):
+    dice = {}
+    with open(metrics_dir / "per_case.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            dice[(row["case_id"], row["class"])] = float(row["dice"])
+    return dice
+
+
+def main(out):
+    out = Path(out)
+    times = [line.split("\t") for line in (out / "times.tsv").read_text().splitlines() if line]
+    variants = [name for name, _ in times]
+    seconds = {name: float(value) for name, value in times}
+    dice = {name: per_case(out / name / "metrics") for name in variants}
+    base = variants[0]
+    classes = sorted({cls for _, cls in dice[base]}, key=int)
+    cases = sorted({case for case, _ in dice[base]})
+    print(f"{len(cases)} cases; Dice (%) mean over cases; difference paired by case against {base}\n")
+    header = ["variant"] + [f"class {c}" for c in classes]
+    header += [f"Δ class {c} (better/worse cases)" for c in classes] + ["s / case"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name in variants:
+        row = [name]
+        for c in classes:
+            row.append(f"{100 * statistics.mean(dice[name][(k, c)] for k in cases):.2f}")
+        for c in classes:
+            deltas = [100 * (dice[name][(k, c)] - dice[base][(k, c)]) for k in cases]
+            better = sum(d > 0 for d in deltas)
+            worse = sum(d < 0 for d in deltas)
+            spread = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
+            row.append(f"{statistics.mean(deltas):+.2f} ± {spread:.2f} ({better}/{worse})")
+        row.append(f"{seconds[name] / len(cases):.2f}")
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
