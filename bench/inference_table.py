@@ -9,6 +9,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from fold_table import paired
+
 
 def per_case(metrics_dir):
     dice = {}
@@ -37,11 +39,10 @@ def main(out):
         for c in classes:
             row.append(f"{100 * statistics.mean(dice[name][(k, c)] for k in cases):.2f}")
         for c in classes:
-            deltas = [100 * (dice[name][(k, c)] - dice[base][(k, c)]) for k in cases]
-            better = sum(d > 0 for d in deltas)
-            worse = sum(d < 0 for d in deltas)
-            spread = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
-            row.append(f"{statistics.mean(deltas):+.2f} ± {spread:.2f} ({better}/{worse})")
+            percent = {v: {k: 100 * d for (k, cls), d in dice[v].items() if cls == c}
+                       for v in (base, name)}
+            diff = paired(percent[base], percent[name], resamples=0)
+            row.append(f"{diff['mean']:+.2f} ± {diff['sd']:.2f} ({diff['better']}/{diff['worse']})")
         row.append(f"{seconds[name] / len(cases):.2f}")
         print("| " + " | ".join(row) + " |")
 
