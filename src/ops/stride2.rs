@@ -68,7 +68,8 @@ mod direct {
     use std::borrow::Cow;
 
     use burn_flex::FlexTensor;
-    use semisam_kernels::stride2::{FineGrid, Matrix, depth_to_space, matmul, space_to_depth};
+    use semisam_kernels::matmul::{Matrix, matmul};
+    use semisam_kernels::stride2::{FineGrid, depth_to_space, space_to_depth};
 
     use crate::ops::direct_layer::DirectLayer;
     pub(super) use crate::ops::direct_layer::run;

@@ -12,7 +12,10 @@
 pub mod batch_norm_relu;
 pub mod conv3x3x3;
 pub mod grid;
+pub mod math;
+pub mod matmul;
 pub mod path;
 pub mod stride2;
+pub mod tokens;
 
 pub use path::KernelPath;

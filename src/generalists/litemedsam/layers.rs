@@ -2,10 +2,12 @@
 //! its encoder and decoder. Each loader takes the checkpoint prefix of the PyTorch module it
 //! mirrors, so tensor names map 1:1.
 
+use burn::tensor::Tensor;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Tensor, TensorData};
-use rayon::prelude::*;
+use semisam_kernels::matmul::{Matrix, matmul};
+use semisam_kernels::path::selected as kernel_path;
+use semisam_kernels::tokens::{depthwise_conv3x3, layer_norm_rows};
 
 use super::LiteMedSamError;
 use super::checkpoint::Checkpoint;
@@ -37,25 +39,6 @@ impl Conv2d {
             weight,
             bias: None,
             options: ConvOptions::new([1, 1], [kernel / 2, kernel / 2], [1, 1], 1),
-        })
-    }
-
-    /// TinyViT's `Conv2d_BN` (bias-free conv + eval-mode BatchNorm), folded into one conv:
-    /// `w' = w·γ/√(var+ε)`, `b' = β − mean·γ/√(var+ε)`.
-    pub fn load_conv_bn(
-        ckpt: &mut Checkpoint,
-        prefix: &str,
-        c_in: usize,
-        c_out: usize,
-        kernel: usize,
-        stride: usize,
-        groups: usize,
-    ) -> Result<Self, LiteMedSamError> {
-        let (folded_w, folded_b) = fold_conv_bn(ckpt, prefix, c_in / groups, c_out, kernel)?;
-        Ok(Self {
-            weight: ckpt.tensor(folded_w, [c_out, c_in / groups, kernel, kernel]),
-            bias: Some(ckpt.tensor(folded_b, [c_out])),
-            options: ConvOptions::new([stride, stride], [kernel / 2, kernel / 2], [1, 1], groups),
         })
     }
 
@@ -103,14 +86,14 @@ fn fold_conv_bn(
     Ok((folded_w, folded_b))
 }
 
-/// A depthwise 3x3 `Conv2d_BN` (stride 1, padding 1) applied to channel-last maps, so the
-/// TinyViT blocks' local convolution needs no NHWC↔NCHW transposes. The inner loop runs over
-/// contiguous channels.
+/// A depthwise 3x3 `Conv2d_BN` (padding 1) applied to channel-last maps, so that TinyViT's
+/// convolutional stage and blocks need no NHWC↔NCHW transposes.
 #[derive(Clone, Debug)]
 pub(crate) struct DepthwiseConv3x3Nhwc {
     /// (3, 3, C): tap-major so each tap's weights are contiguous over channels.
     weight: Vec<f32>,
     bias: Vec<f32>,
+    stride: usize,
 }
 
 impl DepthwiseConv3x3Nhwc {
@@ -118,6 +101,7 @@ impl DepthwiseConv3x3Nhwc {
         ckpt: &mut Checkpoint,
         prefix: &str,
         channels: usize,
+        stride: usize,
     ) -> Result<Self, LiteMedSamError> {
         let (w, bias) = fold_conv_bn(ckpt, prefix, 1, channels, 3)?;
         let mut weight = vec![0.0; 9 * channels];
@@ -126,48 +110,31 @@ impl DepthwiseConv3x3Nhwc {
                 weight[tap * channels + c] = w[c * 9 + tap];
             }
         }
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+        })
     }
 
-    /// (B, H, W, C) → (B, H, W, C).
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let device = x.device();
-        let [b, h, w, c] = x.dims();
-        let input = x
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("f32 feature map");
-        let mut output = vec![0.0f32; input.len()];
-        let row = w * c;
-        output
-            .par_chunks_mut(row)
-            .enumerate()
-            .for_each(|(by, out_row)| {
-                let (batch, y) = (by / h, by % h);
-                for x in 0..w {
-                    let out = &mut out_row[x * c..(x + 1) * c];
-                    out.copy_from_slice(&self.bias);
-                    for ky in 0..3 {
-                        let sy = y + ky;
-                        if sy == 0 || sy > h {
-                            continue;
-                        }
-                        for kx in 0..3 {
-                            let sx = x + kx;
-                            if sx == 0 || sx > w {
-                                continue;
-                            }
-                            let start = ((batch * h + sy - 1) * w + sx - 1) * c;
-                            let src = &input[start..start + c];
-                            let tap = &self.weight[(ky * 3 + kx) * c..(ky * 3 + kx + 1) * c];
-                            for ((o, &v), &k) in out.iter_mut().zip(src).zip(tap) {
-                                *o += v * k;
-                            }
-                        }
-                    }
-                }
-            });
-        Tensor::from_data(TensorData::new(output, [b, h, w, c]), &device)
+    /// `batch` channel-last maps of `h` x `w` → the output maps and their height and width.
+    pub fn forward(
+        &self,
+        input: &[f32],
+        batch: usize,
+        h: usize,
+        w: usize,
+    ) -> (Vec<f32>, usize, usize) {
+        depthwise_conv3x3(
+            kernel_path(),
+            input,
+            batch,
+            h,
+            w,
+            &self.weight,
+            &self.bias,
+            self.stride,
+        )
     }
 }
 
@@ -215,4 +182,128 @@ impl ConvTranspose2x2 {
         let y = x.reshape([b * n, c_in]).matmul(self.weight.clone());
         y.reshape([b, 4 * n, self.c_out]) + self.bias.clone().unsqueeze::<3>()
     }
+}
+
+/// `nn.Linear` on channel-last token rows: one GEMM whose accumulator starts from the bias (or
+/// from a residual plus the bias), so neither costs a pass of its own.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenLinear {
+    /// (in, out), row-major.
+    weight_t: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl TokenLinear {
+    pub fn load(ckpt: &mut Checkpoint, prefix: &str, d_in: usize, d_out: usize) -> Self {
+        let weight = ckpt.take_values(&format!("{prefix}.weight"), &[d_out, d_in]);
+        Self {
+            weight_t: transposed(&weight, d_out, d_in),
+            bias: ckpt.take_values(&format!("{prefix}.bias"), &[d_out]),
+        }
+    }
+
+    /// A 1x1 `Conv2d_BN` with the BatchNorm folded in: a linear layer over pixels.
+    pub fn load_conv_bn(
+        ckpt: &mut Checkpoint,
+        prefix: &str,
+        c_in: usize,
+        c_out: usize,
+    ) -> Result<Self, LiteMedSamError> {
+        let (weight, bias) = fold_conv_bn(ckpt, prefix, c_in, c_out, 1)?;
+        Ok(Self {
+            weight_t: transposed(&weight, c_out, c_in),
+            bias,
+        })
+    }
+
+    fn d_out(&self) -> usize {
+        self.bias.len()
+    }
+
+    fn d_in(&self) -> usize {
+        self.weight_t.len() / self.d_out()
+    }
+
+    /// Rows of `d_in` values → rows of `d_out`.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let mut out = self.bias.repeat(x.len() / self.d_in());
+        self.accumulate(x, &mut out);
+        out
+    }
+
+    /// `residual += linear(x)`.
+    pub fn add_to(&self, x: &[f32], residual: &mut [f32]) {
+        for row in residual.chunks_exact_mut(self.d_out()) {
+            for (r, &b) in row.iter_mut().zip(&self.bias) {
+                *r += b;
+            }
+        }
+        self.accumulate(x, residual);
+    }
+
+    fn accumulate(&self, x: &[f32], out: &mut [f32]) {
+        let rows = x.len() / self.d_in();
+        matmul(
+            out,
+            Matrix::row_major(x, rows, self.d_in()),
+            Matrix::row_major(&self.weight_t, self.d_in(), self.d_out()),
+            true,
+        );
+    }
+
+    /// The output for one input row.
+    pub fn apply_row(&self, x: &[f32]) -> Vec<f32> {
+        let mut out = self.bias.clone();
+        for (i, &v) in x.iter().enumerate() {
+            for (o, &w) in out
+                .iter_mut()
+                .zip(&self.weight_t[i * self.d_out()..][..self.d_out()])
+            {
+                *o += v * w;
+            }
+        }
+        out
+    }
+}
+
+/// `nn.LayerNorm` over channel-last token rows.
+#[derive(Clone, Debug)]
+pub(crate) struct TokenLayerNorm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl TokenLayerNorm {
+    pub fn load(ckpt: &mut Checkpoint, prefix: &str, dim: usize) -> Self {
+        Self {
+            gamma: ckpt.take_values(&format!("{prefix}.weight"), &[dim]),
+            beta: ckpt.take_values(&format!("{prefix}.bias"), &[dim]),
+        }
+    }
+
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        layer_norm_rows(
+            kernel_path(),
+            x,
+            &self.gamma,
+            &self.beta,
+            LAYER_NORM_EPS as f32,
+        )
+    }
+
+    /// What a row of zeros normalises to.
+    pub fn of_zeros(&self) -> &[f32] {
+        &self.beta
+    }
+}
+
+/// A row-major `rows` x `cols` matrix transposed.
+fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; values.len()];
+    for (r, row) in values.chunks_exact(cols.max(1)).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+    out
 }

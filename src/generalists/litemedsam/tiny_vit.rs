@@ -4,15 +4,15 @@
 //! first (convolutional) stage runs at the full 256x256 resolution. Attention stages work on
 //! channel-last maps (B, H, W, C); the convolutions on NCHW.
 
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, TensorData};
+use semisam_kernels::path::selected as kernel_path;
+use semisam_kernels::tokens::{Heads, Windows, window_attention};
 
 use super::LiteMedSamError;
 use super::checkpoint::Checkpoint;
-use super::gelu::gelu;
-use super::layers::{Conv2d, DepthwiseConv3x3Nhwc, LAYER_NORM_2D_EPS, LAYER_NORM_EPS};
-use crate::generalists::shared_layers::{LayerNorm, Linear};
+use super::gelu::gelu_in_place;
+use super::layers::{Conv2d, DepthwiseConv3x3Nhwc, LAYER_NORM_2D_EPS, TokenLayerNorm, TokenLinear};
+use crate::generalists::shared_layers::LayerNorm;
 
 const EMBED_DIMS: [usize; 4] = [64, 128, 160, 320];
 const DEPTHS: [usize; 4] = [2, 2, 6, 2];
@@ -30,49 +30,95 @@ fn to_nchw(x: Tensor<4>) -> Tensor<4> {
     x.permute([0, 3, 1, 2])
 }
 
-/// (B, C, H, W) → (B, H, W, C).
-fn to_nhwc(x: Tensor<4>) -> Tensor<4> {
-    x.permute([0, 2, 3, 1])
+/// `batch` channel-last maps of `height` x `width` x `channels`: the layout every layer of the
+/// encoder works on, so that its 1x1 convolutions and linear layers are plain GEMMs over pixels.
+#[derive(Clone, Debug)]
+struct TokenMap {
+    values: Vec<f32>,
+    batch: usize,
+    height: usize,
+    width: usize,
+}
+
+impl TokenMap {
+    fn from_nchw(x: Tensor<4>) -> Self {
+        let [batch, _, height, width] = x.dims();
+        let values = x
+            .permute([0, 2, 3, 1])
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32 feature map");
+        Self {
+            values,
+            batch,
+            height,
+            width,
+        }
+    }
+
+    fn channels(&self) -> usize {
+        self.values.len() / (self.batch * self.height * self.width)
+    }
+
+    /// The same values as a (B, H, W, C) tensor.
+    fn into_nhwc(self, device: &burn::tensor::Device) -> Tensor<4> {
+        let dims = [self.batch, self.height, self.width, self.channels()];
+        Tensor::from_data(TensorData::new(self.values, dims), device)
+    }
+
+    fn with_values(&self, values: Vec<f32>) -> Self {
+        Self { values, ..*self }
+    }
+
+    fn depthwise(&self, conv: &DepthwiseConv3x3Nhwc) -> Self {
+        let (values, height, width) =
+            conv.forward(&self.values, self.batch, self.height, self.width);
+        Self {
+            values,
+            batch: self.batch,
+            height,
+            width,
+        }
+    }
+}
+
+/// `x ↦ gelu(x)` in place on a map.
+fn gelu_map(mut map: TokenMap) -> TokenMap {
+    gelu_in_place(&mut map.values);
+    map
 }
 
 #[derive(Clone, Debug)]
 struct MbConv {
-    conv1: Conv2d,
-    conv2: Conv2d,
-    conv3: Conv2d,
+    conv1: TokenLinear,
+    conv2: DepthwiseConv3x3Nhwc,
+    conv3: TokenLinear,
 }
 
 impl MbConv {
     fn load(ckpt: &mut Checkpoint, prefix: &str, dim: usize) -> Result<Self, LiteMedSamError> {
         let hidden = dim * MBCONV_EXPAND_RATIO;
         Ok(Self {
-            conv1: Conv2d::load_conv_bn(ckpt, &format!("{prefix}.conv1"), dim, hidden, 1, 1, 1)?,
-            conv2: Conv2d::load_conv_bn(
-                ckpt,
-                &format!("{prefix}.conv2"),
-                hidden,
-                hidden,
-                3,
-                1,
-                hidden,
-            )?,
-            conv3: Conv2d::load_conv_bn(ckpt, &format!("{prefix}.conv3"), hidden, dim, 1, 1, 1)?,
+            conv1: TokenLinear::load_conv_bn(ckpt, &format!("{prefix}.conv1"), dim, hidden)?,
+            conv2: DepthwiseConv3x3Nhwc::load_conv_bn(ckpt, &format!("{prefix}.conv2"), hidden, 1)?,
+            conv3: TokenLinear::load_conv_bn(ckpt, &format!("{prefix}.conv3"), hidden, dim)?,
         })
     }
 
-    /// NCHW → NCHW; the GELU comes after the residual sum.
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = gelu(self.conv1.forward(x.clone()));
-        let y = gelu(self.conv2.forward(y));
-        gelu(self.conv3.forward(y) + x)
+    /// The GELU comes after the residual sum.
+    fn forward(&self, mut x: TokenMap) -> TokenMap {
+        let y = gelu_map(x.with_values(self.conv1.forward(&x.values)));
+        let y = gelu_map(y.depthwise(&self.conv2));
+        self.conv3.add_to(&y.values, &mut x.values);
+        gelu_map(x)
     }
 }
 
 #[derive(Clone, Debug)]
 struct PatchMerging {
-    conv1: Conv2d,
-    conv2: Conv2d,
-    conv3: Conv2d,
+    conv1: TokenLinear,
+    conv2: DepthwiseConv3x3Nhwc,
+    conv3: TokenLinear,
 }
 
 impl PatchMerging {
@@ -85,38 +131,36 @@ impl PatchMerging {
         // Upstream keeps the resolution for these output widths (stride 1).
         let stride = if matches!(out, 320 | 448 | 576) { 1 } else { 2 };
         Ok(Self {
-            conv1: Conv2d::load_conv_bn(ckpt, &format!("{prefix}.conv1"), dim, out, 1, 1, 1)?,
-            conv2: Conv2d::load_conv_bn(
+            conv1: TokenLinear::load_conv_bn(ckpt, &format!("{prefix}.conv1"), dim, out)?,
+            conv2: DepthwiseConv3x3Nhwc::load_conv_bn(
                 ckpt,
                 &format!("{prefix}.conv2"),
                 out,
-                out,
-                3,
                 stride,
-                out,
             )?,
-            conv3: Conv2d::load_conv_bn(ckpt, &format!("{prefix}.conv3"), out, out, 1, 1, 1)?,
+            conv3: TokenLinear::load_conv_bn(ckpt, &format!("{prefix}.conv3"), out, out)?,
         })
     }
 
-    /// NCHW → NCHW.
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = gelu(self.conv1.forward(x));
-        let y = gelu(self.conv2.forward(y));
-        self.conv3.forward(y)
+    fn forward(&self, x: TokenMap) -> TokenMap {
+        let y = gelu_map(x.with_values(self.conv1.forward(&x.values)));
+        let y = gelu_map(y.depthwise(&self.conv2));
+        y.with_values(self.conv3.forward(&y.values))
     }
 }
 
 /// TinyViT window attention: pre-norm, per-head interleaved q|k|v, learned relative bias.
 #[derive(Clone, Debug)]
 struct WindowAttention {
-    norm: LayerNorm,
-    qkv: Linear,
-    proj: Linear,
-    heads: usize,
-    key_dim: usize,
-    /// (1, heads, N, N) with N = window², gathered once from `attention_biases`.
-    bias: Tensor<4>,
+    norm: TokenLayerNorm,
+    qkv: TokenLinear,
+    proj: TokenLinear,
+    heads: Heads,
+    window: usize,
+    /// (heads, N, N) with N = window², gathered once from `attention_biases`.
+    bias: Vec<f32>,
+    /// The q|k|v row of a zero-padded position: the norm maps zeros to its bias.
+    padding_qkv: Vec<f32>,
 }
 
 impl WindowAttention {
@@ -130,48 +174,53 @@ impl WindowAttention {
         let n = window * window;
         let table = ckpt.take_values(&format!("{prefix}.attention_biases"), &[heads, n]);
         // Bias between window positions i and j depends on |Δrow|·ws + |Δcol| (row-major).
-        let mut gathered = Vec::with_capacity(heads * n * n);
+        let mut bias = Vec::with_capacity(heads * n * n);
         for h in 0..heads {
             for i in 0..n {
                 for j in 0..n {
                     let offset = (i / window).abs_diff(j / window) * window
                         + (i % window).abs_diff(j % window);
-                    gathered.push(table[h * n + offset]);
+                    bias.push(table[h * n + offset]);
                 }
             }
         }
+        let norm = TokenLayerNorm::load(ckpt, &format!("{prefix}.norm"), dim);
+        let qkv = TokenLinear::load(ckpt, &format!("{prefix}.qkv"), dim, 3 * dim);
+        let padding_qkv = qkv.apply_row(norm.of_zeros());
         Ok(Self {
-            norm: LayerNorm::load(
-                ckpt.params(),
-                &format!("{prefix}.norm"),
-                dim,
-                LAYER_NORM_EPS,
-            ),
-            qkv: Linear::load(ckpt.params(), &format!("{prefix}.qkv"), dim, 3 * dim),
-            proj: Linear::load(ckpt.params(), &format!("{prefix}.proj"), dim, dim),
-            heads,
-            key_dim: dim / heads,
-            bias: ckpt.tensor(gathered, [1, heads, n, n]),
+            norm,
+            qkv,
+            proj: TokenLinear::load(ckpt, &format!("{prefix}.proj"), dim, dim),
+            heads: Heads {
+                heads,
+                key_dim: dim / heads,
+            },
+            window,
+            bias,
+            padding_qkv,
         })
     }
 
-    /// (windows, N, C) → (windows, N, C).
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [windows, n, c] = x.dims();
-        let d = self.key_dim;
-        let qkv = self
-            .qkv
-            .forward(self.norm.forward(x))
-            .reshape([windows, n, self.heads, 3 * d])
-            .permute([0, 2, 1, 3]);
-        let q = qkv.clone().narrow(3, 0, d);
-        let k = qkv.clone().narrow(3, d, d);
-        let v = qkv.narrow(3, 2 * d, d);
-        // Fused softmax(q·kᵀ/√d + bias)·v; the bias broadcasts over the windows.
-        let bias = Some(self.bias.clone());
-        let out = attention(q, k, v, None, bias, AttentionModuleOptions::default());
-        self.proj
-            .forward(out.swap_dims(1, 2).reshape([windows, n, c]))
+    /// `tokens += attention(tokens)` on `batch` channel-last maps of `h` x `w`. Upstream pads the
+    /// map with zeros to a multiple of the window before the norm and lets the padded tokens take
+    /// part as keys and values (unmasked); they all share `padding_qkv`, so no padded map is made.
+    fn add_to(&self, tokens: &mut [f32], batch: usize, h: usize, w: usize) {
+        let qkv = self.qkv.forward(&self.norm.forward(tokens));
+        let windows = Windows {
+            batch,
+            height: h,
+            width: w,
+            window: self.window,
+        };
+        let attended = window_attention(
+            kernel_path(),
+            &qkv,
+            &self.padding_qkv,
+            &self.bias,
+            windows,
+            self.heads,
+        );
+        self.proj.add_to(&attended, tokens);
     }
 }
 
@@ -179,10 +228,9 @@ impl WindowAttention {
 struct TinyVitBlock {
     attn: WindowAttention,
     local_conv: DepthwiseConv3x3Nhwc,
-    mlp_norm: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
-    window: usize,
+    mlp_norm: TokenLayerNorm,
+    fc1: TokenLinear,
+    fc2: TokenLinear,
 }
 
 impl TinyVitBlock {
@@ -199,64 +247,22 @@ impl TinyVitBlock {
                 ckpt,
                 &format!("{prefix}.local_conv"),
                 dim,
+                1,
             )?,
-            mlp_norm: LayerNorm::load(
-                ckpt.params(),
-                &format!("{prefix}.mlp.norm"),
-                dim,
-                LAYER_NORM_EPS,
-            ),
-            fc1: Linear::load(
-                ckpt.params(),
-                &format!("{prefix}.mlp.fc1"),
-                dim,
-                MLP_RATIO * dim,
-            ),
-            fc2: Linear::load(
-                ckpt.params(),
-                &format!("{prefix}.mlp.fc2"),
-                MLP_RATIO * dim,
-                dim,
-            ),
-            window,
+            mlp_norm: TokenLayerNorm::load(ckpt, &format!("{prefix}.mlp.norm"), dim),
+            fc1: TokenLinear::load(ckpt, &format!("{prefix}.mlp.fc1"), dim, MLP_RATIO * dim),
+            fc2: TokenLinear::load(ckpt, &format!("{prefix}.mlp.fc2"), MLP_RATIO * dim, dim),
         })
     }
 
-    /// (B, H, W, C) → (B, H, W, C).
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [b, h, w, c] = x.dims();
-        let ws = self.window;
-        let (ph, pw) = (h.div_ceil(ws) * ws, w.div_ceil(ws) * ws);
-        let (nh, nw) = (ph / ws, pw / ws);
-        // Zero padding goes in before the attention's LayerNorm and is not masked: the padded
-        // tokens take part as keys and values, exactly as upstream.
-        let padded = if (ph, pw) != (h, w) {
-            x.clone()
-                .pad([(0, 0), (0, ph - h), (0, pw - w), (0, 0)], 0.0)
-        } else {
-            x.clone()
-        };
-        let windows = padded
-            .reshape([b, nh, ws, nw, ws, c])
-            .permute([0, 1, 3, 2, 4, 5])
-            .reshape([b * nh * nw, ws * ws, c]);
-        let attended = self.attn.forward(windows);
-        let attended = attended
-            .reshape([b, nh, nw, ws, ws, c])
-            .permute([0, 1, 3, 2, 4, 5])
-            .reshape([b, ph, pw, c]);
-        let attended = if (ph, pw) != (h, w) {
-            attended.slice([0..b, 0..h, 0..w, 0..c])
-        } else {
-            attended
-        };
-        let x = x + attended;
+    fn forward(&self, mut x: TokenMap) -> TokenMap {
+        self.attn.add_to(&mut x.values, x.batch, x.height, x.width);
         // No residual around the local convolution (upstream).
-        let x = self.local_conv.forward(x);
-        let y = self
-            .fc2
-            .forward(gelu(self.fc1.forward(self.mlp_norm.forward(x.clone()))));
-        x + y
+        let mut x = x.depthwise(&self.local_conv);
+        let mut hidden = self.fc1.forward(&self.mlp_norm.forward(&x.values));
+        gelu_in_place(&mut hidden);
+        self.fc2.add_to(&hidden, &mut x.values);
+        x
     }
 }
 
@@ -312,7 +318,7 @@ impl Neck {
 /// The TinyViT image encoder.
 #[derive(Clone, Debug)]
 pub(crate) struct TinyVit {
-    patch_embed: [Conv2d; 2],
+    patch_embed: [TokenLinear; 2],
     mbconvs: Vec<MbConv>,
     merges: Vec<PatchMerging>,
     stages: Vec<Vec<TinyVitBlock>>,
@@ -328,23 +334,17 @@ fn observe(observer: &mut Option<StageObserver<'_>>, name: &str, nchw: impl FnOn
 impl TinyVit {
     pub fn load(ckpt: &mut Checkpoint, prefix: &str) -> Result<Self, LiteMedSamError> {
         let patch_embed = [
-            Conv2d::load_conv_bn(
+            TokenLinear::load_conv_bn(
                 ckpt,
                 &format!("{prefix}.patch_embed.seq.0"),
                 3,
                 EMBED_DIMS[0] / 2,
-                1,
-                1,
-                1,
             )?,
-            Conv2d::load_conv_bn(
+            TokenLinear::load_conv_bn(
                 ckpt,
                 &format!("{prefix}.patch_embed.seq.2"),
                 EMBED_DIMS[0] / 2,
                 EMBED_DIMS[0],
-                1,
-                1,
-                1,
             )?,
         ];
         let mbconvs = (0..DEPTHS[0])
@@ -395,30 +395,33 @@ impl TinyVit {
     /// (B, 3, 256, 256) → (B, 256, 64, 64). With an observer, the stage outputs are reported
     /// under the names of the parity fixtures (`patch_embed`, `layer0_block1`, `layer0`, ...).
     pub fn forward(&self, x: Tensor<4>, mut observer: Option<StageObserver<'_>>) -> Tensor<4> {
-        let mut x = self.patch_embed[1].forward(gelu(self.patch_embed[0].forward(x)));
-        observe(&mut observer, "patch_embed", || x.clone());
+        let device = x.device();
+        let mut report = |name: &str, map: &TokenMap| {
+            observe(&mut observer, name, || {
+                to_nchw(map.clone().into_nhwc(&device))
+            });
+        };
+        let x = TokenMap::from_nchw(x);
+        let x = gelu_map(x.with_values(self.patch_embed[0].forward(&x.values)));
+        let mut x = x.with_values(self.patch_embed[1].forward(&x.values));
+        report("patch_embed", &x);
         for (i, block) in self.mbconvs.iter().enumerate() {
             x = block.forward(x);
-            observe(&mut observer, &format!("layer0_block{i}"), || x.clone());
+            report(&format!("layer0_block{i}"), &x);
         }
         x = self.merges[0].forward(x);
-        observe(&mut observer, "layer0", || x.clone());
-        let mut x = to_nhwc(x);
+        report("layer0", &x);
         for (s, blocks) in self.stages.iter().enumerate() {
             let layer = s + 1;
             for (i, block) in blocks.iter().enumerate() {
                 x = block.forward(x);
-                observe(&mut observer, &format!("layer{layer}_block{i}"), || {
-                    to_nchw(x.clone())
-                });
+                report(&format!("layer{layer}_block{i}"), &x);
             }
             if let Some(merge) = self.merges.get(layer) {
-                x = to_nhwc(merge.forward(to_nchw(x)));
+                x = merge.forward(x);
             }
-            observe(&mut observer, &format!("layer{layer}"), || {
-                to_nchw(x.clone())
-            });
+            report(&format!("layer{layer}"), &x);
         }
-        self.neck.forward(x)
+        self.neck.forward(x.into_nhwc(&device))
     }
 }
