@@ -51,16 +51,19 @@ pub fn layer_norm_rows(
     y.par_chunks_mut(dim * ROWS_PER_TASK)
         .zip(x.par_chunks(dim * ROWS_PER_TASK))
         .for_each(|(y, x)| {
-            path.run(|| {
-                for (y, x) in y.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-                    let mean = lane_sum(x, |v| v) / dim as f32;
-                    let variance = lane_sum(x, |v| (v - mean) * (v - mean)) / dim as f32;
-                    let inv_std = 1.0 / (variance + eps).sqrt();
-                    for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
-                        *y = (x - mean) * inv_std * g + b;
+            path.run(
+                #[inline(always)]
+                || {
+                    for (y, x) in y.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+                        let mean = lane_sum(x, |v| v) / dim as f32;
+                        let variance = lane_sum(x, |v| (v - mean) * (v - mean)) / dim as f32;
+                        let inv_std = 1.0 / (variance + eps).sqrt();
+                        for (((y, &x), &g), &b) in y.iter_mut().zip(x).zip(gamma).zip(beta) {
+                            *y = (x - mean) * inv_std * g + b;
+                        }
                     }
-                }
-            })
+                },
+            )
         });
     y
 }
@@ -101,18 +104,21 @@ pub fn depthwise_conv3x3(
         .enumerate()
         .for_each(|(line, out_row)| {
             let (image, oy) = (line / out_h, line % out_h);
-            path.run(|| {
-                depthwise_row(
-                    input,
-                    image,
-                    oy,
-                    (height, width),
-                    weight,
-                    bias,
-                    stride,
-                    out_row,
-                )
-            })
+            path.run(
+                #[inline(always)]
+                || {
+                    depthwise_row(
+                        input,
+                        image,
+                        oy,
+                        (height, width),
+                        weight,
+                        bias,
+                        stride,
+                        out_row,
+                    )
+                },
+            )
         });
     (output, out_h, out_w)
 }
@@ -353,7 +359,10 @@ impl Scratch {
             Matrix::row_major(&self.keys, n, d).transposed(),
             false,
         );
-        path.run(|| softmax_rows(scores, bias, &self.query_indices, n, scale));
+        path.run(
+            #[inline(always)]
+            || softmax_rows(scores, bias, &self.query_indices, n, scale),
+        );
         let attended = &mut self.attended[..queries * d];
         matmul_serial(
             attended,
