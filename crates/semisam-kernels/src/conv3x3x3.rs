@@ -632,6 +632,7 @@ mod generic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values as values;
 
     /// Direct definition: zero padding 1, cross-correlation, PyTorch weight order.
     fn reference_conv(
@@ -679,18 +680,6 @@ mod tests {
             }
         }
         y
-    }
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
     }
 
     /// Sizes whose span covers two jobs and ends in a partial tile on every path.

@@ -19,3 +19,17 @@ pub mod stride2;
 pub mod tokens;
 
 pub use path::KernelPath;
+
+/// Deterministic test inputs in [-1, 1] (xorshift), shared by the kernels' tests.
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}

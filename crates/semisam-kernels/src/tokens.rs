@@ -376,6 +376,7 @@ impl Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values as pseudo_random;
 
     /// Attention of one query over explicit key/value lists, in f64.
     fn attend(query: &[f32], keys: &[&[f32]], values: &[&[f32]], bias: &[f32]) -> Vec<f64> {
@@ -403,18 +404,6 @@ mod tests {
                     .map(|(w, v)| w * v[t] as f64)
                     .sum::<f64>()
                     / total
-            })
-            .collect()
-    }
-
-    fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state % 2001) as f32 / 1000.0 - 1.0
             })
             .collect()
     }
