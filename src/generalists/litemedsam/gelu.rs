@@ -35,6 +35,8 @@ mod tests {
         let mut expected = values;
         gelu_in_place(&mut expected);
         assert_eq!(y, expected);
-        assert!((expected[35_000 + 3_333] - 0.841_344_7).abs() < 1e-6, "gelu(1) = {}", expected[38_333]);
+        let mut one = [1.0f32];
+        gelu_in_place(&mut one);
+        assert!((one[0] - 0.841_344_7).abs() < 1e-6, "gelu(1) = {}", one[0]);
     }
 }
