@@ -91,10 +91,7 @@ pub fn depthwise_conv3x3(
         batch * height * width * c,
         "depthwise_conv3x3: input size"
     );
-    let (out_h, out_w) = (
-        (height + stride - 1) / stride,
-        (width + stride - 1) / stride,
-    );
+    let (out_h, out_w) = (height.div_ceil(stride), width.div_ceil(stride));
     let mut output = vec![0.0f32; batch * out_h * out_w * c];
     if output.is_empty() {
         return (output, out_h, out_w);
