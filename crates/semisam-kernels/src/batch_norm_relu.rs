@@ -98,12 +98,15 @@ pub fn statistics(path: KernelPath, x: &[f32], layout: Layout) -> BatchStatistic
         .enumerate()
         .map(|(row, values)| {
             let s = shift[row % layout.channels];
-            path.run(|| {
-                row_sums(values, None, |v, _| {
-                    let d = v - s;
-                    (d, d * d)
-                })
-            })
+            path.run(
+                #[inline(always)]
+                || {
+                    row_sums(values, None, |v, _| {
+                        let d = v - s;
+                        (d, d * d)
+                    })
+                },
+            )
         })
         .collect();
     let n = layout.count();
@@ -164,11 +167,14 @@ pub fn forward(
         .enumerate()
         .for_each(|(row, (y, x))| {
             let (scale, shift, _) = affine[row % layout.channels];
-            path.run(|| {
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = (x * scale + shift).max(0.0);
-                }
-            })
+            path.run(
+                #[inline(always)]
+                || {
+                    for (y, &x) in y.iter_mut().zip(x) {
+                        *y = (x * scale + shift).max(0.0);
+                    }
+                },
+            )
         });
     y
 }
@@ -210,12 +216,15 @@ pub fn backward(
             let channel = row % layout.channels;
             let (scale, shift, inv_std) = affine[channel];
             let m = mean[channel];
-            path.run(|| {
-                row_sums(x, Some(dy), |x, dy| {
-                    let g = if x * scale + shift > 0.0 { dy } else { 0.0 };
-                    (g, g * (x - m) * inv_std)
-                })
-            })
+            path.run(
+                #[inline(always)]
+                || {
+                    row_sums(x, Some(dy), |x, dy| {
+                        let g = if x * scale + shift > 0.0 { dy } else { 0.0 };
+                        (g, g * (x - m) * inv_std)
+                    })
+                },
+            )
         })
         .collect();
     let totals = channel_totals(layout, rows);
@@ -235,13 +244,16 @@ pub fn backward(
             let m = mean[channel];
             let mean_g = (totals[channel].0 / n) as f32;
             let mean_g_xhat = (totals[channel].1 / n) as f32;
-            path.run(|| {
-                for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                    let g = if x * scale + shift > 0.0 { dy } else { 0.0 };
-                    let xhat = (x - m) * inv_std;
-                    *dx = scale * (g - mean_g - xhat * mean_g_xhat);
-                }
-            })
+            path.run(
+                #[inline(always)]
+                || {
+                    for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                        let g = if x * scale + shift > 0.0 { dy } else { 0.0 };
+                        let xhat = (x - m) * inv_std;
+                        *dx = scale * (g - mean_g - xhat * mean_g_xhat);
+                    }
+                },
+            )
         });
     Gradients {
         x: dx,
