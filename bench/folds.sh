@@ -14,7 +14,8 @@
 # A `--set` after METHOD=PROFILE applies to that method only; EXTRA_SETS="key=value ..." to every
 # run, after them. DATA_ROOT (optional) replaces the profiles' data.root. Every run gets
 # data.validation = 0 (the fold validates). Finished runs are skipped and interrupted ones
-# resumed, so the command can be run again until the table is complete.
+# resumed, so the command can be run again until the table is complete. FOLD_LIST (optional,
+# e.g. "2 3 4") trains only those folds; PARALLEL (default 2) sets how many runs share the machine.
 set -euo pipefail
 
 usage="usage: bench/folds.sh OUT_DIR K METHOD=PROFILE [--set KEY=VALUE]... [METHOD=PROFILE ...]"
@@ -49,6 +50,12 @@ while [ $# -gt 0 ]; do
     esac
 done
 
+# FOLD_LIST="2 3" trains only those folds (the table still reads every finished one).
+fold_list=${FOLD_LIST:-$(seq 0 $((folds - 1)))}
+for fold in $fold_list; do
+    [[ $fold =~ ^[0-9]+$ ]] && [ "$fold" -lt "$folds" ] || { echo "FOLD_LIST: no fold '$fold' of $folds" >&2; exit 2; }
+done
+
 mkdir -p "$out/runs"
 out=$(realpath "$out")
 
@@ -66,7 +73,7 @@ run_fold() {
 }
 
 # Fold-major order: the first folds of every method finish first, so a partial table pairs.
-for fold in $(seq 0 $((folds - 1))); do
+for fold in $fold_list; do
     for index in "${!methods[@]}"; do
         wait_for_slot "$parallel"
         run_fold "$index" "$fold" &
