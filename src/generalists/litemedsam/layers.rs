@@ -250,20 +250,6 @@ impl TokenLinear {
             true,
         );
     }
-
-    /// The output for one input row.
-    pub fn apply_row(&self, x: &[f32]) -> Vec<f32> {
-        let mut out = self.bias.clone();
-        for (i, &v) in x.iter().enumerate() {
-            for (o, &w) in out
-                .iter_mut()
-                .zip(&self.weight_t[i * self.d_out()..][..self.d_out()])
-            {
-                *o += v * w;
-            }
-        }
-        out
-    }
 }
 
 /// `nn.LayerNorm` over channel-last token rows.

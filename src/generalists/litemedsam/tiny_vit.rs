@@ -186,7 +186,7 @@ impl WindowAttention {
         }
         let norm = TokenLayerNorm::load(ckpt, &format!("{prefix}.norm"), dim);
         let qkv = TokenLinear::load(ckpt, &format!("{prefix}.qkv"), dim, 3 * dim);
-        let padding_qkv = qkv.apply_row(norm.of_zeros());
+        let padding_qkv = qkv.forward(norm.of_zeros());
         Ok(Self {
             norm,
             qkv,
