@@ -297,6 +297,10 @@ pub struct Sam2dBenchArgs {
     /// Timed repetitions of each part (median reported).
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// Timed repetitions of each decoder measurement (default: `--repeats`); a decode costs a
+    /// few percent of an encode, so its median needs more of them.
+    #[arg(long)]
+    pub decoder_repeats: Option<usize>,
     /// Untimed warm-up runs of the encoder (the decoder gets one more).
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
@@ -374,6 +378,9 @@ pub fn run_bench(args: Sam2dBenchArgs) -> anyhow::Result<()> {
     if args.repeats == 0 {
         bail!("--repeats must be at least 1");
     }
+    if args.decoder_repeats == Some(0) {
+        bail!("--decoder-repeats must be at least 1");
+    }
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
@@ -396,7 +403,8 @@ pub fn run_bench(args: Sam2dBenchArgs) -> anyhow::Result<()> {
         })
     });
     let rss_encoder = peak_rss_mib();
-    let decoder = time_runs(args.warmup + 1, args.repeats, || {
+    let decoder_repeats = args.decoder_repeats.unwrap_or(args.repeats);
+    let decoder = time_runs(args.warmup + 1, decoder_repeats, || {
         model.decode(&embedding, &prompts).expect("valid prompt");
     });
     // What a training refresh decodes per slice: the logits under a 64x64-pixel patch.
@@ -404,7 +412,7 @@ pub fn run_bench(args: Sam2dBenchArgs) -> anyhow::Result<()> {
         cell_rows: 24..40,
         cell_cols: 24..40,
     };
-    let decoder_window = time_runs(args.warmup + 1, args.repeats, || {
+    let decoder_window = time_runs(args.warmup + 1, decoder_repeats, || {
         model
             .decode_batch(&embedding, std::slice::from_ref(&prompts), &patch_window)
             .expect("valid prompt");

@@ -15,6 +15,7 @@ pub mod grid;
 pub mod math;
 pub mod matmul;
 pub mod path;
+pub mod prompt_attention;
 pub mod stride2;
 pub mod tokens;
 

@@ -11,6 +11,42 @@ fn mul_add<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FUSED { a.mul_add(b, c) } else { a * b + c }
 }
 
+pub(crate) const LANES: usize = 8;
+
+/// Sum of `f(value)` over a row in `LANES` independent accumulators, so that the loop
+/// vectorises (a single accumulator would fix the order of the additions).
+#[inline(always)]
+pub(crate) fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let whole = row.len() / LANES * LANES;
+    for chunk in row[..whole].chunks_exact(LANES) {
+        for lane in 0..LANES {
+            lanes[lane] += f(chunk[lane]);
+        }
+    }
+    let tail: f32 = row[whole..].iter().map(|&v| f(v)).sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `softmax(row)` in place, max-shifted; vectorises where it is inlined into a path's wrapper.
+#[inline(always)]
+pub(crate) fn softmax_in_place(row: &mut [f32]) {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    for chunk in row.chunks(LANES) {
+        for (lane, &s) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(s);
+        }
+    }
+    let max = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    for s in row.iter_mut() {
+        *s = exp_non_positive(*s - max);
+    }
+    let inv_total = 1.0 / lane_sum(row, |v| v);
+    for s in row.iter_mut() {
+        *s *= inv_total;
+    }
+}
+
 /// e^x for x ≤ 0 (the only range erf and a max-shifted softmax need), accurate to a few ulp;
 /// flushes to 0 below −87.
 #[inline(always)]

@@ -8,27 +8,10 @@
 //! full copies per block, and the padded tokens went through every linear layer. Here a padded
 //! position (zeros before the norm) reads one precomputed `q|k|v` row instead.
 
-use crate::math::exp_non_positive;
+use crate::math::{lane_sum, softmax_in_place};
 use crate::matmul::{Matrix, matmul_serial};
 use crate::path::KernelPath;
 use rayon::prelude::*;
-
-const LANES: usize = 8;
-
-/// Sum of `f(value)` over a row in `LANES` independent accumulators, so that the loop
-/// vectorises (a single accumulator would fix the order of the additions).
-#[inline(always)]
-fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    let whole = row.len() / LANES * LANES;
-    for chunk in row[..whole].chunks_exact(LANES) {
-        for lane in 0..LANES {
-            lanes[lane] += f(chunk[lane]);
-        }
-    }
-    let tail: f32 = row[whole..].iter().map(|&v| f(v)).sum();
-    lanes.iter().sum::<f32>() + tail
-}
 
 /// `nn.LayerNorm` over each row of `dim` values (biased variance, as PyTorch):
 /// `(x − mean) / √(var + eps) · gamma + beta`.
@@ -277,20 +260,7 @@ fn softmax_rows(scores: &mut [f32], bias: &[f32], rows: &[usize], n: usize, scal
         for (s, &b) in row.iter_mut().zip(&bias[index * n..][..n]) {
             *s = *s * scale + b;
         }
-        let mut lanes = [f32::NEG_INFINITY; LANES];
-        for chunk in row.chunks(LANES) {
-            for (lane, &s) in lanes.iter_mut().zip(chunk) {
-                *lane = lane.max(s);
-            }
-        }
-        let max = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        for s in row.iter_mut() {
-            *s = exp_non_positive(*s - max);
-        }
-        let inv_total = 1.0 / lane_sum(row, |v| v);
-        for s in row.iter_mut() {
-            *s *= inv_total;
-        }
+        softmax_in_place(row);
     }
 }
 

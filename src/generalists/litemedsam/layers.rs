@@ -138,15 +138,13 @@ impl DepthwiseConv3x3Nhwc {
     }
 }
 
-/// `nn.ConvTranspose2d` with kernel = stride = 2 on channel-last input. The 2x2 windows do not
-/// overlap, so it is one matmul `(pixels, C_in) @ (C_in, 2·2·C_out)`; the outputs stay in
+/// `nn.ConvTranspose2d` with kernel = stride = 2 on channel-last rows. The 2x2 windows do not
+/// overlap, so it is a linear layer `C_in → 2·2·C_out` per input pixel; its outputs stay in
 /// sub-pixel order (each input pixel's 2x2 block together) until the caller interleaves them.
 #[derive(Clone, Debug)]
 pub(crate) struct ConvTranspose2x2 {
-    /// (C_in, 2·2·C_out), columns ordered (a, b, o): kernel row, kernel column, output channel.
-    weight: Tensor<2>,
-    bias: Tensor<1>,
-    c_out: usize,
+    /// Columns ordered (a, b, o): kernel row, kernel column, output channel.
+    linear: TokenLinear,
 }
 
 impl ConvTranspose2x2 {
@@ -158,29 +156,28 @@ impl ConvTranspose2x2 {
     ) -> Result<Self, LiteMedSamError> {
         // PyTorch stores transposed-conv weights as (in, out, kH, kW).
         let w = ckpt.take_values(&format!("{prefix}.weight"), &[c_in, c_out, 2, 2]);
-        let bias = ckpt.take(&format!("{prefix}.bias"), [c_out]);
-        let mut reordered = vec![0.0f32; w.len()];
+        let bias = ckpt.take_values(&format!("{prefix}.bias"), &[c_out]);
+        let mut weight_t = vec![0.0f32; w.len()];
         for c in 0..c_in {
             for o in 0..c_out {
                 for ab in 0..4 {
-                    reordered[c * 4 * c_out + ab * c_out + o] = w[(c * c_out + o) * 4 + ab];
+                    weight_t[c * 4 * c_out + ab * c_out + o] = w[(c * c_out + o) * 4 + ab];
                 }
             }
         }
         Ok(Self {
-            weight: ckpt.tensor(reordered, [c_in, 4 * c_out]),
-            bias,
-            c_out,
+            linear: TokenLinear {
+                weight_t,
+                bias: bias.repeat(4),
+            },
         })
     }
 
-    /// (B, N, C_in) → (B, 4N, C_out): row `4n + 2a + b` is output pixel (2y + a, 2x + b) of input
-    /// pixel `n` = (y, x). Interleaving is left to the caller so that per-pixel operations in
-    /// between (norms, activations, another such layer) need no copy.
-    pub fn forward_subpixel(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, n, c_in] = x.dims();
-        let y = x.reshape([b * n, c_in]).matmul(self.weight.clone());
-        y.reshape([b, 4 * n, self.c_out]) + self.bias.clone().unsqueeze::<3>()
+    /// Rows of C_in (input pixels) → four rows of C_out each: row `4n + 2a + b` is output pixel
+    /// (2y + a, 2x + b) of input pixel `n` = (y, x). Interleaving is left to the caller so that
+    /// per-pixel operations in between (norms, activations, another such layer) need no copy.
+    pub fn forward_subpixel(&self, x: &[f32]) -> Vec<f32> {
+        self.linear.forward(x)
     }
 }
 
@@ -257,24 +254,20 @@ impl TokenLinear {
 pub(crate) struct TokenLayerNorm {
     gamma: Vec<f32>,
     beta: Vec<f32>,
+    eps: f32,
 }
 
 impl TokenLayerNorm {
-    pub fn load(ckpt: &mut Checkpoint, prefix: &str, dim: usize) -> Self {
+    pub fn load(ckpt: &mut Checkpoint, prefix: &str, dim: usize, eps: f64) -> Self {
         Self {
             gamma: ckpt.take_values(&format!("{prefix}.weight"), &[dim]),
             beta: ckpt.take_values(&format!("{prefix}.bias"), &[dim]),
+            eps: eps as f32,
         }
     }
 
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        layer_norm_rows(
-            kernel_path(),
-            x,
-            &self.gamma,
-            &self.beta,
-            LAYER_NORM_EPS as f32,
-        )
+        layer_norm_rows(kernel_path(), x, &self.gamma, &self.beta, self.eps)
     }
 
     /// What a row of zeros normalises to.

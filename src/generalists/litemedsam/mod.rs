@@ -16,6 +16,7 @@ mod tiny_vit;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
 
 pub use mask_decoder::DecoderObserver;
 pub use preprocess::{
@@ -128,10 +129,7 @@ impl LiteMedSam {
     pub fn embedding_from_values(&self, values: Vec<f32>) -> Option<Embedding> {
         const SHAPE: [usize; 3] = [256, 64, 64];
         (values.len() == SHAPE.iter().product::<usize>()).then(|| Embedding {
-            features: Tensor::from_data(
-                burn::tensor::TensorData::new(values, SHAPE),
-                &self.image_pe.device(),
-            ),
+            features: Tensor::from_data(burn::tensor::TensorData::new(values, SHAPE), &self.device),
         })
     }
 
@@ -160,10 +158,10 @@ pub struct LiteMedSam {
     image_encoder: TinyVit,
     prompt_encoder: PromptEncoder,
     mask_decoder: MaskDecoder,
-    /// `get_dense_pe()` as (4096, 256) tokens.
-    image_pe: Tensor<2>,
-    /// The dense prompt embedding without a mask input (`no_mask_embed`), (1, 256).
-    no_mask: Tensor<2>,
+    /// `get_dense_pe()` as 4096 rows of 256 (one per embedding pixel).
+    image_pe: Vec<f32>,
+    /// The dense prompt embedding without a mask input (`no_mask_embed`), 256 values.
+    no_mask: Vec<f32>,
     device: Device,
 }
 
@@ -175,11 +173,8 @@ impl LiteMedSam {
         let image_encoder = TinyVit::load(&mut ckpt, "image_encoder")?;
         let prompt_encoder = PromptEncoder::load(&mut ckpt, "prompt_encoder")?;
         let mask_decoder = MaskDecoder::load(&mut ckpt, "mask_decoder")?;
-        let image_pe = ckpt.tensor(
-            prompt_encoder.dense_positional_tokens(),
-            [EMBED_GRID * EMBED_GRID, EMBED_DIM],
-        );
-        let no_mask = ckpt.tensor(prompt_encoder.no_mask.clone(), [1, EMBED_DIM]);
+        let image_pe = prompt_encoder.dense_positional_tokens();
+        let no_mask = prompt_encoder.no_mask.clone();
         ckpt.finish()?;
         Ok(Self {
             image_encoder,
@@ -194,11 +189,7 @@ impl LiteMedSam {
     /// `get_dense_pe()`: the positional encoding of the embedding grid, (256, 64, 64)
     /// channel-first.
     pub fn dense_positional_encoding(&self) -> Vec<f32> {
-        let tokens = self.image_pe.clone().transpose();
-        tokens
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("f32 positional encoding")
+        channels_first(&self.image_pe)
     }
 
     pub fn device(&self) -> &Device {
@@ -317,6 +308,28 @@ impl LiteMedSam {
             .collect())
     }
 
+    /// The embedding as 64·64 rows of 256 with the dense (no-mask) prompt embedding added: the
+    /// image tokens the decoder attends to. Transposed a block of pixels per task, so that each
+    /// task's writes stay in cache while it reads its 256 channel planes.
+    fn image_tokens(&self, embedding: &Embedding) -> Vec<f32> {
+        const PIXELS_PER_TASK: usize = 64;
+        let planes = embedding.to_vec();
+        let pixels = EMBED_GRID * EMBED_GRID;
+        let mut rows = vec![0.0f32; planes.len()];
+        rows.par_chunks_mut(PIXELS_PER_TASK * EMBED_DIM)
+            .enumerate()
+            .for_each(|(task, rows)| {
+                let first = task * PIXELS_PER_TASK;
+                for (c, &dense) in self.no_mask.iter().enumerate() {
+                    let plane = &planes[c * pixels + first..][..rows.len() / EMBED_DIM];
+                    for (p, &v) in plane.iter().enumerate() {
+                        rows[p * EMBED_DIM + c] = v + dense;
+                    }
+                }
+            });
+        rows
+    }
+
     fn decode_group(
         &self,
         embedding: &Embedding,
@@ -342,23 +355,17 @@ impl LiteMedSam {
             TensorData::new(sparse, [prompts.len(), tokens, EMBED_DIM]),
             &self.device,
         );
-        let image = embedding
-            .features
-            .clone()
-            .reshape([EMBED_DIM, EMBED_GRID * EMBED_GRID])
-            .transpose()
-            + self.no_mask.clone();
-        let out =
-            self.mask_decoder
-                .forward(sparse, image, self.image_pe.clone(), 1, window, observer);
+        let out = self.mask_decoder.forward(
+            sparse,
+            self.image_tokens(embedding),
+            &self.image_pe,
+            1,
+            window,
+            observer,
+        );
         let size = window.height() * window.width();
-        let [_, _, h, w] = out.masks.dims();
-        debug_assert_eq!(h * w, size);
-        let masks = out
-            .masks
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("f32 logits");
+        let masks = out.masks;
+        debug_assert_eq!(masks.len(), prompts.len() * size);
         let iou = out
             .iou
             .narrow(1, 0, 1)
@@ -375,4 +382,16 @@ impl LiteMedSam {
             })
             .collect())
     }
+}
+
+/// 64·64 rows of 256 → (256, 64·64) channel-first values.
+fn channels_first(rows: &[f32]) -> Vec<f32> {
+    let pixels = EMBED_GRID * EMBED_GRID;
+    let mut values = vec![0.0f32; rows.len()];
+    for (p, row) in rows.chunks_exact(EMBED_DIM).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            values[c * pixels + p] = v;
+        }
+    }
+    values
 }

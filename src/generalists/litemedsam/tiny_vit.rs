@@ -11,7 +11,9 @@ use semisam_kernels::tokens::{Heads, Windows, window_attention};
 use super::LiteMedSamError;
 use super::checkpoint::Checkpoint;
 use super::gelu::gelu_in_place;
-use super::layers::{Conv2d, DepthwiseConv3x3Nhwc, LAYER_NORM_2D_EPS, TokenLayerNorm, TokenLinear};
+use super::layers::{
+    Conv2d, DepthwiseConv3x3Nhwc, LAYER_NORM_2D_EPS, LAYER_NORM_EPS, TokenLayerNorm, TokenLinear,
+};
 use crate::generalists::shared_layers::LayerNorm;
 
 const EMBED_DIMS: [usize; 4] = [64, 128, 160, 320];
@@ -184,7 +186,7 @@ impl WindowAttention {
                 }
             }
         }
-        let norm = TokenLayerNorm::load(ckpt, &format!("{prefix}.norm"), dim);
+        let norm = TokenLayerNorm::load(ckpt, &format!("{prefix}.norm"), dim, LAYER_NORM_EPS);
         let qkv = TokenLinear::load(ckpt, &format!("{prefix}.qkv"), dim, 3 * dim);
         let padding_qkv = qkv.forward(norm.of_zeros());
         Ok(Self {
@@ -249,7 +251,12 @@ impl TinyVitBlock {
                 dim,
                 1,
             )?,
-            mlp_norm: TokenLayerNorm::load(ckpt, &format!("{prefix}.mlp.norm"), dim),
+            mlp_norm: TokenLayerNorm::load(
+                ckpt,
+                &format!("{prefix}.mlp.norm"),
+                dim,
+                LAYER_NORM_EPS,
+            ),
             fc1: TokenLinear::load(ckpt, &format!("{prefix}.mlp.fc1"), dim, MLP_RATIO * dim),
             fc2: TokenLinear::load(ckpt, &format!("{prefix}.mlp.fc2"), MLP_RATIO * dim, dim),
         })
