@@ -34,3 +34,22 @@ pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// `Σ softmax(scores)_i · values_i` in f64: the reference the attention kernels' tests compare
+/// against.
+#[cfg(test)]
+pub(crate) fn softmax_weighted_sum(scores: &[f64], values: &[&[f32]]) -> Vec<f64> {
+    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    (0..values[0].len())
+        .map(|c| {
+            weights
+                .iter()
+                .zip(values)
+                .map(|(w, v)| w * v[c] as f64)
+                .sum::<f64>()
+                / total
+        })
+        .collect()
+}

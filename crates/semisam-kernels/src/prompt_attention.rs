@@ -167,24 +167,7 @@ pub fn image_to_tokens_add(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_values as pseudo_random;
-
-    /// Softmax-weighted sum of `values` rows, in f64.
-    fn attend(scores: &[f64], values: &[&[f32]]) -> Vec<f64> {
-        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-        let total: f64 = weights.iter().sum();
-        (0..values[0].len())
-            .map(|c| {
-                weights
-                    .iter()
-                    .zip(values)
-                    .map(|(w, v)| w * v[c] as f64)
-                    .sum::<f64>()
-                    / total
-            })
-            .collect()
-    }
+    use crate::{softmax_weighted_sum as attend, test_values as pseudo_random};
 
     fn dot(a: &[f32], b: impl Iterator<Item = f32>) -> f64 {
         a.iter().zip(b).map(|(&a, b)| a as f64 * b as f64).sum()

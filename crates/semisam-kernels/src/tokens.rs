@@ -343,7 +343,7 @@ impl Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_values as pseudo_random;
+    use crate::{softmax_weighted_sum, test_values as pseudo_random};
 
     /// Attention of one query over explicit key/value lists, in f64.
     fn attend(query: &[f32], keys: &[&[f32]], values: &[&[f32]], bias: &[f32]) -> Vec<f64> {
@@ -360,19 +360,7 @@ mod tests {
                 dot * scale + b as f64
             })
             .collect();
-        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
-        let total: f64 = weights.iter().sum();
-        (0..values[0].len())
-            .map(|t| {
-                weights
-                    .iter()
-                    .zip(values)
-                    .map(|(w, v)| w * v[t] as f64)
-                    .sum::<f64>()
-                    / total
-            })
-            .collect()
+        softmax_weighted_sum(&scores, values)
     }
 
     #[test]

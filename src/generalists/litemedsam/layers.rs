@@ -277,7 +277,7 @@ impl TokenLayerNorm {
 }
 
 /// A row-major `rows` x `cols` matrix transposed.
-fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; values.len()];
     for (r, row) in values.chunks_exact(cols.max(1)).enumerate() {
         for (c, &v) in row.iter().enumerate() {

@@ -88,7 +88,7 @@ impl Attention {
 /// A copy of `x` in row-major order, so that matmuls on it read contiguous memory.
 fn materialise<const D: usize>(ckpt: &Checkpoint, x: Tensor<D>) -> Tensor<D> {
     let dims = x.dims();
-    ckpt.tensor(x.into_data().try_into_vec::<f32>().expect("f32"), dims)
+    ckpt.tensor(values_of(x), dims)
 }
 
 /// A tensor's values in row-major order.

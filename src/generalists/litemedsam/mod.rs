@@ -189,7 +189,7 @@ impl LiteMedSam {
     /// `get_dense_pe()`: the positional encoding of the embedding grid, (256, 64, 64)
     /// channel-first.
     pub fn dense_positional_encoding(&self) -> Vec<f32> {
-        channels_first(&self.image_pe)
+        layers::transposed(&self.image_pe, EMBED_GRID * EMBED_GRID, EMBED_DIM)
     }
 
     pub fn device(&self) -> &Device {
@@ -382,16 +382,4 @@ impl LiteMedSam {
             })
             .collect())
     }
-}
-
-/// 64·64 rows of 256 → (256, 64·64) channel-first values.
-fn channels_first(rows: &[f32]) -> Vec<f32> {
-    let pixels = EMBED_GRID * EMBED_GRID;
-    let mut values = vec![0.0f32; rows.len()];
-    for (p, row) in rows.chunks_exact(EMBED_DIM).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            values[c * pixels + p] = v;
-        }
-    }
-    values
 }
