@@ -35,6 +35,22 @@ pub use volume::{Geometry, SourceFormat, Volume};
 
 use std::path::Path;
 
+use rayon::prelude::*;
+
+/// Map `items` in parallel; on failure, the error of the first failing item in `items`' order,
+/// so that the same bad input always gives the same message (rayon's `collect` into a `Result`
+/// keeps whichever error a thread finds first).
+pub fn try_map_in_order<T, U, E, F>(items: &[T], map: F) -> Result<Vec<U>, E>
+where
+    T: Sync,
+    U: Send,
+    E: Send,
+    F: Fn(&T) -> Result<U, E> + Sync + Send,
+{
+    let results: Vec<Result<U, E>> = items.par_iter().map(map).collect();
+    results.into_iter().collect()
+}
+
 /// The file format implied by a path's extension.
 pub fn format_of(path: &Path) -> Result<SourceFormat, DataError> {
     let name = path

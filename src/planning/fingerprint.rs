@@ -8,12 +8,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::modality::declared_modality;
 use crate::data::normalize::percentile;
-use crate::data::{Case, DataError, Dataset, read_image};
+use crate::data::{Case, DataError, Dataset, read_image, try_map_in_order};
 
 /// Foreground voxels sampled per labeled case for the intensity statistics (nnU-Net's 10 000),
 /// so that large cases do not outweigh small ones.
@@ -136,10 +135,8 @@ pub fn fingerprint(
             "no training image to plan from",
         ));
     }
-    let samples: Vec<CaseSample> = cases
-        .par_iter()
-        .map(|case| sample_case(dataset, case, fallback_spacing))
-        .collect::<Result<_, _>>()?;
+    let samples: Vec<CaseSample> =
+        try_map_in_order(&cases, |case| sample_case(dataset, case, fallback_spacing))?;
 
     let median_of = |values: Vec<f64>| median(values);
     let median_spacing =

@@ -9,14 +9,13 @@
 use std::path::Path;
 
 use ndarray::Array3;
-use rayon::prelude::*;
 
 use super::config::{Protocol, RunConfig};
 use super::trainer::TrainingData;
 use super::validation::EvalCase;
 use crate::data::batches::{LabeledCase, TrainingPool, UnlabeledCase};
 use crate::data::validate::check_finite;
-use crate::data::{Case, DataError, Dataset, Splits, read_image};
+use crate::data::{Case, DataError, Dataset, Splits, read_image, try_map_in_order};
 
 /// The run's dataset: `data.root` (or `root`, when the dataset has moved) plus the images of
 /// `data.unlabeled_root`.
@@ -236,17 +235,15 @@ fn load_unlabeled(
     dataset: &Dataset,
     ids: &[String],
 ) -> Result<Vec<UnlabeledCase>, DataError> {
-    ids.par_iter()
-        .map(|id| {
-            let case = find(dataset, id)?;
-            let volume = read_image(&case.image)?;
-            check_finite(&volume)?;
-            Ok(UnlabeledCase {
-                id: id.clone(),
-                image: config.preparation().image(&volume)?,
-            })
+    try_map_in_order(ids, |id| {
+        let case = find(dataset, id)?;
+        let volume = read_image(&case.image)?;
+        check_finite(&volume)?;
+        Ok(UnlabeledCase {
+            id: id.clone(),
+            image: config.preparation().image(&volume)?,
         })
-        .collect()
+    })
 }
 
 type Prepared = (String, Array3<f32>, Array3<u8>);
@@ -257,38 +254,36 @@ fn load_labeled(
     ids: &[String],
     role: &str,
 ) -> Result<Vec<Prepared>, DataError> {
-    ids.par_iter()
-        .map(|id| {
-            let case = find(dataset, id)?;
-            let loaded = dataset.load_case(case)?;
-            let label = loaded.label.ok_or_else(|| {
-                let missing = match case.image.extension() {
-                    Some(ext) if ext == "h5" => "missing dataset `label` in its h5 file",
-                    _ => "no label file",
-                };
-                DataError::invalid(
-                    &case.image,
-                    format!("case {id} is used as {role} but has no label: {missing}"),
-                )
-            })?;
-            if let Some(&bad) = label
-                .data
-                .iter()
-                .find(|&&v| usize::from(v) >= config.network.num_classes)
-            {
-                return Err(DataError::invalid(
-                    &label.path,
-                    format!(
-                        "label value {bad} but network.num_classes is {}",
-                        config.network.num_classes
-                    ),
-                ));
-            }
-            let preparation = config.preparation();
-            let image = preparation.image(&loaded.image)?;
-            Ok((id.clone(), image, preparation.label(&label)?))
-        })
-        .collect()
+    try_map_in_order(ids, |id| {
+        let case = find(dataset, id)?;
+        let loaded = dataset.load_case(case)?;
+        let label = loaded.label.ok_or_else(|| {
+            let missing = match case.image.extension() {
+                Some(ext) if ext == "h5" => "missing dataset `label` in its h5 file",
+                _ => "no label file",
+            };
+            DataError::invalid(
+                &case.image,
+                format!("case {id} is used as {role} but has no label: {missing}"),
+            )
+        })?;
+        if let Some(&bad) = label
+            .data
+            .iter()
+            .find(|&&v| usize::from(v) >= config.network.num_classes)
+        {
+            return Err(DataError::invalid(
+                &label.path,
+                format!(
+                    "label value {bad} but network.num_classes is {}",
+                    config.network.num_classes
+                ),
+            ));
+        }
+        let preparation = config.preparation();
+        let image = preparation.image(&loaded.image)?;
+        Ok((id.clone(), image, preparation.label(&label)?))
+    })
 }
 
 fn find<'a>(dataset: &'a Dataset, id: &str) -> Result<&'a Case, DataError> {
