@@ -53,6 +53,32 @@ fn h5_round_trip_keeps_both_datasets() {
     assert_eq!(read_label(&path).unwrap().data, label);
 }
 
+/// Telling labeled from label-free h5 files reads only their structure: the h5py fixture (both
+/// datasets), an image-only file, and files that are not HDF5 or are cut short, which are errors
+/// naming the file.
+#[test]
+fn h5_dataset_listing_finds_the_label_or_names_the_broken_file() {
+    let fixture = uamt_case("CASE_B");
+    assert!(h5::has_dataset(&fixture, "label").unwrap());
+    assert!(h5::has_dataset(&fixture, "image").unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    let image_only = dir.path().join("image_only.h5");
+    h5::write_case(&image_only, Some(&uamt_image([9, 4, 70])), None).unwrap();
+    assert!(!h5::has_dataset(&image_only, "label").unwrap());
+    assert!(h5::has_dataset(&image_only, "image").unwrap());
+
+    let text = dir.path().join("notes.h5");
+    std::fs::write(&text, "not an HDF5 file").unwrap();
+    let cut = dir.path().join("cut.h5");
+    let bytes = std::fs::read(&fixture).unwrap();
+    std::fs::write(&cut, &bytes[..64]).unwrap();
+    for broken in [&text, &cut] {
+        let error = h5::has_dataset(broken, "label").unwrap_err().to_string();
+        assert!(error.contains(&broken.display().to_string()), "{error}");
+    }
+}
+
 #[test]
 fn write_label_to_h5_writes_the_label_dataset_only() {
     let dir = tempfile::tempdir().unwrap();

@@ -247,14 +247,17 @@ pub fn read_label(path: &Path) -> Result<Volume<u8>, DataError> {
     Ok(volume(path, into_array(path, LABEL_KEY, shape, values)?))
 }
 
-/// Whether the file holds a dataset named `key`; only the file's structure is parsed.
+/// Whether the file holds a dataset named `key`. The file is opened for streaming reads, so only
+/// its structure is read from disk, not the datasets: listing a folder of scans stays cheap. Any
+/// problem is reported with the path; [`read_image`] and [`read_label`] classify it further.
 pub fn has_dataset(path: &Path, key: &str) -> Result<bool, DataError> {
-    let file = open(path)?;
-    let names = file
-        .file
-        .root()
-        .datasets()
-        .map_err(|e| file.error(path, e))?;
+    let corrupt = |e: hdf5_pure::Error| DataError::Format {
+        path: path.to_path_buf(),
+        format: "HDF5",
+        reason: format!("the file is corrupt: {e}"),
+    };
+    let file = hdf5_pure::File::open_streaming(path).map_err(corrupt)?;
+    let names = file.root().datasets().map_err(corrupt)?;
     Ok(names.iter().any(|n| n == key))
 }
 
