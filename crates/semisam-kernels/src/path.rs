@@ -155,14 +155,15 @@ pub fn requested() -> Result<Option<KernelPath>, KernelChoiceError> {
 }
 
 /// The path the layers use in this process: `SEMISAM_KERNELS` read once, else the best the CPU
-/// has. A request that cannot be honoured prints one warning and falls back to the best path.
+/// has. A request that cannot be honoured logs one warning (through `tracing`, so that it lands in
+/// the caller's log with everything else) and falls back to the best path.
 pub fn selected() -> KernelPath {
     static SELECTED: OnceLock<KernelPath> = OnceLock::new();
     *SELECTED.get_or_init(|| match requested() {
         Ok(path) => path.unwrap_or_else(KernelPath::best),
         Err(error) => {
             let best = KernelPath::best();
-            eprintln!("warning: {error}; using the {} kernels", best.name());
+            tracing::warn!("{error}; using the {} kernels", best.name());
             best
         }
     })
