@@ -107,30 +107,33 @@ impl<E> EmbeddingCache<E> {
         self.clock
     }
 
-    /// The cached embedding for `key`, computing (and timing) it with `compute` on a miss.
-    pub fn get_or_compute<Err>(
-        &mut self,
-        key: EmbeddingKey,
-        compute: impl FnOnce() -> Result<E, Err>,
-    ) -> Result<Arc<E>, Err> {
+    /// The cached value for `key` (a hit, now the most recently used), or `None` (a miss).
+    pub fn get(&mut self, key: &EmbeddingKey) -> Option<Arc<E>> {
         let now = self.tick();
-        if let Some(entry) = self.entries.get_mut(&key) {
-            self.stats.hits += 1;
-            let key = self
-                .recency
-                .remove(&entry.used)
-                .expect("every entry has a recency");
-            entry.used = now;
-            self.recency.insert(now, key);
-            return Ok(Arc::clone(&entry.value));
+        let entry = self.entries.get_mut(key)?;
+        self.stats.hits += 1;
+        let key = self
+            .recency
+            .remove(&entry.used)
+            .expect("every entry has a recency");
+        entry.used = now;
+        self.recency.insert(now, key);
+        Some(Arc::clone(&entry.value))
+    }
+
+    /// Keep `value` under `key` (replacing what was there), evicting the least recently used
+    /// entries to stay within the bounds; a value larger than the byte bound is handed back
+    /// without being kept.
+    pub fn insert(&mut self, key: EmbeddingKey, value: E) -> Arc<E> {
+        let now = self.tick();
+        let value = Arc::new(value);
+        if let Some(old) = self.entries.remove(&key) {
+            self.recency.remove(&old.used);
+            self.bytes -= old.bytes;
         }
-        let started = Instant::now();
-        let embedding = Arc::new(compute()?);
-        self.stats.compute_time += started.elapsed();
-        self.stats.misses += 1;
-        let bytes = (self.size_of)(&embedding);
+        let bytes = (self.size_of)(&value);
         if bytes > self.max_bytes {
-            return Ok(embedding);
+            return value;
         }
         while self.entries.len() >= self.max_entries || self.bytes + bytes > self.max_bytes {
             let Some((_, oldest)) = self.recency.pop_first() else {
@@ -145,12 +148,28 @@ impl<E> EmbeddingCache<E> {
         self.entries.insert(
             key,
             Entry {
-                value: Arc::clone(&embedding),
+                value: Arc::clone(&value),
                 bytes,
                 used: now,
             },
         );
-        Ok(embedding)
+        value
+    }
+
+    /// The cached embedding for `key`, computing (and timing) it with `compute` on a miss.
+    pub fn get_or_compute<Err>(
+        &mut self,
+        key: EmbeddingKey,
+        compute: impl FnOnce() -> Result<E, Err>,
+    ) -> Result<Arc<E>, Err> {
+        if let Some(value) = self.get(&key) {
+            return Ok(value);
+        }
+        let started = Instant::now();
+        let value = compute()?;
+        self.stats.compute_time += started.elapsed();
+        self.stats.misses += 1;
+        Ok(self.insert(key, value))
     }
 }
 
@@ -239,6 +258,23 @@ mod tests {
         assert_eq!(cache.bytes(), 4);
         fetch(&mut cache, 1, 11, &mut calls);
         assert_eq!(calls, 3);
+    }
+
+    #[test]
+    fn inserting_over_a_key_replaces_its_value_and_its_bytes() {
+        let mut cache: EmbeddingCache<Vec<u8>> = EmbeddingCache::with_budget(100, 10, Vec::len);
+        cache.insert(key(0), vec![1; 4]);
+        cache.insert(key(1), vec![2; 4]);
+        cache.insert(key(0), vec![3; 6]);
+        assert_eq!(cache.bytes(), 10);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(*cache.get(&key(0)).unwrap(), vec![3; 6]);
+        // key 1 is now the least recently used: the next insert evicts it, not key 0
+        cache.insert(key(2), vec![4; 3]);
+        assert!(cache.contains(&key(0)) && cache.contains(&key(2)) && !cache.contains(&key(1)));
+        assert_eq!(cache.bytes(), 9);
+        assert!(cache.get(&key(1)).is_none());
+        assert_eq!(cache.stats().hits, 1);
     }
 
     #[test]

@@ -20,12 +20,69 @@ pub mod weights_cache;
 
 use ndarray::{Array3, ArrayView3};
 use std::ops::Range;
+use std::time::Duration;
 
 /// Errors of generalist models: loading weights, running them.
 #[derive(Debug, thiserror::Error)]
 pub enum GeneralistError {
     #[error("{0}")]
     Model(String),
+}
+
+/// What a generalist's answers cost so far, for the run's log: a slow run shows whether it was
+/// encoding, reading the store or decoding.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GeneralistUsage {
+    /// Embeddings computed by the model's encoder.
+    pub encoded: u64,
+    pub encode_time: Duration,
+    /// Embeddings read back from the on-disk store.
+    pub from_store: u64,
+    pub store_time: Duration,
+    /// Embeddings found in memory.
+    pub from_memory: u64,
+    /// Masks the decoder computed.
+    pub decoded: u64,
+    /// Masks reused because the same slice was prompted the same way before.
+    pub reused: u64,
+}
+
+impl std::ops::Add for GeneralistUsage {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        GeneralistUsage {
+            encoded: self.encoded + other.encoded,
+            encode_time: self.encode_time + other.encode_time,
+            from_store: self.from_store + other.from_store,
+            store_time: self.store_time + other.store_time,
+            from_memory: self.from_memory + other.from_memory,
+            decoded: self.decoded + other.decoded,
+            reused: self.reused + other.reused,
+        }
+    }
+}
+
+impl std::fmt::Display for GeneralistUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let minutes = |d: Duration| d.as_secs_f64() / 60.0;
+        write!(
+            f,
+            "embeddings {} encoded ({:.1} min), {} read from the store ({:.1} min), {} from memory",
+            self.encoded,
+            minutes(self.encode_time),
+            self.from_store,
+            minutes(self.store_time),
+            self.from_memory,
+        )?;
+        if self.decoded + self.reused > 0 {
+            write!(
+                f,
+                "; masks {} decoded, {} reused",
+                self.decoded, self.reused
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// What the training loop asks of a generalist for one unlabeled item.
@@ -62,6 +119,10 @@ pub trait Generalist: Send {
     /// Whether the generalist may draw progress of long one-time work (e.g. encoding a case's
     /// slices on a fresh store) on the terminal; off unless called.
     fn show_progress(&mut self, _visible: bool) {}
+    /// What its answers cost so far; `None` for a generalist that does not count.
+    fn usage(&self) -> Option<GeneralistUsage> {
+        None
+    }
     fn pseudo_label(
         &mut self,
         request: &PseudoLabelRequest<'_>,

@@ -32,7 +32,7 @@ use crate::frameworks::{
     self, AuxiliaryLoss, Framework, FrameworkError, StepIndex, new_teacher, train_step,
     update_teacher,
 };
-use crate::generalists::Generalist;
+use crate::generalists::{Generalist, GeneralistUsage};
 use crate::inference::SlidingWindow;
 use crate::networks::arrays::array_to_tensor;
 use crate::networks::{Architecture, NetworkConfig, NetworkError, Specialist};
@@ -315,6 +315,7 @@ pub fn train_with(
                     validation_line(&record, iterations, best, &options.class_names)
                 );
             }
+            log_embedding_usage(sam.as_ref());
             if let Some(hook) = &options.on_validation {
                 (hook.0)(&record);
             }
@@ -335,6 +336,9 @@ pub fn train_with(
         }
     }
     save(config, &state, sam.as_ref(), &run.checkpoint_path("final"))?;
+    if data.validation.is_empty() {
+        log_embedding_usage(sam.as_ref());
+    }
     if let Some(sam) = &sam {
         super::pseudo_labels::save(run.root(), &sam.pseudo_labels(), config.data.downsample)?;
     }
@@ -343,6 +347,16 @@ pub fn train_with(
         steps: state.step,
         best: state.best,
     })
+}
+
+/// What SAM's answers cost since the run (or its resumption) started: encoding is the one-time
+/// cost of a dataset, so a slow run says whether it is still paying it.
+fn log_embedding_usage(sam: Option<&SamAssist>) {
+    if let Some(usage) = sam.and_then(|sam| sam.generalist().usage())
+        && usage != GeneralistUsage::default()
+    {
+        tracing::info!("SAM: {usage}");
+    }
 }
 
 fn fresh_state(

@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::generalists::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
 use crate::generalists::sammed3d::{Embedding, PointLabel, PointPrompt, SamMed3d, SamMed3dError};
-use crate::generalists::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
+use crate::generalists::{
+    Generalist, GeneralistError, GeneralistUsage, PseudoLabel, PseudoLabelRequest,
+};
 use crate::morphology::bounding_box;
 use crate::prompts::{Point3, confident_object, correction_click, region_centre};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -264,6 +266,16 @@ impl Generalist for SamMed3dClicks {
             "SAM-Med3D {} ({} clicks)",
             self.weights_id, self.config.clicks
         )
+    }
+
+    fn usage(&self) -> Option<GeneralistUsage> {
+        let stats = self.cache.stats();
+        Some(GeneralistUsage {
+            encoded: stats.misses,
+            encode_time: stats.compute_time,
+            from_memory: stats.hits,
+            ..GeneralistUsage::default()
+        })
     }
 
     fn pseudo_label(

@@ -1,9 +1,10 @@
 //! A 2D generalist (e.g. LiteMedSAM) applied slice by slice along one axis of the volume.
 //!
 //! Prompts come from the specialist's probability on the patch region; each prompted slice is
-//! encoded once at its full, un-augmented size (cached), decoded with the box moved into full-slice
-//! coordinates, and the mask comes back for the region's rows and columns only. [`MultiView`]
-//! runs one [`SliceWise`] per axis and fuses their answers.
+//! encoded once at its full, un-augmented size (cached), decoded over the whole slice with the box
+//! moved into full-slice coordinates (cached with its prompt: a slice prompted the same way again
+//! gets the same mask back without a decode), and the mask comes back for the region's rows and
+//! columns. [`MultiView`] runs one [`SliceWise`] per axis and fuses their answers.
 
 pub mod embedding_store;
 pub mod litemedsam;
@@ -12,13 +13,16 @@ mod multiview;
 use std::io::IsTerminal;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Instant;
 
-use ndarray::{Array2, Array3, ArrayView2, Axis};
+use ndarray::{Array2, Array3, ArrayView2, Axis, s};
 use rayon::prelude::*;
 
 use crate::generalists::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
-use crate::generalists::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
-use crate::prompts::{PromptConfig, SlicePrompt, slice_prompts};
+use crate::generalists::{
+    Generalist, GeneralistError, GeneralistUsage, PseudoLabel, PseudoLabelRequest,
+};
+use crate::prompts::{Point2, PromptConfig, SlicePrompt, slice_prompts};
 use embedding_store::{EmbeddingStore, Stored};
 pub use multiview::{Fusion, MultiView, ViewAnswer, fuse};
 
@@ -128,13 +132,39 @@ pub struct SliceAnswer {
     pub prompts: usize,
 }
 
+/// The logits a slice got for a prompt, over the whole slice.
+struct DecodedSlice {
+    bbox: [f32; 4],
+    points: Vec<Point2>,
+    logits: Array2<f32>,
+}
+
+impl DecodedSlice {
+    /// Whether this is the answer to `prompt` (in whole-slice coordinates).
+    fn answers(&self, prompt: &SlicePrompt) -> bool {
+        self.bbox == prompt.bbox && self.points == prompt.points
+    }
+
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + 4 * self.logits.len() + std::mem::size_of_val(&*self.points)
+    }
+}
+
+/// The share of the memory budget kept for decoded masks: a slice's logits are a few dozen
+/// kilobytes where its embedding is 2 MiB, so an eighth holds every slice of a large pool.
+const MASK_SHARE: usize = 8;
+
 /// Slice-by-slice pseudo-labelling with an embedding cache.
 pub struct SliceWise<M: SliceModel> {
     model: M,
     axis: usize,
     prompts: PromptConfig,
     cache: EmbeddingCache<M::Embedding>,
+    /// The latest mask of each slice, with the prompt it answers.
+    masks: EmbeddingCache<DecodedSlice>,
     store: Option<EmbeddingStore>,
+    /// Encodes and store reads so far (memory hits are the cache's).
+    usage: GeneralistUsage,
     /// Draw a bar while a request encodes many slices (only on a terminal).
     progress: bool,
 }
@@ -168,14 +198,19 @@ impl<M: SliceModel> SliceWise<M> {
             axis,
             prompts,
             cache: EmbeddingCache::with_budget(cache_capacity, usize::MAX, M::embedding_bytes),
+            masks: EmbeddingCache::with_budget(usize::MAX, usize::MAX, DecodedSlice::bytes),
             store: None,
+            usage: GeneralistUsage::default(),
             progress: false,
         }
     }
 
-    /// Keep at most `bytes` of embeddings in memory (as [`SliceModel::embedding_bytes`] counts).
+    /// Keep at most `bytes` in memory: an eighth for decoded masks, the rest for embeddings (as
+    /// [`SliceModel::embedding_bytes`] counts them).
     pub fn with_memory_budget(mut self, bytes: usize) -> Self {
-        self.cache = self.cache.with_max_bytes(bytes);
+        let masks = bytes / MASK_SHARE;
+        self.masks = self.masks.with_max_bytes(masks);
+        self.cache = self.cache.with_max_bytes(bytes - masks);
         self
     }
 
@@ -187,6 +222,14 @@ impl<M: SliceModel> SliceWise<M> {
 
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
+    }
+
+    /// Where the embeddings came from so far, and how many masks were decoded or reused.
+    pub fn usage(&self) -> GeneralistUsage {
+        GeneralistUsage {
+            from_memory: self.cache.stats().hits,
+            ..self.usage
+        }
     }
 
     pub fn model(&self) -> &M {
@@ -245,34 +288,72 @@ impl<M: SliceModel> SliceWise<M> {
         let (row_axis, col_axis) = in_plane_axes(self.axis);
         let (rows, cols) = (&request.region[row_axis], &request.region[col_axis]);
         let weights = self.model.identity();
-        // Embeddings first (the cache is not shared), then the decoder runs on the slices in
-        // parallel: one slice's decode keeps about one core busy.
-        let keys: Vec<EmbeddingKey> = prompts
+        let slice_shape = request.image.index_axis(Axis(self.axis), 0).dim();
+        // Prompts in whole-slice coordinates, and the slice each one is for.
+        let prompted: Vec<(SlicePrompt, EmbeddingKey)> = prompts
             .iter()
-            .map(|prompt| EmbeddingKey {
-                case_id: request.case_id.to_string(),
-                axis: self.axis,
-                slice: request.region[self.axis].start + prompt.slice,
-                weights: weights.clone(),
+            .map(|prompt| {
+                let key = EmbeddingKey {
+                    case_id: request.case_id.to_string(),
+                    axis: self.axis,
+                    slice: request.region[self.axis].start + prompt.slice,
+                    weights: weights.clone(),
+                };
+                (shift_prompt(prompt, rows.start, cols.start), key)
             })
             .collect();
-        let missing = keys.iter().filter(|k| !self.cache.contains(k)).count();
+        // A slice prompted exactly as before gets the mask it got then: the decode is a pure
+        // function of the embedding and the prompt, so this changes no result. Late in a run
+        // the teacher's boxes on most slices of a case stop changing between refreshes.
+        let mut decoded: Vec<Option<Arc<DecodedSlice>>> = prompted
+            .iter()
+            .map(|(prompt, key)| {
+                self.masks
+                    .get(key)
+                    .filter(|previous| previous.answers(prompt))
+            })
+            .collect();
+        let to_decode: Vec<usize> = (0..decoded.len())
+            .filter(|&i| decoded[i].is_none())
+            .collect();
+        self.usage.reused += (decoded.len() - to_decode.len()) as u64;
+        self.usage.decoded += to_decode.len() as u64;
+
+        // Embeddings first (the cache is not shared), then the decoder runs on the slices in
+        // parallel: one slice's decode keeps about one core busy.
+        let missing = to_decode
+            .iter()
+            .filter(|&&i| !self.cache.contains(&prompted[i].1))
+            .count();
         let bar = encoding_bar(self.progress, missing, request.case_id);
-        let mut embeddings = Vec::with_capacity(prompts.len());
-        for key in keys {
+        let mut embeddings = Vec::with_capacity(to_decode.len());
+        for &i in &to_decode {
+            let key = prompted[i].1.clone();
             let image = request.image.index_axis(Axis(self.axis), key.slice);
             let (model, store, axis, bar) = (&self.model, &self.store, self.axis, &bar);
+            let usage = &mut self.usage;
             embeddings.push(self.cache.get_or_compute(key, || {
                 bar.inc(1);
+                let started = Instant::now();
+                let encode = |usage: &mut GeneralistUsage| {
+                    let started = Instant::now();
+                    let embedding = model.embed(image)?;
+                    usage.encoded += 1;
+                    usage.encode_time += started.elapsed();
+                    Ok::<_, GeneralistError>(embedding)
+                };
                 let Some(store) = store else {
-                    return model.embed(image);
+                    return encode(usage);
                 };
                 let path = store.path_for(&weights, axis, image);
                 let upgraded = match store.load(&path)? {
                     Stored::Payload(bytes) => {
-                        return model
+                        let embedding = model
                             .embedding_from_bytes(&bytes)
-                            .map_err(|e| embedding_store::file_error(&path, e));
+                            .map_err(|e| embedding_store::file_error(&path, e))?;
+                        usage.from_store += 1;
+                        usage.store_time += started.elapsed();
+                        return Ok(embedding);
                     }
                     Stored::Format1(bytes) => model
                         .embedding_from_format1(&bytes)
@@ -281,48 +362,64 @@ impl<M: SliceModel> SliceWise<M> {
                 };
                 if let Some(embedding) = upgraded {
                     store.store(&path, &model.embedding_to_bytes(&embedding))?;
+                    usage.from_store += 1;
+                    usage.store_time += started.elapsed();
                     return Ok(embedding);
                 }
-                let embedding = model.embed(image)?;
+                let embedding = encode(usage)?;
                 store.store(&path, &model.embedding_to_bytes(&embedding))?;
                 Ok(embedding)
             })?);
         }
         bar.finish_and_clear();
+        // The whole slice is decoded, whatever part of it the region covers, so that the mask
+        // can serve a later patch of the same case.
         let model = &self.model;
-        let slice_shape = request.image.index_axis(Axis(self.axis), 0).dim();
-        let masks: Vec<Array2<f32>> = prompts
+        let fresh: Vec<Array2<f32>> = to_decode
             .par_iter()
             .zip(embeddings.par_iter())
-            .map(|(prompt, embedding)| {
-                let shifted = shift_prompt(prompt, rows.start, cols.start);
+            .map(|(&i, embedding)| {
                 let mask = model
                     .segment_logits(
                         embedding,
                         slice_shape,
-                        rows.clone(),
-                        cols.clone(),
-                        std::slice::from_ref(&shifted),
+                        0..slice_shape.0,
+                        0..slice_shape.1,
+                        std::slice::from_ref(&prompted[i].0),
                     )?
                     .into_iter()
                     .next()
                     .ok_or_else(|| GeneralistError::Model("model returned no mask".into()))?;
-                if mask.dim() != (rows.len(), cols.len()) {
+                if mask.dim() != slice_shape {
                     return Err(GeneralistError::Model(format!(
-                        "model returned a {:?} mask for a {:?} region",
+                        "model returned a {:?} mask for a {slice_shape:?} slice",
                         mask.dim(),
-                        (rows.len(), cols.len())
                     )));
                 }
                 Ok(mask)
             })
             .collect::<Result<_, _>>()?;
+        for (&i, logits) in to_decode.iter().zip(fresh) {
+            let (prompt, key) = &prompted[i];
+            decoded[i] = Some(self.masks.insert(
+                key.clone(),
+                DecodedSlice {
+                    bbox: prompt.bbox,
+                    points: prompt.points.clone(),
+                    logits,
+                },
+            ));
+        }
+
         let mut logits = Array3::from_elem(request.probability.raw_dim(), f32::NEG_INFINITY);
         let mut known = Array3::from_elem(request.probability.raw_dim(), false);
-        for (prompt, region_mask) in prompts.iter().zip(&masks) {
+        for (prompt, slice) in prompts.iter().zip(&decoded) {
+            let slice = slice
+                .as_ref()
+                .expect("every prompted slice was decoded or reused");
             logits
                 .index_axis_mut(Axis(self.axis), prompt.slice)
-                .assign(region_mask);
+                .assign(&slice.logits.slice(s![rows.clone(), cols.clone()]));
             known
                 .index_axis_mut(Axis(self.axis), prompt.slice)
                 .fill(true);
@@ -342,6 +439,10 @@ impl<M: SliceModel> Generalist for SliceWise<M> {
 
     fn show_progress(&mut self, visible: bool) {
         self.progress = visible;
+    }
+
+    fn usage(&self) -> Option<GeneralistUsage> {
+        Some(self.usage())
     }
 
     fn pseudo_label(
@@ -427,13 +528,16 @@ mod tests {
         let image = Array3::from_shape_fn((20, 20, 6), |(i, j, k)| (i + j + k) as f32);
         // region covers i 5..15, j 4..14, k 1..5; object occupies region-local i 2..5, j 3..7, k 1..3
         let region = [5..15, 4..14, 1..5];
-        let probability = Array3::from_shape_fn((10, 10, 4), |(i, j, k)| {
-            if (2..5).contains(&i) && (3..7).contains(&j) && (1..3).contains(&k) {
-                0.9
-            } else {
-                0.1
-            }
-        });
+        let object = |rows: Range<usize>| {
+            Array3::from_shape_fn((10, 10, 4), move |(i, j, k)| {
+                if rows.contains(&i) && (3..7).contains(&j) && (1..3).contains(&k) {
+                    0.9
+                } else {
+                    0.1
+                }
+            })
+        };
+        let probability = object(2..5);
         let config = PromptConfig {
             box_margin: 1.0,
             ..Default::default()
@@ -463,10 +567,76 @@ mod tests {
         assert_eq!(label.known, answered);
         assert_eq!(generalist.model().embeds.load(Ordering::Relaxed), 2);
 
-        // the same slices again (another crop of the same case): no new encoding
+        // the same slices with other boxes (the object grew by a voxel): no new encoding
+        let grown = object(2..6);
+        let request = PseudoLabelRequest {
+            probability: grown.view(),
+            ..request
+        };
         generalist.pseudo_label(&request).unwrap().unwrap();
         assert_eq!(generalist.model().embeds.load(Ordering::Relaxed), 2);
         assert_eq!(generalist.cache_stats().hits, 2);
+    }
+
+    /// A later patch of the same case whose boxes, moved onto the whole slice, are those of an
+    /// earlier one gets the earlier masks (cropped to its own region) without a decode; a slice
+    /// whose box changed is decoded again. Either way the answer is what a fresh generalist gives.
+    #[test]
+    fn a_slice_prompted_as_before_reuses_its_mask() {
+        let image = Array3::from_shape_fn((24, 20, 4), |(i, j, k)| (i * j + k) as f32);
+        // an object at i 8..14, j 6..12 on slices 1..3 of the volume
+        let volume_probability = |grow: bool| {
+            Array3::from_shape_fn((24, 20, 4), move |(i, j, k)| {
+                let i_end = if grow && k == 2 { 15 } else { 14 };
+                if (8..i_end).contains(&i) && (6..12).contains(&j) && (1..3).contains(&k) {
+                    0.9f32
+                } else {
+                    0.1
+                }
+            })
+        };
+        let ask = |generalist: &mut SliceWise<BoxFiller>,
+                   probability: &Array3<f32>,
+                   region: [Range<usize>; 3]| {
+            let part = probability
+                .slice(s![region[0].clone(), region[1].clone(), region[2].clone()])
+                .to_owned();
+            let request = PseudoLabelRequest {
+                case_id: "c",
+                image: image.view(),
+                region,
+                probability: part.view(),
+            };
+            generalist.answer(&request).unwrap().unwrap().logits
+        };
+        let fresh = |probability: &Array3<f32>, region: [Range<usize>; 3]| {
+            ask(&mut filler(8), probability, region)
+        };
+        let same = volume_probability(false);
+        let mut generalist = filler(8);
+        let first = ask(&mut generalist, &same, [2..20, 0..18, 0..4]);
+        let usage = generalist.usage();
+        assert_eq!((usage.decoded, usage.reused), (2, 0));
+
+        // another crop around the whole object: the same boxes on the slice
+        let region = [4..22, 3..20, 0..4];
+        assert_eq!(
+            ask(&mut generalist, &same, region.clone()),
+            fresh(&same, region.clone())
+        );
+        let usage = generalist.usage();
+        assert_eq!((usage.decoded, usage.reused), (2, 2));
+        assert_eq!(usage.encoded, 2, "reused masks need no embedding");
+
+        // the object grew on slice 2 only: that slice is decoded again
+        let grown = volume_probability(true);
+        assert_eq!(
+            ask(&mut generalist, &grown, region.clone()),
+            fresh(&grown, region)
+        );
+        let usage = generalist.usage();
+        assert_eq!((usage.decoded, usage.reused), (3, 3));
+        assert_ne!(first, fresh(&grown, [2..20, 0..18, 0..4]));
     }
 
     #[test]
@@ -495,23 +665,39 @@ mod tests {
             )
             .with_store(EmbeddingStore::new(dir.path()));
             let label = generalist.pseudo_label(&request).unwrap().unwrap();
-            (
-                label.mask,
-                generalist.model().embeds.load(Ordering::Relaxed),
-            )
+            generalist.pseudo_label(&request).unwrap().unwrap();
+            let usage = generalist.usage();
+            assert_eq!(
+                (usage.decoded, usage.reused),
+                (3, 3),
+                "the second request reuses the masks"
+            );
+            assert_eq!(
+                usage.encoded,
+                generalist.model().embeds.load(Ordering::Relaxed) as u64
+            );
+            (label.mask, usage.encoded, usage.from_store)
         };
-        let (first, encoded) = run();
-        assert_eq!(encoded, 3, "a fresh store encodes every prompted slice");
-        let (second, encoded) = run();
-        assert_eq!(encoded, 0, "a second run reads them back");
+        let (first, encoded, from_store) = run();
+        assert_eq!(
+            (encoded, from_store),
+            (3, 0),
+            "a fresh store encodes every prompted slice"
+        );
+        let (second, encoded, from_store) = run();
+        assert_eq!(
+            (encoded, from_store),
+            (0, 3),
+            "a second run reads them back"
+        );
         assert_eq!(first, second);
 
         // a file of the old format is read through the model and rewritten in the current one
         let store = EmbeddingStore::new(dir.path());
         let path = store.path_for("box-filler", 2, image.index_axis(Axis(2), 1));
         std::fs::write(&path, b"semisam-embedding-1\n\x3f\x80\x00\x00").unwrap();
-        let (again, encoded) = run();
-        assert_eq!((encoded, &again), (0, &first));
+        let (again, encoded, from_store) = run();
+        assert_eq!((encoded, from_store, &again), (0, 3, &first));
         assert_eq!(
             store.load(&path).unwrap(),
             Stored::Payload(1.0f32.to_le_bytes().to_vec())
@@ -543,8 +729,9 @@ mod tests {
             region: [0..8, 0..8, 0..12],
             probability: probability.view(),
         };
-        // 5 f32 embeddings fit in 20 bytes: each request of 12 slices evicts 7 of them
-        let mut generalist = filler(100).with_memory_budget(20);
+        // 24 bytes: 3 for masks (none fits), 21 for embeddings, where 5 f32 fit: each request of
+        // 12 slices evicts 7 of them
+        let mut generalist = filler(100).with_memory_budget(24);
         generalist.show_progress(true);
         let bar = encoding_bar(true, 12, "c");
         assert_eq!(bar.is_hidden(), !std::io::stderr().is_terminal());

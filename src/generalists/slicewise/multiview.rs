@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::embedding_store::EmbeddingStore;
 use super::{SliceAnswer, SliceModel, SliceWise};
-use crate::generalists::{Generalist, GeneralistError, PseudoLabel, PseudoLabelRequest};
+use crate::generalists::{
+    Generalist, GeneralistError, GeneralistUsage, PseudoLabel, PseudoLabelRequest,
+};
 use crate::prompts::PromptConfig;
 
 /// How the views' answers become one pseudo-label, over the views that answered a voxel (those
@@ -173,6 +175,15 @@ impl<M: SliceModel> Generalist for MultiView<M> {
         for view in &mut self.views {
             view.show_progress(visible);
         }
+    }
+
+    fn usage(&self) -> Option<GeneralistUsage> {
+        Some(
+            self.views
+                .iter()
+                .map(SliceWise::usage)
+                .fold(GeneralistUsage::default(), |a, b| a + b),
+        )
     }
 
     fn pseudo_label(
