@@ -43,8 +43,6 @@ pub struct GeneralistUsage {
     pub from_memory: u64,
     /// Masks the decoder computed.
     pub decoded: u64,
-    /// Masks reused because the same slice was prompted the same way before.
-    pub reused: u64,
 }
 
 impl std::ops::Add for GeneralistUsage {
@@ -57,7 +55,6 @@ impl std::ops::Add for GeneralistUsage {
             store_time: self.store_time + other.store_time,
             from_memory: self.from_memory + other.from_memory,
             decoded: self.decoded + other.decoded,
-            reused: self.reused + other.reused,
         }
     }
 }
@@ -74,12 +71,8 @@ impl std::fmt::Display for GeneralistUsage {
             minutes(self.store_time),
             self.from_memory,
         )?;
-        if self.decoded + self.reused > 0 {
-            write!(
-                f,
-                "; masks {} decoded, {} reused",
-                self.decoded, self.reused
-            )?;
+        if self.decoded > 0 {
+            write!(f, "; masks {} decoded", self.decoded)?;
         }
         Ok(())
     }

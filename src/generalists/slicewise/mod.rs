@@ -1,10 +1,9 @@
 //! A 2D generalist (e.g. LiteMedSAM) applied slice by slice along one axis of the volume.
 //!
 //! Prompts come from the specialist's probability on the patch region; each prompted slice is
-//! encoded once at its full, un-augmented size (cached), decoded over the whole slice with the box
-//! moved into full-slice coordinates (cached with its prompt: a slice prompted the same way again
-//! gets the same mask back without a decode), and the mask comes back for the region's rows and
-//! columns. [`MultiView`] runs one [`SliceWise`] per axis and fuses their answers.
+//! encoded once at its full, un-augmented size (cached), decoded with the box moved into full-slice
+//! coordinates, and the mask comes back for the region's rows and columns only. [`MultiView`]
+//! runs one [`SliceWise`] per axis and fuses their answers.
 
 pub mod embedding_store;
 pub mod litemedsam;
@@ -15,14 +14,14 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ndarray::{Array2, Array3, ArrayView2, Axis, s};
+use ndarray::{Array2, Array3, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use crate::generalists::cache::{CacheStats, EmbeddingCache, EmbeddingKey};
 use crate::generalists::{
     Generalist, GeneralistError, GeneralistUsage, PseudoLabel, PseudoLabelRequest,
 };
-use crate::prompts::{Point2, PromptConfig, SlicePrompt, slice_prompts};
+use crate::prompts::{PromptConfig, SlicePrompt, slice_prompts};
 use embedding_store::{EmbeddingStore, Stored};
 pub use multiview::{Fusion, MultiView, ViewAnswer, fuse};
 
@@ -132,36 +131,12 @@ pub struct SliceAnswer {
     pub prompts: usize,
 }
 
-/// The logits a slice got for a prompt, over the whole slice.
-struct DecodedSlice {
-    bbox: [f32; 4],
-    points: Vec<Point2>,
-    logits: Array2<f32>,
-}
-
-impl DecodedSlice {
-    /// Whether this is the answer to `prompt` (in whole-slice coordinates).
-    fn answers(&self, prompt: &SlicePrompt) -> bool {
-        self.bbox == prompt.bbox && self.points == prompt.points
-    }
-
-    fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + 4 * self.logits.len() + std::mem::size_of_val(&*self.points)
-    }
-}
-
-/// The share of the memory budget kept for decoded masks: a slice's logits are a few dozen
-/// kilobytes where its embedding is 2 MiB, so an eighth holds every slice of a large pool.
-const MASK_SHARE: usize = 8;
-
 /// Slice-by-slice pseudo-labelling with an embedding cache.
 pub struct SliceWise<M: SliceModel> {
     model: M,
     axis: usize,
     prompts: PromptConfig,
     cache: EmbeddingCache<M::Embedding>,
-    /// The latest mask of each slice, with the prompt it answers.
-    masks: EmbeddingCache<DecodedSlice>,
     store: Option<EmbeddingStore>,
     /// Encodes and store reads so far (memory hits are the cache's).
     usage: GeneralistUsage,
@@ -198,19 +173,15 @@ impl<M: SliceModel> SliceWise<M> {
             axis,
             prompts,
             cache: EmbeddingCache::with_budget(cache_capacity, usize::MAX, M::embedding_bytes),
-            masks: EmbeddingCache::with_budget(usize::MAX, usize::MAX, DecodedSlice::bytes),
             store: None,
             usage: GeneralistUsage::default(),
             progress: false,
         }
     }
 
-    /// Keep at most `bytes` in memory: an eighth for decoded masks, the rest for embeddings (as
-    /// [`SliceModel::embedding_bytes`] counts them).
+    /// Keep at most `bytes` of embeddings in memory (as [`SliceModel::embedding_bytes`] counts).
     pub fn with_memory_budget(mut self, bytes: usize) -> Self {
-        let masks = bytes / MASK_SHARE;
-        self.masks = self.masks.with_max_bytes(masks);
-        self.cache = self.cache.with_max_bytes(bytes - masks);
+        self.cache = self.cache.with_max_bytes(bytes);
         self
     }
 
@@ -224,7 +195,7 @@ impl<M: SliceModel> SliceWise<M> {
         self.cache.stats()
     }
 
-    /// Where the embeddings came from so far, and how many masks were decoded or reused.
+    /// Where the embeddings came from so far, and how many masks were decoded.
     pub fn usage(&self) -> GeneralistUsage {
         GeneralistUsage {
             from_memory: self.cache.stats().hits,
@@ -288,47 +259,21 @@ impl<M: SliceModel> SliceWise<M> {
         let (row_axis, col_axis) = in_plane_axes(self.axis);
         let (rows, cols) = (&request.region[row_axis], &request.region[col_axis]);
         let weights = self.model.identity();
-        let slice_shape = request.image.index_axis(Axis(self.axis), 0).dim();
-        // Prompts in whole-slice coordinates, and the slice each one is for.
-        let prompted: Vec<(SlicePrompt, EmbeddingKey)> = prompts
-            .iter()
-            .map(|prompt| {
-                let key = EmbeddingKey {
-                    case_id: request.case_id.to_string(),
-                    axis: self.axis,
-                    slice: request.region[self.axis].start + prompt.slice,
-                    weights: weights.clone(),
-                };
-                (shift_prompt(prompt, rows.start, cols.start), key)
-            })
-            .collect();
-        // A slice prompted exactly as before gets the mask it got then: the decode is a pure
-        // function of the embedding and the prompt, so this changes no result. Late in a run
-        // the teacher's boxes on most slices of a case stop changing between refreshes.
-        let mut decoded: Vec<Option<Arc<DecodedSlice>>> = prompted
-            .iter()
-            .map(|(prompt, key)| {
-                self.masks
-                    .get(key)
-                    .filter(|previous| previous.answers(prompt))
-            })
-            .collect();
-        let to_decode: Vec<usize> = (0..decoded.len())
-            .filter(|&i| decoded[i].is_none())
-            .collect();
-        self.usage.reused += (decoded.len() - to_decode.len()) as u64;
-        self.usage.decoded += to_decode.len() as u64;
-
         // Embeddings first (the cache is not shared), then the decoder runs on the slices in
         // parallel: one slice's decode keeps about one core busy.
-        let missing = to_decode
+        let keys: Vec<EmbeddingKey> = prompts
             .iter()
-            .filter(|&&i| !self.cache.contains(&prompted[i].1))
-            .count();
+            .map(|prompt| EmbeddingKey {
+                case_id: request.case_id.to_string(),
+                axis: self.axis,
+                slice: request.region[self.axis].start + prompt.slice,
+                weights: weights.clone(),
+            })
+            .collect();
+        let missing = keys.iter().filter(|k| !self.cache.contains(k)).count();
         let bar = encoding_bar(self.progress, missing, request.case_id);
-        let mut embeddings = Vec::with_capacity(to_decode.len());
-        for &i in &to_decode {
-            let key = prompted[i].1.clone();
+        let mut embeddings = Vec::with_capacity(prompts.len());
+        for key in keys {
             let image = request.image.index_axis(Axis(self.axis), key.slice);
             let (model, store, axis, bar) = (&self.model, &self.store, self.axis, &bar);
             let usage = &mut self.usage;
@@ -372,54 +317,41 @@ impl<M: SliceModel> SliceWise<M> {
             })?);
         }
         bar.finish_and_clear();
-        // The whole slice is decoded, whatever part of it the region covers, so that the mask
-        // can serve a later patch of the same case.
+        self.usage.decoded += prompts.len() as u64;
         let model = &self.model;
-        let fresh: Vec<Array2<f32>> = to_decode
+        let slice_shape = request.image.index_axis(Axis(self.axis), 0).dim();
+        let masks: Vec<Array2<f32>> = prompts
             .par_iter()
             .zip(embeddings.par_iter())
-            .map(|(&i, embedding)| {
+            .map(|(prompt, embedding)| {
+                let shifted = shift_prompt(prompt, rows.start, cols.start);
                 let mask = model
                     .segment_logits(
                         embedding,
                         slice_shape,
-                        0..slice_shape.0,
-                        0..slice_shape.1,
-                        std::slice::from_ref(&prompted[i].0),
+                        rows.clone(),
+                        cols.clone(),
+                        std::slice::from_ref(&shifted),
                     )?
                     .into_iter()
                     .next()
                     .ok_or_else(|| GeneralistError::Model("model returned no mask".into()))?;
-                if mask.dim() != slice_shape {
+                if mask.dim() != (rows.len(), cols.len()) {
                     return Err(GeneralistError::Model(format!(
-                        "model returned a {:?} mask for a {slice_shape:?} slice",
+                        "model returned a {:?} mask for a {:?} region",
                         mask.dim(),
+                        (rows.len(), cols.len())
                     )));
                 }
                 Ok(mask)
             })
             .collect::<Result<_, _>>()?;
-        for (&i, logits) in to_decode.iter().zip(fresh) {
-            let (prompt, key) = &prompted[i];
-            decoded[i] = Some(self.masks.insert(
-                key.clone(),
-                DecodedSlice {
-                    bbox: prompt.bbox,
-                    points: prompt.points.clone(),
-                    logits,
-                },
-            ));
-        }
-
         let mut logits = Array3::from_elem(request.probability.raw_dim(), f32::NEG_INFINITY);
         let mut known = Array3::from_elem(request.probability.raw_dim(), false);
-        for (prompt, slice) in prompts.iter().zip(&decoded) {
-            let slice = slice
-                .as_ref()
-                .expect("every prompted slice was decoded or reused");
+        for (prompt, region_mask) in prompts.iter().zip(&masks) {
             logits
                 .index_axis_mut(Axis(self.axis), prompt.slice)
-                .assign(&slice.logits.slice(s![rows.clone(), cols.clone()]));
+                .assign(region_mask);
             known
                 .index_axis_mut(Axis(self.axis), prompt.slice)
                 .fill(true);
@@ -578,67 +510,6 @@ mod tests {
         assert_eq!(generalist.cache_stats().hits, 2);
     }
 
-    /// A later patch of the same case whose boxes, moved onto the whole slice, are those of an
-    /// earlier one gets the earlier masks (cropped to its own region) without a decode; a slice
-    /// whose box changed is decoded again. Either way the answer is what a fresh generalist gives.
-    #[test]
-    fn a_slice_prompted_as_before_reuses_its_mask() {
-        let image = Array3::from_shape_fn((24, 20, 4), |(i, j, k)| (i * j + k) as f32);
-        // an object at i 8..14, j 6..12 on slices 1..3 of the volume
-        let volume_probability = |grow: bool| {
-            Array3::from_shape_fn((24, 20, 4), move |(i, j, k)| {
-                let i_end = if grow && k == 2 { 15 } else { 14 };
-                if (8..i_end).contains(&i) && (6..12).contains(&j) && (1..3).contains(&k) {
-                    0.9f32
-                } else {
-                    0.1
-                }
-            })
-        };
-        let ask = |generalist: &mut SliceWise<BoxFiller>,
-                   probability: &Array3<f32>,
-                   region: [Range<usize>; 3]| {
-            let part = probability
-                .slice(s![region[0].clone(), region[1].clone(), region[2].clone()])
-                .to_owned();
-            let request = PseudoLabelRequest {
-                case_id: "c",
-                image: image.view(),
-                region,
-                probability: part.view(),
-            };
-            generalist.answer(&request).unwrap().unwrap().logits
-        };
-        let fresh = |probability: &Array3<f32>, region: [Range<usize>; 3]| {
-            ask(&mut filler(8), probability, region)
-        };
-        let same = volume_probability(false);
-        let mut generalist = filler(8);
-        let first = ask(&mut generalist, &same, [2..20, 0..18, 0..4]);
-        let usage = generalist.usage();
-        assert_eq!((usage.decoded, usage.reused), (2, 0));
-
-        // another crop around the whole object: the same boxes on the slice
-        let region = [4..22, 3..20, 0..4];
-        assert_eq!(
-            ask(&mut generalist, &same, region.clone()),
-            fresh(&same, region.clone())
-        );
-        let usage = generalist.usage();
-        assert_eq!((usage.decoded, usage.reused), (2, 2));
-        assert_eq!(usage.encoded, 2, "reused masks need no embedding");
-
-        // the object grew on slice 2 only: that slice is decoded again
-        let grown = volume_probability(true);
-        assert_eq!(
-            ask(&mut generalist, &grown, region.clone()),
-            fresh(&grown, region)
-        );
-        let usage = generalist.usage();
-        assert_eq!((usage.decoded, usage.reused), (3, 3));
-        assert_ne!(first, fresh(&grown, [2..20, 0..18, 0..4]));
-    }
-
     #[test]
     fn a_store_on_disk_spares_later_runs_the_encoding() {
         let dir = tempfile::tempdir().unwrap();
@@ -668,9 +539,9 @@ mod tests {
             generalist.pseudo_label(&request).unwrap().unwrap();
             let usage = generalist.usage();
             assert_eq!(
-                (usage.decoded, usage.reused),
-                (3, 3),
-                "the second request reuses the masks"
+                (usage.decoded, usage.from_memory),
+                (6, 3),
+                "the second request finds the embeddings in memory"
             );
             assert_eq!(
                 usage.encoded,
@@ -729,9 +600,8 @@ mod tests {
             region: [0..8, 0..8, 0..12],
             probability: probability.view(),
         };
-        // 24 bytes: 3 for masks (none fits), 21 for embeddings, where 5 f32 fit: each request of
-        // 12 slices evicts 7 of them
-        let mut generalist = filler(100).with_memory_budget(24);
+        // 5 f32 embeddings fit in 20 bytes: each request of 12 slices evicts 7 of them
+        let mut generalist = filler(100).with_memory_budget(20);
         generalist.show_progress(true);
         let bar = encoding_bar(true, 12, "c");
         assert_eq!(bar.is_hidden(), !std::io::stderr().is_terminal());
