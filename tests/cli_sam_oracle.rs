@@ -3,7 +3,7 @@
 
 mod cli_support;
 
-use cli_support::{demo_subset, semisam, text};
+use cli_support::{demo_subset, fails, semisam, succeeds, text, tiny_config, train_args};
 
 /// The table's rows as (class, view, dice, dice where answered, coverage).
 fn rows(stdout: &str) -> Vec<(String, String, f64, f64, f64)> {
@@ -97,5 +97,62 @@ fn each_axis_and_each_fusion_gets_a_row() {
     assert!(
         !out.status.success() && stderr.contains("[sam] axis must be 0, 1 or 2, got 3"),
         "{stderr}"
+    );
+}
+
+/// A setting of SAM's on a run without SAM is refused by `train` (it would turn SAM on with
+/// default settings), while `sam-oracle` takes SAM's settings for such a run's checkpoint.
+#[test]
+fn sam_settings_turn_sam_on_only_where_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    demo_subset(&root, 3, |_, _| {});
+    let config = dir.path().join("plain.toml");
+    std::fs::write(&config, tiny_config(&root, 2, 0, "")).unwrap();
+    let runs = dir.path().join("runs");
+    let err = fails(&train_args(
+        &config,
+        &runs,
+        "plain",
+        &["--set", "sam.embedding_dir=\"emb\""],
+    ));
+    assert!(
+        err.contains("\"sam.embedding_dir\": the configuration has no [sam] section")
+            && err.contains("--set sam.generalist=litemedsam"),
+        "{err}"
+    );
+    assert!(
+        !runs.join("plain").exists(),
+        "nothing is written on a refusal"
+    );
+
+    succeeds(&train_args(&config, &runs, "plain", &[]));
+    let checkpoint = runs.join("plain").join("checkpoints").join("final.ckpt");
+    let out = semisam(&[
+        "sam-oracle",
+        text(&root),
+        "--limit",
+        "1",
+        "--checkpoint",
+        text(&checkpoint),
+        "--set",
+        "sam.prompts.threshold=1.0",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No probability exceeds 1: the override reached the prompts and nothing was prompted.
+    let slices: Vec<&str> = stdout
+        .lines()
+        .skip(1)
+        .filter(|line| !line.starts_with("mean Dice"))
+        .map(|line| line.split('\t').nth(3).unwrap())
+        .collect();
+    assert!(
+        !slices.is_empty() && slices.iter().all(|&n| n == "0"),
+        "{stdout}"
     );
 }

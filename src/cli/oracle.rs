@@ -83,7 +83,13 @@ pub fn run(args: OracleArgs) -> anyhow::Result<()> {
             let (mut run, model) = load_checkpoint_model(path)?;
             if !args.set.is_empty() {
                 let origin = format!("the configuration of {}", path.display());
-                run = RunConfig::from_toml_str(&run.to_toml(), &args.set, &origin)?;
+                // The oracle prompts SAM whatever the run was: a plain run's checkpoint takes
+                // SAM's settings as a SemiSAM run's does.
+                let mut set = args.set.clone();
+                if run.sam.is_none() && set.iter().any(|item| item.trim().starts_with("sam.")) {
+                    set.insert(0, "sam.generalist=litemedsam".to_owned());
+                }
+                run = RunConfig::from_toml_str(&run.to_toml(), &set, &origin)?;
             }
             Ok((run, model))
         })

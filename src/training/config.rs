@@ -531,6 +531,17 @@ fn apply_override(tree: &mut toml::Table, item: &str) -> Result<(), ConfigError>
     }
     let value = parse_value(raw.trim());
     let (last, parents) = path.split_last().expect("at least two parts");
+    // A [sam] section turns the SAM term on: a setting meant for SemiSAM runs only (an
+    // embedding folder, a weight) must not turn a plain run into one with default settings.
+    if path[0] == "sam" && !tree.contains_key("sam") && path[1..] != ["generalist"] {
+        return Err(ConfigError::OverridePath {
+            key: key.to_owned(),
+            message: "the configuration has no [sam] section, and creating one turns SAM \
+                      pseudo-labels on with default settings; to turn them on, set \
+                      sam.generalist first (--set sam.generalist=litemedsam)"
+                .into(),
+        });
+    }
     let mut table = tree;
     for (depth, part) in parents.iter().enumerate() {
         let entry = table
@@ -676,7 +687,9 @@ lr = 0.01
         );
         let err = parse(&["augmentation.rot90=true"]).unwrap_err().to_string();
         assert!(err.contains("unknown field `augmentation`"), "{err}");
-        let err = parse(&["sam.weigth=1"]).unwrap_err().to_string();
+        let err = parse(&["sam.generalist=litemedsam", "sam.weigth=1"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `weigth`"), "{err}");
     }
 
@@ -760,10 +773,14 @@ lr = 0.01
 
     #[test]
     fn teacher_prompts_need_a_teacher() {
-        assert!(parse(&["sam.prompt_source=\"teacher\""]).is_ok());
-        let err = parse(&["framework.kind=supervised", "sam.prompt_source=\"teacher\""])
-            .unwrap_err()
-            .to_string();
+        assert!(parse(&["sam.generalist=litemedsam", "sam.prompt_source=\"teacher\""]).is_ok());
+        let err = parse(&[
+            "framework.kind=supervised",
+            "sam.generalist=litemedsam",
+            "sam.prompt_source=\"teacher\"",
+        ])
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("needs a framework with a teacher"), "{err}");
     }
 
@@ -803,6 +820,22 @@ lr = 0.01
             err,
             "override \"training.lr.x\": training.lr is a value, not a section"
         );
+    }
+
+    #[test]
+    fn only_sam_generalist_creates_the_sam_section() {
+        let err = parse(&["sam.embedding_dir=\"emb\""])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "override \"sam.embedding_dir\": the configuration has no [sam] section"
+            ),
+            "{err}"
+        );
+        assert!(parse(&[]).unwrap().sam.is_none());
+        let on = parse(&["sam.generalist=litemedsam", "sam.weight=0.3"]).unwrap();
+        assert_eq!(on.sam.expect("sam.generalist turns SAM on").weight, 0.3);
     }
 
     #[test]
