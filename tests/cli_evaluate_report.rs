@@ -130,6 +130,46 @@ fn every_class_of_the_reference_folder_is_scored_on_every_case() {
     );
 }
 
+/// A prediction of the right shape and spacing but written on another grid (its origin moved)
+/// would be scored voxel by voxel against the wrong anatomy; a class named twice would score
+/// every case twice. Both are refused before anything is written.
+#[test]
+fn a_prediction_on_another_grid_or_a_class_named_twice_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pred, reference) = write_folders(dir.path());
+    let out = dir.path().join("out");
+    let err = fails(&evaluate_args(
+        &pred,
+        &reference,
+        &out,
+        &["--classes", "1,1"],
+    ));
+    assert!(err.contains("--classes names class 1 twice"), "{err}");
+
+    let moved = pred.join("b.nii.gz");
+    let mut volume = semisam::data::read_label(&moved).unwrap();
+    volume.geometry.affine[0][3] += 30.0;
+    volume.geometry.nifti_header = None;
+    write_label(&volume, &moved).unwrap();
+    let err = fails(&evaluate_args(&pred, &reference, &out, &[]));
+    assert!(
+        err.contains(&format!(
+            "prediction {} does not lie on the grid of reference {} (affine entry [0][3] is 30 vs 0): it was written for another image",
+            moved.display(),
+            reference.join("b.nii.gz").display()
+        )),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // A spacing given on the command line overrides the files' geometry, as it says.
+    succeeds(&evaluate_args(
+        &pred,
+        &reference,
+        &out,
+        &["--spacing", "2,2,2"],
+    ));
+}
+
 #[test]
 fn a_reference_without_prediction_is_an_error_or_scored_empty_when_asked() {
     let dir = tempfile::tempdir().unwrap();

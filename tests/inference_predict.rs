@@ -418,3 +418,46 @@ fn ensembling_two_identical_checkpoints_equals_one() {
         "b.ckpt cannot be ensembled with a.ckpt: its network.in_channels is 2, not 1"
     );
 }
+
+/// Predicting a folder into itself would replace each image by its label map, and two inputs
+/// of one case would write one file: both are refused before any model runs, and the images
+/// stay as they were.
+#[test]
+fn outputs_never_replace_inputs_or_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let fixture = Path::new("tests/fixtures/data/msd/imagesTr/hippocampus_001.nii.gz");
+    let image = images.join("hippocampus_001.nii.gz");
+    std::fs::copy(fixture, &image).unwrap();
+    let original = std::fs::read(&image).unwrap();
+    // the same folder, however it is spelled, and a single file predicted beside itself
+    let round_about = images.join("..").join("images");
+    for (input, output) in [
+        (&images, &images),
+        (&images, &round_about),
+        (&image, &images),
+    ] {
+        let err = list_jobs(input, output).unwrap_err().to_string();
+        assert!(
+            err.ends_with("hippocampus_001.nii.gz: is one of the input volumes, which its prediction would overwrite: write to a folder apart from the inputs"),
+            "{err}"
+        );
+    }
+    assert_eq!(std::fs::read(&image).unwrap(), original);
+    assert_eq!(
+        list_jobs(&images, &dir.path().join("out")).unwrap().len(),
+        1
+    );
+
+    // a channel-suffixed copy of the same case would land on the same output name
+    std::fs::copy(fixture, images.join("hippocampus_001_0000.nii.gz")).unwrap();
+    let err = list_jobs(&images, &dir.path().join("out"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("would hold the predictions of both")
+            && err.contains("hippocampus_001_0000.nii.gz"),
+        "{err}"
+    );
+}

@@ -181,6 +181,10 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         }
         found.into_iter().collect()
     } else {
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(twice) = args.classes.iter().find(|&&class| !seen.insert(class)) {
+            bail!("--classes names class {twice} twice: name each class once");
+        }
         args.classes.clone()
     };
     let unscored: Vec<u8> = foreground_values(pairs.iter().map(|(_, prediction, _)| prediction))

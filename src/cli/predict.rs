@@ -86,8 +86,17 @@ fn options_for(config: &RunConfig, args: &PredictArgs) -> anyhow::Result<Predict
     } else {
         MirrorAxes::NONE
     };
+    let stride = args.stride.unwrap_or(configured.stride);
+    semisam::inference::check_stride(stride, config.model_input().window).map_err(|message| {
+        let source = if args.stride.is_some() {
+            "--stride"
+        } else {
+            "the run's inference.stride"
+        };
+        anyhow::anyhow!("{source}: {message}")
+    })?;
     Ok(PredictOptions {
-        stride: args.stride.unwrap_or(configured.stride),
+        stride,
         largest_component: if args.no_lcc {
             false
         } else {

@@ -50,7 +50,9 @@ pub fn check_label_values(label: &Volume<u8>, declared: &[u8]) -> Result<(), Dat
     }
 }
 
-fn geometry_difference(image: &Geometry, label: &Geometry) -> Option<String> {
+/// How two files' grids differ (spacing, then affine entries), or `None` when they agree or one
+/// of them stores no geometry.
+pub fn geometry_difference(image: &Geometry, label: &Geometry) -> Option<String> {
     let stored = |g: &Geometry| g.nifti_header.is_some() || g.spacing.is_some();
     if !stored(image) || !stored(label) {
         // A file without geometry (h5, npy) is taken to lie on the other file's grid.

@@ -11,4 +11,4 @@ pub mod sliding_window;
 pub mod window_weights;
 
 pub use pipeline::ModelInput;
-pub use sliding_window::{SlidingWindow, WindowPrediction};
+pub use sliding_window::{SlidingWindow, WindowPrediction, check_stride};

@@ -198,7 +198,43 @@ pub fn list_jobs(input: &Path, output: &Path) -> Result<Vec<PredictionJob>, Infe
     if jobs.is_empty() {
         return Err(InferenceError::NoInputs(input.to_owned()));
     }
+    check_outputs(&jobs)?;
     Ok(jobs)
+}
+
+/// Refuses jobs whose label maps would replace an input (the output folder is the input's) or
+/// each other (two inputs of one case, e.g. `a.nii.gz` and `a_0000.nii.gz`).
+fn check_outputs(jobs: &[PredictionJob]) -> Result<(), InferenceError> {
+    // An output's folder may not exist yet; then nothing in it can be an input.
+    let resolved = |path: &Path| -> Option<PathBuf> {
+        let folder = std::fs::canonicalize(path.parent()?).ok()?;
+        Some(folder.join(path.file_name()?))
+    };
+    let inputs: std::collections::HashSet<PathBuf> = jobs
+        .iter()
+        .filter_map(|job| std::fs::canonicalize(&job.input).ok())
+        .collect();
+    let mut outputs = std::collections::HashMap::new();
+    for job in jobs {
+        let output = resolved(&job.output).unwrap_or_else(|| job.output.clone());
+        if inputs.contains(&output) {
+            return Err(InferenceError::Output {
+                path: job.output.clone(),
+                message: "is one of the input volumes, which its prediction would overwrite: write to a folder apart from the inputs".into(),
+            });
+        }
+        if let Some(other) = outputs.insert(output, &job.input) {
+            return Err(InferenceError::Output {
+                path: job.output.clone(),
+                message: format!(
+                    "would hold the predictions of both {} and {}: one case per output name",
+                    other.display(),
+                    job.input.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What a job writes besides its label map.

@@ -57,6 +57,17 @@ pub enum SlidingWindowError<E> {
     Predictor(E),
 }
 
+/// A stride longer than the window along an axis would leave voxels between two windows that
+/// no window sees.
+pub fn check_stride(stride: [usize; 3], window: [usize; 3]) -> Result<(), String> {
+    match (0..3).find(|&d| stride[d] > window[d]) {
+        Some(d) => Err(format!(
+            "stride {stride:?} is longer than the window {window:?} along axis {d}: voxels between windows would go unpredicted (at most the window; half of it is the default)"
+        )),
+        None => Ok(()),
+    }
+}
+
 impl SlidingWindow {
     pub fn new(window: [usize; 3], stride: [usize; 3]) -> Self {
         SlidingWindow {

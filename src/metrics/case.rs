@@ -93,6 +93,18 @@ pub fn evaluate_pair(
         });
     }
     let (spacing, unit) = resolve_spacing(prediction, reference, options.spacing)?;
+    // Same shape and spacing but moved or turned in space: the overlap would be meaningless.
+    // A spacing given on the command line says the files' geometry is not to be trusted.
+    if options.spacing == SpacingSource::Files
+        && let Some(difference) =
+            crate::data::validate::geometry_difference(&prediction.geometry, &reference.geometry)
+    {
+        return Err(MetricsError::GridMismatch {
+            prediction: prediction.path.clone(),
+            reference: reference.path.clone(),
+            difference,
+        });
+    }
     let classes = classes
         .iter()
         .map(|&class| {

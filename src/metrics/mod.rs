@@ -43,6 +43,14 @@ pub enum MetricsError {
         prediction_spacing: [f64; 3],
         reference_spacing: [f64; 3],
     },
+    #[error(
+        "prediction {prediction} does not lie on the grid of reference {reference} ({difference}): it was written for another image"
+    )]
+    GridMismatch {
+        prediction: PathBuf,
+        reference: PathBuf,
+        difference: String,
+    },
     #[error("{path}: voxel spacing {spacing:?} is not finite and positive")]
     InvalidFileSpacing { path: PathBuf, spacing: [f64; 3] },
     #[error("voxel spacing {spacing:?} is not finite and positive")]

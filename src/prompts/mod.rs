@@ -33,6 +33,9 @@ pub struct PromptConfig {
     pub positive_points: usize,
     /// Confident-background negative points per slice (2D) or per object (3D).
     pub negative_points: usize,
+    /// 2D: each box side becomes the median of that side over the slices within this many of
+    /// its own (0: off), so that one slice's stray protrusion does not widen its box alone.
+    pub box_smoothing: usize,
 }
 
 impl Default for PromptConfig {
@@ -43,6 +46,7 @@ impl Default for PromptConfig {
             min_slice_area: 1,
             positive_points: 0,
             negative_points: 0,
+            box_smoothing: 0,
         }
     }
 }

@@ -66,7 +66,37 @@ pub fn slice_prompts(
             area,
         });
     }
+    smooth_boxes(&mut prompts, config.box_smoothing);
     prompts
+}
+
+/// Each box side replaced by its median over the prompts whose slices lie within `radius` of
+/// the box's own (fewer at the object's ends). The object is one connected component, so its
+/// prompted slices are consecutive unless `min_slice_area` skipped some.
+fn smooth_boxes(prompts: &mut [SlicePrompt], radius: usize) {
+    if radius == 0 {
+        return;
+    }
+    let boxes: Vec<[f32; 4]> = prompts.iter().map(|p| p.bbox).collect();
+    let slices: Vec<usize> = prompts.iter().map(|p| p.slice).collect();
+    for prompt in prompts.iter_mut() {
+        let near: Vec<&[f32; 4]> = slices
+            .iter()
+            .zip(&boxes)
+            .filter(|(slice, _)| slice.abs_diff(prompt.slice) <= radius)
+            .map(|(_, bbox)| bbox)
+            .collect();
+        for side in 0..4 {
+            let mut values: Vec<f32> = near.iter().map(|bbox| bbox[side]).collect();
+            values.sort_by(f32::total_cmp);
+            let mid = values.len() / 2;
+            prompt.bbox[side] = if values.len() % 2 == 1 {
+                values[mid]
+            } else {
+                0.5 * (values[mid - 1] + values[mid])
+            };
+        }
+    }
 }
 
 fn bounding_box(mask: ArrayView2<bool>, margin: f32) -> [f32; 4] {
@@ -184,6 +214,44 @@ mod tests {
             assert_eq!(p.area, 4 * 5);
             assert!(p.points.is_empty());
         }
+    }
+
+    #[test]
+    fn smoothing_takes_each_side_s_median_over_nearby_slices() {
+        // a 4x4 square on slices 0..5, with a protrusion to row 9 on slice 2 only
+        let mut prob = prob_with_cube((12, 12, 5), [2, 2, 0], [6, 6, 5], 0.9);
+        prob.slice_mut(ndarray::s![6..10, 3..4, 2..3]).fill(0.9);
+        let boxes = |box_smoothing: usize| -> Vec<[f32; 4]> {
+            let config = PromptConfig {
+                box_margin: 0.0,
+                box_smoothing,
+                ..PromptConfig::default()
+            };
+            slice_prompts(prob.view(), 2, &config)
+                .iter()
+                .map(|p| p.bbox)
+                .collect()
+        };
+        let square = [2.0, 2.0, 5.0, 5.0];
+        let raw = boxes(0);
+        assert_eq!(raw[2], [2.0, 2.0, 5.0, 9.0]);
+        assert!(raw.iter().enumerate().all(|(k, b)| k == 2 || *b == square));
+        // radius 1: the protrusion is one value of three in slice 2's window (slices 1..=3) and
+        // in its neighbours' windows, so every median drops it
+        assert_eq!(boxes(1), vec![square; 5]);
+        // two slices out of three carry it where the window is smaller at the object's end
+        let mut tall = prob.clone();
+        tall.slice_mut(ndarray::s![6..10, 3..4, 0..2]).fill(0.9);
+        let config = PromptConfig {
+            box_margin: 0.0,
+            box_smoothing: 1,
+            ..PromptConfig::default()
+        };
+        let smoothed: Vec<f32> = slice_prompts(tall.view(), 2, &config)
+            .iter()
+            .map(|p| p.bbox[3])
+            .collect();
+        assert_eq!(smoothed, vec![9.0, 9.0, 9.0, 5.0, 5.0]);
     }
 
     #[test]

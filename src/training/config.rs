@@ -412,10 +412,13 @@ impl RunConfig {
             ("validation.stride", self.validation.stride),
             ("inference.stride", self.inference.stride),
         ] {
-            if let Some(s) = stride
-                && s.contains(&0)
-            {
-                return Err(format!("{name} {s:?} must be positive"));
+            if let Some(s) = stride {
+                if s.contains(&0) {
+                    return Err(format!("{name} {s:?} must be positive"));
+                }
+                if let Err(message) = crate::inference::check_stride(s, self.training.patch) {
+                    return Err(format!("{name}: {message}"));
+                }
             }
         }
         let mirror = self.mirror_axes()?;
@@ -836,6 +839,20 @@ lr = 0.01
         assert!(parse(&[]).unwrap().sam.is_none());
         let on = parse(&["sam.generalist=litemedsam", "sam.weight=0.3"]).unwrap();
         assert_eq!(on.sam.expect("sam.generalist turns SAM on").weight, 0.3);
+    }
+
+    #[test]
+    fn a_stride_longer_than_the_patch_is_refused() {
+        // the patch is 64x64x48
+        parse(&["inference.stride=[64, 64, 48]"]).unwrap();
+        let err = parse(&["validation.stride=[32, 65, 24]"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("validation.stride: stride [32, 65, 24] is longer than the window [64, 64, 48] along axis 1: voxels between windows would go unpredicted (at most the window; half of it is the default)"),
+            "{err}"
+        );
+        assert!(parse(&["inference.stride=[1000, 8, 8]"]).is_err());
     }
 
     #[test]
