@@ -373,3 +373,23 @@ fn quiet_and_verbose_runs_and_what_the_run_folder_records() {
         semisam::reports::slices::class_color(2)
     );
 }
+
+/// A patch many times the images' size would train on padding and exhaust the memory: refused
+/// with the largest image's size before a run folder exists.
+#[test]
+fn a_patch_far_larger_than_every_image_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 2);
+    let runs = dir.path().join("runs");
+    let err = fails(&train_args(
+        &config,
+        &runs,
+        "huge",
+        &["--set", "training.patch=[512, 512, 512]"],
+    ));
+    assert!(
+        err.contains("training.patch [512, 512, 512] is more than twice the largest training image along axis 0 ("),
+        "{err}"
+    );
+    assert!(!runs.join("huge").exists());
+}

@@ -120,11 +120,17 @@ fn check_resume_is_bit_identical(framework: &str) {
         3
     );
     assert!(!resumed.checkpoint_path("final").exists());
+    // The run folder's configuration, damaged meanwhile, is restored from the checkpoint's.
+    std::fs::write(resumed.config_path(), "[data\ngarbage").unwrap();
     let resume = TrainOptions {
         resume: true,
         ..TrainOptions::default()
     };
     assert_eq!(train(&config, &data, &resumed, &resume).unwrap(), outcome);
+    assert_eq!(
+        RunConfig::load(&resumed.config_path(), &[]).unwrap(),
+        config
+    );
 
     for name in ["final", "last"] {
         let a = Checkpoint::load(&straight.checkpoint_path(name)).unwrap();

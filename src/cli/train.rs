@@ -185,6 +185,7 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
     for (id, warning) in data_warnings(&data, config.training.patch) {
         tracing::warn!("case {id}: {warning}");
     }
+    check_patch_fits(&data, config.training.patch)?;
     let setup = TrainingSetup::new(&config, &data)?;
     tracing::info!(
         "loaded and prepared in {:.1} s",
@@ -300,13 +301,7 @@ fn redraw_curves(run: &RunDir, dataset: &Dataset, num_classes: usize) -> Validat
 
 /// Warnings about the prepared cases (constant images, images smaller than the patch).
 fn data_warnings(data: &TrainingData, patch: [usize; 3]) -> Vec<(String, String)> {
-    let images = data
-        .pool
-        .labeled
-        .iter()
-        .map(|c| (&c.id, &c.image))
-        .chain(data.pool.unlabeled.iter().map(|c| (&c.id, &c.image)))
-        .chain(data.validation.iter().map(|c| (&c.id, &c.image)));
+    let images = training_images(data).chain(data.validation.iter().map(|c| (&c.id, &c.image)));
     images
         .flat_map(|(id, image)| {
             image_warnings(image, Some(patch))
@@ -314,6 +309,32 @@ fn data_warnings(data: &TrainingData, patch: [usize; 3]) -> Vec<(String, String)
                 .map(move |w| (id.clone(), w))
         })
         .collect()
+}
+
+/// The prepared images training draws patches from, labeled and unlabeled, with their IDs.
+fn training_images(data: &TrainingData) -> impl Iterator<Item = (&String, &ndarray::Array3<f32>)> {
+    let labeled = data.pool.labeled.iter().map(|c| (&c.id, &c.image));
+    labeled.chain(data.pool.unlabeled.iter().map(|c| (&c.id, &c.image)))
+}
+
+/// A patch side more than twice the largest prepared image along it trains mostly on padding,
+/// and its activations can exhaust the memory before the first step: refused before any output.
+fn check_patch_fits(data: &TrainingData, patch: [usize; 3]) -> anyhow::Result<()> {
+    let shapes: Vec<&[usize]> = training_images(data)
+        .map(|(_, image)| image.shape())
+        .collect();
+    for d in 0..3 {
+        let Some(largest) = shapes.iter().map(|shape| shape[d]).max() else {
+            return Ok(());
+        };
+        let enough = largest.next_multiple_of(16);
+        if patch[d] > enough.max(2 * largest) {
+            bail!(
+                "training.patch {patch:?} is more than twice the largest training image along axis {d} ({largest} voxels on the run's grid): its patches would be mostly padding, at a memory cost that grows with their volume; {enough} covers the images along that axis"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The `semisam train` command that continues (`--resume`) or restarts (`--overwrite`) this

@@ -10,6 +10,7 @@ use ndarray::{Array3, Array4, Axis};
 use super::downsample::{downsample_image, downsample_label, upsample_label, upsample_nearest};
 use super::resample::{
     resample_image, resample_image_to_shape, resample_label, resample_label_to_shape,
+    resampled_shape,
 };
 use super::{DataError, Geometry, Normalization, Volume, normalize};
 
@@ -28,12 +29,22 @@ pub struct Preparation {
 /// A resampling from one voxel spacing to another (mm).
 type SpacingChange = ([f64; 3], [f64; 3]);
 
+/// Most voxels a resampled volume may have: 4 GiB as f32, beyond any scan a run can train on.
+const MAX_RESAMPLED_VOXELS: f64 = (1u64 << 30) as f64;
+/// Most a resampling may multiply a volume's voxels by (8 times finer along every axis): a
+/// thick-slice scan made isotropic grows by its slice thickness over its pixel size (5 to 10
+/// times), an outlier case of a planned dataset by its spacing over the median; a thousandfold
+/// adds nothing the file holds and only costs memory and time.
+const MAX_RESAMPLED_GROWTH: f64 = 512.0;
+
 impl Preparation {
-    /// The spacing a volume is resampled from (its file's, else the fallback) and to; `None`
-    /// when the run does not resample.
+    /// The spacing a volume of `shape` is resampled from (its file's, else the fallback) and to;
+    /// `None` when the run does not resample. A target so fine that the volume would not fit in
+    /// memory, or would grow far past any detail the file holds, is an error naming the file.
     fn spacing_change(
         &self,
         geometry: &Geometry,
+        shape: [usize; 3],
         path: &Path,
     ) -> Result<Option<SpacingChange>, DataError> {
         let Some(target) = self.target_spacing else {
@@ -46,6 +57,20 @@ impl Preparation {
                  resampled to data.target_spacing",
             )
         })?;
+        let resampled = resampled_shape(shape, spacing, target);
+        let voxels = |s: [usize; 3]| s.iter().map(|&n| n as f64).product::<f64>();
+        let growth = voxels(resampled) / voxels(shape);
+        if voxels(resampled) > MAX_RESAMPLED_VOXELS || growth > MAX_RESAMPLED_GROWTH {
+            return Err(DataError::invalid(
+                path,
+                format!(
+                    "resampling from its spacing {spacing:?} mm to data.target_spacing \
+                     {target:?} mm would turn its {shape:?} voxels into {resampled:?} \
+                     ({growth:.0} times as many; at most {MAX_RESAMPLED_GROWTH} times and \
+                     {MAX_RESAMPLED_VOXELS:e} voxels): choose a coarser target spacing"
+                ),
+            ));
+        }
         Ok(Some((spacing, target)))
     }
 
@@ -54,18 +79,22 @@ impl Preparation {
         let mut data = image.data.clone();
         normalize(&mut data, self.normalization)
             .map_err(|e| DataError::invalid(&image.path, e.to_string()))?;
-        Ok(match self.spacing_change(&image.geometry, &image.path)? {
-            Some((spacing, target)) => resample_image(data.view(), spacing, target),
-            None => downsample_image(&data, self.downsample),
-        })
+        Ok(
+            match self.spacing_change(&image.geometry, image.shape(), &image.path)? {
+                Some((spacing, target)) => resample_image(data.view(), spacing, target),
+                None => downsample_image(&data, self.downsample),
+            },
+        )
     }
 
     /// A reference label map on the run's grid.
     pub fn label(&self, label: &Volume<u8>) -> Result<Array3<u8>, DataError> {
-        Ok(match self.spacing_change(&label.geometry, &label.path)? {
-            Some((spacing, target)) => resample_label(label.data.view(), spacing, target),
-            None => downsample_label(&label.data, self.downsample),
-        })
+        Ok(
+            match self.spacing_change(&label.geometry, label.shape(), &label.path)? {
+                Some((spacing, target)) => resample_label(label.data.view(), spacing, target),
+                None => downsample_label(&label.data, self.downsample),
+            },
+        )
     }
 
     /// A label map predicted on the run's grid, back on the original grid of `shape`.
@@ -153,6 +182,46 @@ mod tests {
             .image(&volume(label.mapv(f32::from), Some([1.0, 1.0, 1.0])))
             .unwrap();
         assert_eq!(image.shape(), &[4, 3, 3]);
+    }
+
+    #[test]
+    fn a_target_spacing_far_finer_than_the_file_is_refused_before_resampling() {
+        let finer = |target: f64| Preparation {
+            normalization: Normalization::Identity,
+            downsample: 1,
+            target_spacing: Some([target; 3]),
+            fallback_spacing: Some([1.0; 3]),
+        };
+        let image = Array3::<f32>::zeros([35, 51, 35]);
+        // 8 times finer along every axis is the most
+        assert_eq!(
+            finer(0.125)
+                .image(&volume(image.clone(), None))
+                .unwrap()
+                .shape(),
+            &[280, 408, 280]
+        );
+        let err = finer(0.1)
+            .image(&volume(image.clone(), None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "would turn its [35, 51, 35] voxels into [350, 510, 350] (1000 times as many;"
+            ),
+            "{err}"
+        );
+        assert!(err.ends_with("choose a coarser target spacing"), "{err}");
+        // a large scan at a modest refinement passes the growth bound but not the size bound
+        let large = Array3::<u8>::zeros([512, 512, 600]);
+        let err = finer(0.5)
+            .label(&volume(large, None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("into [1024, 1024, 1200] (8 times as many;"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -63,14 +63,19 @@ impl TrainingLog {
     /// Open the logs for a run that continues after `step` completed iterations: records of
     /// later steps (written after the checkpoint) are dropped first.
     pub fn open(jsonl: &Path, csv: &Path, step: usize) -> Result<Self, LogError> {
-        truncate_after(jsonl, step, |line| {
+        truncate_after(jsonl, step, |_, line| {
             serde_json::from_str::<serde_json::Value>(line)
                 .ok()?
                 .get("step")?
                 .as_u64()
-                .map(|s| s as usize)
+                .map(|s| Some(s as usize))
         })?;
-        truncate_after(csv, step, |line| line.split(',').next()?.parse().ok())?;
+        truncate_after(csv, step, |index, line| {
+            if index == 0 && line.starts_with("step,") {
+                return Some(None);
+            }
+            line.split(',').next()?.parse().ok().map(Some)
+        })?;
         let columns = read_csv_header(csv)?;
         Ok(TrainingLog {
             jsonl: (jsonl.to_owned(), append(jsonl)?),
@@ -253,20 +258,47 @@ fn read_csv_header(path: &Path) -> Result<Option<Vec<String>>, LogError> {
     }
 }
 
-/// Keep the lines whose step is at most `step` (and lines without a step, e.g. the CSV header).
+/// Keep the lines whose step is at most `step` and those that carry none (the CSV header).
+/// `step_of(index, line)`: `Some(Some(step))`, `Some(None)` for a line without a step, `None`
+/// for a line that cannot be read (cut short by the interruption, or damaged), which is dropped
+/// with a warning. A log missing where training resumes past step 0 restarts with a warning.
 fn truncate_after(
     path: &Path,
     step: usize,
-    step_of: impl Fn(&str) -> Option<usize>,
+    step_of: impl Fn(usize, &str) -> Option<Option<usize>>,
 ) -> Result<(), LogError> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            if step > 0 {
+                tracing::warn!(
+                    "{}: {e}; the log starts again at step {}, without the steps before",
+                    path.display(),
+                    step + 1
+                );
+            }
+            return Ok(());
+        }
     };
+    let mut unreadable = 0;
     let kept: String = text
         .lines()
-        .filter(|line| step_of(line).is_none_or(|s| s <= step))
-        .flat_map(|line| [line, "\n"])
+        .enumerate()
+        .filter(|&(index, line)| match step_of(index, line) {
+            Some(line_step) => line_step.is_none_or(|s| s <= step),
+            None => {
+                unreadable += 1;
+                false
+            }
+        })
+        .flat_map(|(_, line)| [line, "\n"])
         .collect();
+    if unreadable > 0 {
+        tracing::warn!(
+            "{}: {unreadable} unreadable line(s) dropped (cut short by the interruption, or damaged)",
+            path.display()
+        );
+    }
     if kept.len() != text.len() {
         crate::io_util::write_atomic(path, kept.as_bytes()).map_err(|e| LogError {
             path: path.to_owned(),
@@ -392,6 +424,45 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, ["iteration"; 4]);
+    }
+
+    /// An interruption can cut the last line short, and a log can be damaged by hand: unreadable
+    /// lines go on resume instead of failing the report after the whole run has trained.
+    #[test]
+    fn unreadable_lines_are_dropped_on_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let (jsonl, csv) = (dir.path().join("log.jsonl"), dir.path().join("log.csv"));
+        let mut log = TrainingLog::open(&jsonl, &csv, 0).unwrap();
+        for step in 1..=3 {
+            log.iteration(&record(step)).unwrap();
+        }
+        drop(log);
+        let damage = |path: &Path, junk: &str| {
+            let mut text = std::fs::read_to_string(path).unwrap();
+            text.insert_str(text.find('\n').unwrap() + 1, "garbage\n");
+            text.push_str(junk);
+            std::fs::write(path, text).unwrap();
+        };
+        damage(&jsonl, "{\"kind\":\"iteration\",\"st");
+        damage(&csv, "4,iterat");
+        let mut log = TrainingLog::open(&jsonl, &csv, 3).unwrap();
+        log.iteration(&record(4)).unwrap();
+        let steps: Vec<u64> = std::fs::read_to_string(&jsonl)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(steps, [1, 2, 3, 4]);
+        let csv_text = std::fs::read_to_string(&csv).unwrap();
+        let firsts: Vec<&str> = csv_text
+            .lines()
+            .map(|l| l.split(',').next().unwrap())
+            .collect();
+        assert_eq!(firsts, ["step", "1", "2", "3", "4"], "{csv_text}");
     }
 
     #[test]

@@ -411,6 +411,18 @@ fn resume_state(
             "the configuration differs from the one the run was started with (resume without changing the config or --set)".into(),
         ));
     }
+    // The run folder's config.toml is what `report` and `predict` read later: one damaged since
+    // the start is written again from the checkpoint's, now that both are known to agree.
+    let config_path = run.config_path();
+    if RunConfig::load(&config_path, &[]).ok().as_ref() != Some(config) {
+        tracing::warn!(
+            "{}: does not hold the run's configuration; written again from {}",
+            config_path.display(),
+            path.display()
+        );
+        crate::io_util::write_atomic(&config_path, config.to_toml().as_bytes())
+            .map_err(|e| resume_error(format!("{}: {e}", config_path.display())))?;
+    }
     let section = |name: &str| {
         checkpoint
             .section(name)
