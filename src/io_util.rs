@@ -69,6 +69,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 
+/// `fs::create_dir_all`, with a file in the way named as such (the OS says only "File exists").
+pub fn create_folder(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(path).map_err(|error| {
+        let in_the_way = path
+            .ancestors()
+            .find(|ancestor| ancestor.exists() && !ancestor.is_dir());
+        match in_the_way {
+            Some(file) => io::Error::new(
+                error.kind(),
+                format!("{} is a file, not a folder", file.display()),
+            ),
+            None => error,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +111,18 @@ mod tests {
         let err = write_atomic_with(&path, |_| Err(io::Error::other("boom"))).unwrap_err();
         assert!(err.to_string().contains("out.txt"), "{err}");
         assert_eq!(fs::read(&path).unwrap(), b"good");
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_a_folder_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runs");
+        fs::write(&file, b"").unwrap();
+        for path in [file.clone(), file.join("deeper")] {
+            let err = create_folder(&path).unwrap_err().to_string();
+            assert_eq!(err, format!("{} is a file, not a folder", file.display()));
+        }
+        create_folder(&dir.path().join("a").join("b")).unwrap();
+        assert!(dir.path().join("a").join("b").is_dir());
     }
 }

@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cli_support::{
-    demo_ids, demo_subset, fails, image_path, semisam, succeeds, text, tiny_config, train_args,
+    demo_ids, demo_subset, fails, image_path, label_path, semisam, succeeds, text, tiny_config,
+    train_args,
 };
 use semisam::data::Splits;
 use semisam::training::run_dir::RunDir;
@@ -392,4 +393,37 @@ fn a_patch_far_larger_than_every_image_is_refused() {
         "{err}"
     );
     assert!(!runs.join("huge").exists());
+}
+
+/// Labels that teach less than the configuration assumes are named before training: a labeled
+/// case without foreground, and classes of `num_classes` that no label holds.
+#[test]
+fn labels_without_foreground_or_without_a_configured_class_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 1);
+    let dataset = dir.path().join("data");
+    // the first case, one of the two labeled ones, loses its foreground
+    for id in &demo_ids(1) {
+        let path = label_path(&dataset, id);
+        let mut label = semisam::data::read_label(&path).unwrap();
+        label.data.fill(0);
+        semisam::data::write_label(&label, &path).unwrap();
+    }
+    let runs = dir.path().join("runs");
+    let stderr = succeeds(&train_args(
+        &config,
+        &runs,
+        "warned",
+        &["--set", "network.num_classes=5"],
+    ));
+    assert!(
+        stderr.contains("its label holds no foreground, so it teaches background only"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "network.num_classes = 5, but no labeled or validation case holds class(es) 3, 4:"
+        ),
+        "{stderr}"
+    );
 }

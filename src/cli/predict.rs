@@ -150,7 +150,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         )
         .with_context(|| format!("checkpoint {}", path.display()))?;
     }
-    std::fs::create_dir_all(&args.output)
+    semisam::io_util::create_folder(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
 
     let bar = semisam::progress::bar(

@@ -186,6 +186,9 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
         tracing::warn!("case {id}: {warning}");
     }
     check_patch_fits(&data, config.training.patch)?;
+    for warning in label_warnings(&data, config.network.num_classes) {
+        tracing::warn!("{warning}");
+    }
     let setup = TrainingSetup::new(&config, &data)?;
     tracing::info!(
         "loaded and prepared in {:.1} s",
@@ -309,6 +312,38 @@ fn data_warnings(data: &TrainingData, patch: [usize; 3]) -> Vec<(String, String)
                 .map(move |w| (id.clone(), w))
         })
         .collect()
+}
+
+/// Labels that teach less than the configuration says: a labeled case with no foreground, and
+/// classes of `network.num_classes` that no label holds (scored 0 at every validation, they pull
+/// the mean Dice down).
+fn label_warnings(data: &TrainingData, num_classes: usize) -> Vec<String> {
+    let labels = data.pool.labeled.iter().map(|c| (&c.id, &c.label));
+    let labels: Vec<_> = labels
+        .chain(data.validation.iter().map(|c| (&c.id, &c.label)))
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut warnings = Vec::new();
+    for (index, (id, label)) in labels.iter().enumerate() {
+        let values = semisam::data::labels::values_present(label);
+        if index < data.pool.labeled.len() && values.iter().all(|&v| v == 0) {
+            warnings.push(format!(
+                "case {id}: its label holds no foreground, so it teaches background only"
+            ));
+        }
+        seen.extend(values);
+    }
+    let never: Vec<String> = (1..num_classes)
+        .filter(|&class| class > u8::MAX as usize || !seen.contains(&(class as u8)))
+        .map(|class| class.to_string())
+        .collect();
+    if !never.is_empty() && !labels.is_empty() {
+        warnings.push(format!(
+            "network.num_classes = {num_classes}, but no labeled or validation case holds class(es) {}: they are never taught, and their Dice of 0 pulls every mean down",
+            never.join(", ")
+        ));
+    }
+    warnings
 }
 
 /// The prepared images training draws patches from, labeled and unlabeled, with their IDs.

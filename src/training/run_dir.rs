@@ -157,7 +157,7 @@ impl NewRun {
             }
             None => {
                 if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent).map_err(io(parent))?;
+                    crate::io_util::create_folder(parent).map_err(io(parent))?;
                 }
                 match std::fs::create_dir(&self.root) {
                     Ok(()) => lock_folder(&self.root)?,
