@@ -86,17 +86,13 @@ fn options_for(config: &RunConfig, args: &PredictArgs) -> anyhow::Result<Predict
     } else {
         MirrorAxes::NONE
     };
-    let stride = args.stride.unwrap_or(configured.stride);
-    semisam::inference::check_stride(stride, config.model_input().window).map_err(|message| {
-        let source = if args.stride.is_some() {
-            "--stride"
-        } else {
-            "the run's inference.stride"
-        };
-        anyhow::anyhow!("{source}: {message}")
-    })?;
+    // The run's own stride was checked with its configuration.
+    if let Some(stride) = args.stride {
+        semisam::inference::check_stride(stride, config.model_input().window)
+            .map_err(|message| anyhow::anyhow!("--stride: {message}"))?;
+    }
     Ok(PredictOptions {
-        stride,
+        stride: args.stride.unwrap_or(configured.stride),
         largest_component: if args.no_lcc {
             false
         } else {

@@ -318,26 +318,32 @@ fn data_warnings(data: &TrainingData, patch: [usize; 3]) -> Vec<(String, String)
 /// classes of `network.num_classes` that no label holds (scored 0 at every validation, they pull
 /// the mean Dice down).
 fn label_warnings(data: &TrainingData, num_classes: usize) -> Vec<String> {
-    let labels = data.pool.labeled.iter().map(|c| (&c.id, &c.label));
-    let labels: Vec<_> = labels
-        .chain(data.validation.iter().map(|c| (&c.id, &c.label)))
+    use semisam::data::labels::values_present;
+    let labeled: Vec<(&String, Vec<u8>)> = data
+        .pool
+        .labeled
+        .iter()
+        .map(|case| (&case.id, values_present(&case.label)))
         .collect();
-    let mut seen = std::collections::BTreeSet::new();
-    let mut warnings = Vec::new();
-    for (index, (id, label)) in labels.iter().enumerate() {
-        let values = semisam::data::labels::values_present(label);
-        if index < data.pool.labeled.len() && values.iter().all(|&v| v == 0) {
-            warnings.push(format!(
-                "case {id}: its label holds no foreground, so it teaches background only"
-            ));
-        }
-        seen.extend(values);
-    }
+    let mut warnings: Vec<String> = labeled
+        .iter()
+        .filter(|(_, values)| values == &[0])
+        .map(|(id, _)| {
+            format!("case {id}: its label holds no foreground, so it teaches background only")
+        })
+        .collect();
+    let validation = data.validation.iter().map(|c| values_present(&c.label));
+    let seen: std::collections::BTreeSet<usize> = labeled
+        .iter()
+        .flat_map(|(_, values)| values.iter().copied())
+        .chain(validation.flatten())
+        .map(usize::from)
+        .collect();
     let never: Vec<String> = (1..num_classes)
-        .filter(|&class| class > u8::MAX as usize || !seen.contains(&(class as u8)))
+        .filter(|class| !seen.contains(class))
         .map(|class| class.to_string())
         .collect();
-    if !never.is_empty() && !labels.is_empty() {
+    if !never.is_empty() && !seen.is_empty() {
         warnings.push(format!(
             "network.num_classes = {num_classes}, but no labeled or validation case holds class(es) {}: they are never taught, and their Dice of 0 pulls every mean down",
             never.join(", ")

@@ -63,18 +63,15 @@ impl TrainingLog {
     /// Open the logs for a run that continues after `step` completed iterations: records of
     /// later steps (written after the checkpoint) are dropped first.
     pub fn open(jsonl: &Path, csv: &Path, step: usize) -> Result<Self, LogError> {
-        truncate_after(jsonl, step, |_, line| {
+        truncate_after(jsonl, step, None, |line| {
             serde_json::from_str::<serde_json::Value>(line)
                 .ok()?
                 .get("step")?
                 .as_u64()
-                .map(|s| Some(s as usize))
+                .map(|s| s as usize)
         })?;
-        truncate_after(csv, step, |index, line| {
-            if index == 0 && line.starts_with("step,") {
-                return Some(None);
-            }
-            line.split(',').next()?.parse().ok().map(Some)
+        truncate_after(csv, step, Some("step,"), |line| {
+            line.split(',').next()?.parse().ok()
         })?;
         let columns = read_csv_header(csv)?;
         Ok(TrainingLog {
@@ -258,14 +255,14 @@ fn read_csv_header(path: &Path) -> Result<Option<Vec<String>>, LogError> {
     }
 }
 
-/// Keep the lines whose step is at most `step` and those that carry none (the CSV header).
-/// `step_of(index, line)`: `Some(Some(step))`, `Some(None)` for a line without a step, `None`
-/// for a line that cannot be read (cut short by the interruption, or damaged), which is dropped
-/// with a warning. A log missing where training resumes past step 0 restarts with a warning.
+/// Keep the header (a first line starting with `header`) and the lines whose step is at most
+/// `step`. A line without a readable step (cut short by the interruption, or damaged) is dropped
+/// with a warning; a log missing where training resumes past step 0 restarts with a warning.
 fn truncate_after(
     path: &Path,
     step: usize,
-    step_of: impl Fn(usize, &str) -> Option<Option<usize>>,
+    header: Option<&str>,
+    step_of: impl Fn(&str) -> Option<usize>,
 ) -> Result<(), LogError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -284,11 +281,16 @@ fn truncate_after(
     let kept: String = text
         .lines()
         .enumerate()
-        .filter(|&(index, line)| match step_of(index, line) {
-            Some(line_step) => line_step.is_none_or(|s| s <= step),
-            None => {
-                unreadable += 1;
-                false
+        .filter(|&(index, line)| {
+            if index == 0 && header.is_some_and(|start| line.starts_with(start)) {
+                return true;
+            }
+            match step_of(line) {
+                Some(line_step) => line_step <= step,
+                None => {
+                    unreadable += 1;
+                    false
+                }
             }
         })
         .flat_map(|(_, line)| [line, "\n"])
