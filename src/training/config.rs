@@ -311,26 +311,38 @@ impl RunConfig {
         overrides: &[String],
         origin: &str,
     ) -> Result<Self, ConfigError> {
-        let parse_error = |e: toml::de::Error| ConfigError::Parse {
+        let mut tree: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
             origin: origin.to_owned(),
-            message: e.message().to_owned(),
-        };
-        let mut tree: toml::Table = toml::from_str(text).map_err(parse_error)?;
+            message: describe_toml_error(&e, Some(text)),
+        })?;
         for item in overrides {
             apply_override(&mut tree, item)?;
         }
+        // Deserialising the text itself keeps the error's position in it; once overrides have
+        // changed the tree, only the key path can name where a value is wrong.
+        let typed = if overrides.is_empty() {
+            serde_path_to_error::deserialize(toml::Deserializer::new(text))
+        } else {
+            serde_path_to_error::deserialize(toml::Value::Table(tree))
+        };
         let origin = if overrides.is_empty() {
             origin.to_owned()
         } else {
             format!("{origin} with overrides {}", overrides.join(" "))
         };
-        let config: RunConfig =
-            toml::Value::Table(tree)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    origin: origin.clone(),
-                    message: e.message().to_owned(),
-                })?;
+        let config: RunConfig = typed.map_err(|e| {
+            let position = overrides.is_empty().then_some(text);
+            let message = describe_toml_error(e.inner(), position);
+            let path = e.path().to_string();
+            ConfigError::Parse {
+                origin: origin.clone(),
+                message: if path == "." || path.is_empty() {
+                    message
+                } else {
+                    format!("{path}: {message}")
+                },
+            }
+        })?;
         config
             .validate()
             .map_err(|message| ConfigError::Invalid { origin, message })?;
@@ -561,6 +573,20 @@ fn apply_override(tree: &mut toml::Table, item: &str) -> Result<(), ConfigError>
     Ok(())
 }
 
+/// A TOML error's message, with its line and column when `text` is the document it points into.
+fn describe_toml_error(error: &toml::de::Error, text: Option<&str>) -> String {
+    let message = error.message().trim_end().to_owned();
+    match (error.span(), text) {
+        (Some(span), Some(text)) if text.is_char_boundary(span.start) => {
+            let before = &text[..span.start];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("{message} (line {line}, column {column})")
+        }
+        _ => message,
+    }
+}
+
 fn parse_value(raw: &str) -> toml::Value {
     toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
@@ -599,6 +625,33 @@ lr = 0.01
     fn parse(overrides: &[&str]) -> Result<RunConfig, ConfigError> {
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
         RunConfig::from_toml_str(MINIMAL, &overrides, "run.toml")
+    }
+
+    #[test]
+    fn a_wrongly_typed_value_is_named_by_key_and_line() {
+        let text = MINIMAL.replace("num_classes = 2", "num_classes = \"two\"");
+        let message = RunConfig::from_toml_str(&text, &[], "run.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("run.toml: network.num_classes: "),
+            "{message}"
+        );
+        assert!(message.contains("expected usize"), "{message}");
+        assert!(message.contains("(line 10, column 15)"), "{message}");
+
+        let message = parse(&["training.lr=\"fast\""]).unwrap_err().to_string();
+        assert!(message.contains("training.lr: "), "{message}");
+        assert!(message.contains("expected f64"), "{message}");
+    }
+
+    #[test]
+    fn a_syntax_error_is_located() {
+        let text = MINIMAL.replace("labeled_bs = 1", "labeled_bs = ");
+        let message = RunConfig::from_toml_str(&text, &[], "run.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("(line 20, column 14)"), "{message}");
     }
 
     #[test]
@@ -680,12 +733,13 @@ lr = 0.01
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("run.toml: unknown field `learning_rate`"),
+            err.starts_with("run.toml: training.learning_rate: unknown field `learning_rate`"),
             "{err}"
         );
+        assert!(err.ends_with("(line 23, column 1)"), "{err}");
         let err = parse(&["training.lrr=0.1"]).unwrap_err().to_string();
         assert!(
-            err.contains("with overrides training.lrr=0.1: unknown field `lrr`"),
+            err.contains("with overrides training.lrr=0.1: training.lrr: unknown field `lrr`"),
             "{err}"
         );
         let err = parse(&["augmentation.rot90=true"]).unwrap_err().to_string();
