@@ -146,6 +146,26 @@ fn a_prediction_on_another_grid_or_a_class_named_twice_is_refused() {
     ));
     assert!(err.contains("--classes names class 1 twice"), "{err}");
 
+    // predict writes its summary.json beside the predictions; an evaluation report written into
+    // that folder (under any spelling of it) would replace it.
+    std::fs::write(pred.join("summary.json"), "{}").unwrap();
+    let same_folder = pred.join("..").join(pred.file_name().unwrap());
+    let err = fails(&evaluate_args(&pred, &reference, &same_folder, &[]));
+    assert!(
+        err.contains(&format!(
+            "--out {} is the --pred folder {}",
+            same_folder.display(),
+            std::fs::canonicalize(&pred).unwrap().display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(pred.join("summary.json")).unwrap(),
+        "{}"
+    );
+    let err = fails(&evaluate_args(&pred, &reference, &reference, &[]));
+    assert!(err.contains("is the --ref folder"), "{err}");
+
     let moved = pred.join("b.nii.gz");
     let mut volume = semisam::data::read_label(&moved).unwrap();
     volume.geometry.affine[0][3] += 30.0;

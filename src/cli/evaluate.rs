@@ -121,8 +121,27 @@ fn spacing_source(args: &EvaluateArgs) -> anyhow::Result<SpacingSource> {
     })
 }
 
+/// Refuses an output folder that is the predictions' or the references' own: the report's
+/// `summary.json` would replace `predict`'s, and its files would mix with the cases.
+fn check_output_folder(args: &EvaluateArgs) -> anyhow::Result<()> {
+    let Ok(out) = std::fs::canonicalize(&args.out) else {
+        return Ok(());
+    };
+    for (flag, folder) in [("--pred", &args.pred), ("--ref", &args.reference)] {
+        if std::fs::canonicalize(folder).is_ok_and(|folder| folder == out) {
+            bail!(
+                "--out {} is the {flag} folder {}: the report's summary.json, summary.md and per_case.csv would be written among (and over) its files; choose another --out",
+                args.out.display(),
+                folder.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let spacing = spacing_source(&args)?;
+    check_output_folder(&args)?;
     let predictions = label_files(&args.pred)?;
     let references = label_files(&args.reference)?;
     if references.is_empty() {
