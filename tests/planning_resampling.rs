@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 mod cli_support;
 
-use cli_support::{semisam, succeeds as ok};
+use cli_support::{fails, semisam, succeeds as ok};
 use ndarray::Array3;
 use semisam::data::resample::{resample_image, resample_label};
 use semisam::data::{
@@ -180,6 +180,31 @@ fn plans_of_the_demo_subset_and_of_a_coarser_copy() {
     );
 }
 
+/// A budget below the smallest batch would plan a patch that cannot be trained; nothing is
+/// written.
+#[test]
+fn a_memory_budget_too_small_for_any_patch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("plan.toml");
+    let err = fails(&[
+        "plan",
+        DEMO,
+        "--memory-gib",
+        "0.0001",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("a memory budget of 0.000 GiB is too small to train: the smallest batch"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+fn as_str(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 fn dice(prediction: &Array3<u8>, reference: &Array3<u8>, class: u8) -> f64 {
     let (mut overlap, mut a, mut b) = (0, 0, 0);
     for (&p, &r) in prediction.iter().zip(reference) {
@@ -262,6 +287,42 @@ fn a_model_planned_at_1_mm_predicts_a_2_5_mm_copy_on_its_own_grid() {
         (fine - coarse).abs() < 0.1,
         "Dice {fine} on the 1 mm cases against {coarse} on their 2.5 mm copies"
     );
+
+    // The same 2.5 mm image as .npy stores no spacing: refused unless --spacing gives it, and
+    // then predicted exactly as its NIfTI twin.
+    let npy_dir = dir.path().join("npy");
+    std::fs::create_dir_all(&npy_dir).unwrap();
+    let id = CASES[0];
+    let npy = npy_dir.join(format!("{id}.npy"));
+    semisam::data::npy::write(
+        &read_image(image_path(&coarse_root, id)).unwrap().data,
+        &npy,
+    )
+    .unwrap();
+    let npy_out = dir.path().join("npy_out");
+    let predict_npy = |extra: &[&'static str]| -> Vec<String> {
+        let mut args: Vec<String> = ["predict", "--no-progress", "--checkpoint"]
+            .map(String::from)
+            .to_vec();
+        args.push(checkpoint.display().to_string());
+        args.extend(["--input".into(), npy.display().to_string()]);
+        args.extend(["--output".into(), npy_out.display().to_string()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let err = fails(&as_str(&predict_npy(&[])));
+    assert!(
+        err.contains(&format!(
+            "{}: the file stores no voxel spacing",
+            npy.display()
+        )) && err.contains("--spacing for predict"),
+        "{err}"
+    );
+    ok(&as_str(&predict_npy(&["--spacing", "1,1,2.5"])));
+    let from_npy = read_label(npy_out.join(format!("{id}.npy"))).unwrap();
+    let from_nifti =
+        read_label(dir.path().join("coarse_out").join(format!("{id}.nii.gz"))).unwrap();
+    assert_eq!(from_npy.data, from_nifti.data);
 }
 
 #[test]

@@ -74,6 +74,18 @@ where
         .map_err(|v: Vec<T>| format!("expected {N} comma-separated numbers, got {}", v.len()))
 }
 
+/// A voxel spacing x,y,z in mm: three positive, finite numbers.
+fn parse_spacing(text: &str) -> Result<[f64; 3], String> {
+    let spacing = parse_numbers::<f64, 3>(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if spacing.iter().all(|v| *v > 0.0 && v.is_finite()) {
+        Ok(spacing)
+    } else {
+        Err(format!(
+            "{text:?}: expected three positive spacings x,y,z in mm"
+        ))
+    }
+}
+
 /// Three comma-separated numbers (x,y,z).
 fn parse_triple<T>(text: &str) -> Result<[T; 3], String>
 where

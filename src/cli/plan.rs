@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+
+use super::parse_spacing;
 use semisam::planning::{self, PlanOptions, PlannedFramework, parse_duration};
 
 /// The planning options shared by `plan` and `train --dataset`.
@@ -33,20 +35,6 @@ pub struct PlanArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub planning: PlanningArgs,
-}
-
-fn parse_spacing(text: &str) -> Result<[f64; 3], String> {
-    let values: Vec<f64> = text
-        .split(',')
-        .map(|v| v.trim().parse::<f64>())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{text:?}: {e}"))?;
-    match values.as_slice() {
-        &[x, y, z] if values.iter().all(|v| *v > 0.0 && v.is_finite()) => Ok([x, y, z]),
-        _ => Err(format!(
-            "{text:?}: expected three positive spacings x,y,z in mm"
-        )),
-    }
 }
 
 impl PlanningArgs {

@@ -13,6 +13,8 @@ use semisam::inference::window_weights::WindowWeighting;
 use semisam::training::validation::model_device;
 use semisam::training::{RunConfig, load_checkpoint_model};
 
+use super::parse_spacing;
+
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
     /// Checkpoint file (e.g. runs/NAME/checkpoints/final.ckpt); repeat it to ensemble several
@@ -52,6 +54,10 @@ pub struct PredictArgs {
     /// any --lcc clean-up).
     #[arg(long)]
     pub save_probabilities: bool,
+    /// Voxel spacing x,y,z (mm) of inputs whose files store none (.npy, UA-MT h5), used instead
+    /// of the run's data.spacing to resample them to the model's data.target_spacing.
+    #[arg(long, value_parser = parse_spacing)]
+    pub spacing: Option<[f64; 3]>,
     /// Windows per forward pass (more is faster and uses more memory).
     #[arg(long, default_value_t = 1)]
     pub window_batch: usize,
@@ -119,7 +125,10 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let members = loaded
         .iter()
         .map(|(path, config, model, device, options)| {
-            let input = config.model_input();
+            let mut input = config.model_input();
+            if args.spacing.is_some() {
+                input.preparation.fallback_spacing = args.spacing;
+            }
             EnsembleMember {
                 source: path.as_path(),
                 input,

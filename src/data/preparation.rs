@@ -53,8 +53,8 @@ impl Preparation {
         let spacing = geometry.spacing.or(self.fallback_spacing).ok_or_else(|| {
             DataError::invalid(
                 path,
-                "the file stores no voxel spacing and data.spacing is not set, so it cannot be \
-                 resampled to data.target_spacing",
+                "the file stores no voxel spacing and none is given (data.spacing for a run, \
+                 --spacing for predict), so it cannot be resampled to data.target_spacing",
             )
         })?;
         let resampled = resampled_shape(shape, spacing, target);

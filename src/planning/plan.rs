@@ -198,6 +198,17 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
         patch = rules::patch(median_shape, batch_size, width, options.memory_budget);
         width_why = "8: at width 16 even the smallest patch exceeds the memory budget".to_owned();
     }
+    let needed = rules::training_bytes(patch.value, batch_size, width);
+    if needed > options.memory_budget {
+        return Err(PlanningError::Budget(format!(
+            "a memory budget of {:.3} GiB is too small to train: the smallest batch ({batch_size} patches of {}x{}x{} at width {width}) needs about {:.3} GiB",
+            options.memory_budget / rules::GIB,
+            patch.value[0],
+            patch.value[1],
+            patch.value[2],
+            needed / rules::GIB
+        )));
+    }
 
     // LiteMedSAM embeds the slices it is prompted on: those where the student finds the object,
     // expected to be the share of slices that hold foreground in the labeled cases.
