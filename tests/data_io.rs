@@ -184,3 +184,53 @@ fn multi_channel_nifti_is_refused_with_its_shape() {
         "{err}"
     );
 }
+
+/// Write a 2x3x4 NIfTI with spacing (0.5, 0.75, 2) and an sform when `with_sform`, then store
+/// `pixdim[1]` as `first_pixdim` (bytes 80..84).
+fn nifti_with_pixdim(dir: &Path, name: &str, with_sform: bool, first_pixdim: f32) -> PathBuf {
+    let path = dir.join(name);
+    let spacing = [0.5, 0.75, 2.0];
+    let mut geometry = semisam::data::Geometry::unknown();
+    if with_sform {
+        geometry.spacing = Some(spacing);
+        for (d, (row, s)) in geometry.affine.iter_mut().zip(spacing).enumerate() {
+            row[d] = -s;
+            row[3] = 10.0;
+        }
+    }
+    let volume = semisam::data::Volume {
+        data: Array3::<f32>::zeros([2, 3, 4]),
+        geometry,
+        source: SourceFormat::Npy,
+        path: PathBuf::from("memory"),
+    };
+    write_image(&volume, &path).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[80..84].copy_from_slice(&first_pixdim.to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A pixdim that is no voxel size (negative, NaN, zero) gives way to the sform's column
+/// lengths; without an sform the spacing is unknown rather than a wrong number.
+#[test]
+fn unusable_pixdim_takes_the_sform_voxel_size_or_leaves_the_spacing_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, pixdim) in [-0.5f32, f32::NAN, 0.0].into_iter().enumerate() {
+        let with_sform = nifti_with_pixdim(dir.path(), &format!("s{n}.nii"), true, pixdim);
+        let image = read_image(&with_sform).unwrap();
+        assert_eq!(
+            image.geometry.spacing,
+            Some([0.5, 0.75, 2.0]),
+            "pixdim {pixdim}"
+        );
+        assert_eq!(image.geometry.affine[0][0], -0.5);
+        let without = nifti_with_pixdim(dir.path(), &format!("u{n}.nii"), false, pixdim);
+        assert_eq!(read_image(&without).unwrap().geometry.spacing, None);
+    }
+    let valid = nifti_with_pixdim(dir.path(), "valid.nii", false, 0.875);
+    assert_eq!(
+        read_label(&valid).unwrap().geometry.spacing,
+        Some([0.875, 1.0, 1.0])
+    );
+}

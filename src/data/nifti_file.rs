@@ -387,14 +387,40 @@ fn to_array3<T: Clone>(
     Ok(array.as_standard_layout().into_owned())
 }
 
-/// Spacing from pixdim; `None` when the header holds no usable voxel size.
-fn spacing(header: &NiftiHeader) -> Option<[f64; 3]> {
-    let s = [
+/// Spacing from pixdim. A pixdim that is no voxel size (zero, negative, NaN) gives way to the
+/// sform's column lengths when an sform is set; otherwise the spacing is unknown. Either way the
+/// file is named in a warning, so that a later "no spacing" error is not a mystery.
+fn spacing(path: &Path, header: &NiftiHeader) -> Option<[f64; 3]> {
+    let pixdim = [
         header.pixdim[1] as f64,
         header.pixdim[2] as f64,
         header.pixdim[3] as f64,
     ];
-    s.iter().all(|v| v.is_finite() && *v > 0.0).then_some(s)
+    let usable = |s: &[f64; 3]| s.iter().all(|v| v.is_finite() && *v > 0.0);
+    if usable(&pixdim) {
+        return Some(pixdim);
+    }
+    if header.sform_code > 0 {
+        let rows = [header.srow_x, header.srow_y, header.srow_z];
+        let lengths: [f64; 3] = std::array::from_fn(|c| {
+            rows.iter()
+                .map(|row| (row[c] as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        });
+        if usable(&lengths) {
+            tracing::warn!(
+                "{}: pixdim {pixdim:?} is not a voxel size (each must be positive and finite); using the sform's voxel size {lengths:?} mm",
+                path.display()
+            );
+            return Some(lengths);
+        }
+    }
+    tracing::warn!(
+        "{}: pixdim {pixdim:?} is not a voxel size (each must be positive and finite) and no sform gives one; the file's spacing is unknown",
+        path.display()
+    );
+    None
 }
 
 /// Voxel → world transform as NIfTI-1 defines it: sform when its code is set, else qform, else
@@ -469,9 +495,9 @@ fn qform_affine(header: &NiftiHeader) -> [[f64; 4]; 4] {
     m
 }
 
-fn geometry(header: NiftiHeader) -> Geometry {
+fn geometry(path: &Path, header: NiftiHeader) -> Geometry {
     Geometry {
-        spacing: spacing(&header),
+        spacing: spacing(path, &header),
         affine: header_affine(&header),
         nifti_header: Some(Box::new(header)),
     }
@@ -502,7 +528,7 @@ pub fn read_image(path: &Path) -> Result<Volume<f32>, DataError> {
     let data = to_array3(path, array, shape)?;
     Ok(Volume {
         data,
-        geometry: geometry(header),
+        geometry: geometry(path, header),
         source: SourceFormat::Nifti,
         path: path.to_path_buf(),
     })
@@ -527,7 +553,7 @@ pub fn read_label(path: &Path) -> Result<Volume<u8>, DataError> {
     };
     Ok(Volume {
         data,
-        geometry: geometry(header),
+        geometry: geometry(path, header),
         source: SourceFormat::Nifti,
         path: path.to_path_buf(),
     })
