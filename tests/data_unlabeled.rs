@@ -240,6 +240,18 @@ fn msd_training_entries_without_label_unlisted_images_and_images_unlabeled() {
         Some(root.join("labelsTr/unlisted.nii.gz").as_path())
     );
     assert!(dataset.is_label_free("extra") && !dataset.is_label_free("listed"));
+
+    // An unlabeled image with a labeled case's ID: both images and their roles are named.
+    write_nifti_image(&root.join("imagesUnlabeled/listed.nii.gz"), 4);
+    let err = Dataset::open(root).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "duplicate case ID `listed` (labeled training case {} and unlabeled image {}; every image needs its own ID",
+            root.join("imagesTr/listed.nii.gz").display(),
+            root.join("imagesUnlabeled/listed.nii.gz").display()
+        )),
+        "{err}"
+    );
 }
 
 #[test]

@@ -141,11 +141,18 @@ impl Dataset {
                 ),
             ));
         }
-        if let Some(clash) = found.iter().find(|f| self.case(&f.id).is_some()) {
+        if let Some((clash, existing)) = found
+            .iter()
+            .find_map(|f| self.case(&f.id).map(|case| (f, case)))
+        {
             return Err(DataError::DuplicateCase {
                 path: clash.path.clone(),
                 id: clash.id.clone(),
-                location: format!("also a case of the dataset {}", self.root.display()),
+                location: format!(
+                    "the dataset {} already has it, for {}; every image needs its own ID, so rename one of them",
+                    self.root.display(),
+                    existing.image.display()
+                ),
             });
         }
         let at = self.cases.len() - self.test_ids.len();
@@ -363,10 +370,17 @@ fn assemble(
     labels: BTreeMap<u8, String>,
     [labeled, unlabeled, test]: [Vec<Case>; 3],
 ) -> Result<Dataset, DataError> {
+    check_unique(
+        source,
+        [
+            ("labeled training case", &labeled),
+            ("unlabeled image", &unlabeled),
+            ("test case", &test),
+        ],
+    )?;
     let ids = |cases: &[Case]| cases.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
     let (training_ids, unlabeled_ids, test_ids) = (ids(&labeled), ids(&unlabeled), ids(&test));
     let cases: Vec<Case> = labeled.into_iter().chain(unlabeled).chain(test).collect();
-    check_unique(source, &cases)?;
     Ok(Dataset {
         root: root.to_path_buf(),
         layout,
@@ -473,15 +487,24 @@ fn open_msd(root: &Path, json_path: &Path, json: &Value) -> Result<Dataset, Data
     )
 }
 
-fn check_unique(source: &Path, cases: &[Case]) -> Result<(), DataError> {
-    let mut seen = std::collections::HashSet::new();
-    for case in cases {
-        if !seen.insert(case.id.as_str()) {
-            return Err(DataError::DuplicateCase {
-                path: source.to_path_buf(),
-                id: case.id.clone(),
-                location: "listed twice".into(),
-            });
+/// Every case ID once over the three roles; a clash names both images and their roles.
+fn check_unique(source: &Path, roles: [(&str, &Vec<Case>); 3]) -> Result<(), DataError> {
+    let mut seen = std::collections::HashMap::new();
+    for (role, cases) in roles {
+        for case in cases {
+            if let Some((first_role, first_image)) =
+                seen.insert(case.id.as_str(), (role, &case.image))
+            {
+                return Err(DataError::DuplicateCase {
+                    path: source.to_path_buf(),
+                    id: case.id.clone(),
+                    location: format!(
+                        "{first_role} {} and {role} {}; every image needs its own ID, so rename one of them",
+                        first_image.display(),
+                        case.image.display()
+                    ),
+                });
+            }
         }
     }
     Ok(())
