@@ -117,6 +117,25 @@ fn sam2d_refuses_a_box_outside_the_image_and_non_finite_pixels() {
         "{err}"
     );
     assert!(!out.exists());
+    // The mask is PNG bytes whatever the name says, so any other name is refused up front.
+    let jpg = dir.path().join("mask.jpg");
+    let err = fails(&[
+        "sam2d",
+        "--image",
+        text(&png),
+        "--box",
+        "20,15,56,41",
+        "--out",
+        text(&jpg),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "{}: the mask is written as a PNG; name the output file .png",
+            jpg.display()
+        )),
+        "{err}"
+    );
+    assert!(!jpg.exists());
 }
 
 #[test]

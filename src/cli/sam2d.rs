@@ -17,7 +17,8 @@ use super::parse_numbers;
 
 #[derive(clap::Args)]
 pub struct Sam2dArgs {
-    /// Input image: .png (grey or RGB), .npy (H×W, H×W×3, or a volume with --slice).
+    /// Input image: .png (grey or RGB), .npy (H×W, H×W×3, or a volume with --slice), or a NIfTI
+    /// volume (.nii, .nii.gz) with --slice (not needed when the volume is one slice thick).
     #[arg(long)]
     pub image: PathBuf,
     /// Slice index for 3-D inputs.
@@ -73,6 +74,16 @@ pub fn load_model(weights_override: Option<&Path>) -> anyhow::Result<LiteMedSam>
 pub fn run(args: Sam2dArgs) -> anyhow::Result<()> {
     if args.bbox.is_none() && args.points.is_empty() {
         bail!("give a --box and/or at least one --point");
+    }
+    let is_png = args
+        .out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !is_png {
+        bail!(
+            "{}: the mask is written as a PNG; name the output file .png",
+            args.out.display()
+        );
     }
     let image = read_rgb(&args.image, args.slice, args.axis)?;
     let (h, w, _) = image.dim();
@@ -176,21 +187,26 @@ fn write_mask_png(path: &Path, mask: &Array2<u8>) -> anyhow::Result<()> {
 /// not assumed to be used. A NaN or infinite value is an error (it would flatten the scaling).
 fn read_rgb(path: &Path, slice: Option<usize>, axis: usize) -> anyhow::Result<Array3<u8>> {
     let name = path.to_string_lossy().to_lowercase();
+    // A NIfTI file is always a volume: its last axis is never colour.
+    let mut is_volume = false;
     let (array, eight_bit) = if name.ends_with(".png") {
         read_png(path)?
     } else if name.ends_with(".npy") {
         semisam::data::npy::check_file(path)?;
         read_npy_as_f64(path)?
     } else if name.ends_with(".nii") || name.ends_with(".nii.gz") {
-        bail!(
-            "{}: NIfTI input is not wired into `sam2d` yet; export the slice as .npy or .png",
-            path.display()
-        );
+        is_volume = true;
+        let volume = semisam::data::read_image(path)?;
+        (volume.data.mapv(f64::from).into_dyn(), false)
     } else {
         bail!(
-            "{}: unsupported image type (use .png or .npy)",
+            "{}: unsupported image type (use .png, .npy, .nii or .nii.gz)",
             path.display()
         );
+    };
+    let slice = match slice {
+        None if is_volume && array.shape().get(axis) == Some(&1) => Some(0),
+        other => other,
     };
     let non_finite = array.iter().filter(|v| !v.is_finite()).count();
     if non_finite > 0 {
@@ -206,7 +222,7 @@ fn read_rgb(path: &Path, slice: Option<usize>, axis: usize) -> anyhow::Result<Ar
     };
     let plane: ArrayD<f64> = match (array.ndim(), slice) {
         (2, None) => array,
-        (3, None) if array.shape()[2] == 3 => array,
+        (3, None) if !is_volume && array.shape()[2] == 3 => array,
         (3, Some(k)) => {
             if axis > 2 || k >= array.shape()[axis] {
                 bail!(
@@ -514,6 +530,43 @@ mod tests {
         let rgb = read_rgb(&deep, None, 2).unwrap();
         let row: Vec<u8> = (0..7).map(|x| rgb[[0, x, 0]]).collect();
         assert_eq!(row, [0, 42, 85, 127, 170, 212, 255]);
+    }
+
+    /// A NIfTI file is a volume even when its last axis has three entries (never RGB); its
+    /// intensities are scaled over the whole volume, as a .npy volume's are.
+    #[test]
+    fn nifti_volumes_are_sliced_never_read_as_colour() {
+        use semisam::data::{Geometry, SourceFormat, Volume, write_image};
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, shape: (usize, usize, usize)| {
+            let path = dir.path().join(name);
+            let data = ndarray::Array3::from_shape_fn(shape, |(i, j, k)| {
+                (i * 100 + j * 10 + k) as f32 - 50.0
+            });
+            let volume = Volume {
+                data,
+                geometry: Geometry::unknown(),
+                source: SourceFormat::Nifti,
+                path: path.clone(),
+            };
+            write_image(&volume, &path).unwrap();
+            path
+        };
+        let three = write("three.nii.gz", (6, 5, 3));
+        let err = read_rgb(&three, None, 2).unwrap_err().to_string();
+        assert!(err.contains("needs --slice K"), "{err}");
+        let rgb = read_rgb(&three, Some(2), 2).unwrap();
+        assert_eq!(rgb.dim(), (6, 5, 3));
+        // Over the volume, -50 ..= 492 maps to 0 ..= 255 (truncated).
+        let scaled = |v: f64| ((v + 50.0) / 542.0 * 255.0) as u8;
+        assert_eq!(rgb[[0, 0, 0]], scaled(2.0 - 50.0));
+        assert_eq!(rgb[[5, 4, 1]], 255);
+        assert_eq!(rgb[[3, 1, 2]], scaled(312.0 - 50.0));
+        let across = read_rgb(&three, Some(4), 1).unwrap();
+        assert_eq!(across.dim(), (6, 3, 3));
+
+        let thin = write("thin.nii", (6, 5, 1));
+        assert_eq!(read_rgb(&thin, None, 2).unwrap().dim(), (6, 5, 3));
     }
 
     #[test]
