@@ -278,6 +278,38 @@ fn report_does_not_present_metrics_whose_predictions_are_gone() {
     let run = runs.join("done");
     let report = || std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(report().contains("Mean ± standard deviation over 1 cases."));
+
+    // Another dataset with the same case IDs (each held-out label replaced by the run's own
+    // prediction, so every score moves) is not passed off as the run's references.
+    let other = dir.path().join("other");
+    demo_subset(&other, 3, |_, _| {});
+    for entry in std::fs::read_dir(run.join("predictions")).unwrap() {
+        let path = entry.unwrap().path();
+        let id = path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .replace(".nii.gz", "");
+        std::fs::copy(&path, other.join(format!("labelsTr/{id}.nii.gz"))).unwrap();
+    }
+    let recorded = std::fs::read(run.join("metrics/per_case.csv")).unwrap();
+    let err = fails(&["report", text(&run), "--data-root", text(&other)]);
+    assert!(
+        err.contains(&format!("{}: case hippocampus_", other.display()))
+            && err.contains("these are not the references the run was evaluated on"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(run.join("metrics/per_case.csv")).unwrap(),
+        recorded
+    );
+    succeeds(&["report", text(&run), "--data-root", text(&dataset)]);
+    assert_eq!(
+        std::fs::read(run.join("metrics/per_case.csv")).unwrap(),
+        recorded
+    );
+
     for entry in std::fs::read_dir(run.join("predictions")).unwrap() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::{ReportError, RunContents};
 use crate::data::{Dataset, Splits, read_label};
-use crate::metrics::{ReportPaths, evaluate_pair, write_evaluation_report};
+use crate::metrics::{CaseMetrics, ReportPaths, evaluate_pair, write_evaluation_report};
 use crate::training::evaluate::evaluation_options;
 use crate::training::run_dir::RunDir;
 
@@ -94,11 +94,63 @@ pub fn rescore(
         metrics.case_id = id;
         results.push(metrics);
     }
+    check_recorded_scores(run, &contents.dataset.root, &results)?;
     Ok(Some(write_evaluation_report(
         &run.metrics_dir(),
         &results,
         &options,
     )?))
+}
+
+/// One row of `metrics/per_case.csv` (the other columns are not needed).
+#[derive(serde::Deserialize)]
+struct RecordedScore {
+    case_id: String,
+    class: u8,
+    dice: f64,
+}
+
+/// The saved predictions are the ones the end of training scored: re-scored against the same
+/// references they give the same Dice, to the bit. A case that scores otherwise has other
+/// references (another dataset with the same case IDs under `--data-root`, or edited labels),
+/// and replacing the recorded metrics with those scores would pass them off as the run's.
+fn check_recorded_scores(
+    run: &RunDir,
+    dataset_root: &std::path::Path,
+    results: &[CaseMetrics],
+) -> Result<(), ReportError> {
+    let recorded_path = run.metrics_dir().join("per_case.csv");
+    let Ok(mut reader) = csv::Reader::from_path(&recorded_path) else {
+        return Ok(());
+    };
+    let mut recorded = std::collections::HashMap::new();
+    for row in reader.deserialize::<RecordedScore>() {
+        let row = row.map_err(|e| ReportError::file(&recorded_path, format!("unreadable: {e}")))?;
+        recorded.insert((row.case_id, row.class), row.dice);
+    }
+    for case in results {
+        for class in &case.classes {
+            let key = (case.case_id.clone(), class.class);
+            let Some(&before) = recorded.get(&key) else {
+                continue;
+            };
+            let now = class.metrics.dice;
+            let same = (before.is_nan() && now.is_nan()) || (before - now).abs() <= 1e-9;
+            if !same {
+                return Err(ReportError::file(
+                    dataset_root,
+                    format!(
+                        "case {} class {} scores Dice {now:.4} against this dataset's reference but {before:.4} when the run was scored ({}): these are not the references the run was evaluated on; point --data-root at the run's dataset, or delete {} to score against these references anyway",
+                        case.case_id,
+                        class.class,
+                        recorded_path.display(),
+                        run.metrics_dir().display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
