@@ -41,7 +41,7 @@ impl Default for LiteMedSamConfig {
             axes: vec![2],
             fusion: Fusion::Mean { band: 0.25 },
             cache_capacity: 4096,
-            embedding_memory_mib: 512,
+            embedding_memory_mib: 64,
             embedding_dir: None,
         }
     }

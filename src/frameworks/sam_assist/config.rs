@@ -105,7 +105,7 @@ struct SamSection {
     /// default 16; 0.8 MB each for `vit_b_ori`).
     cache_capacity: Option<usize>,
     /// LiteMedSAM: memory the slice embeddings kept in memory may take, in MiB (2 MiB a slice;
-    /// default 512). Slices past it are read back from `embedding_dir`, or encoded again.
+    /// default 64). Slices past it are read back from `embedding_dir`, or encoded again.
     embedding_memory_mib: Option<usize>,
     /// SAM-Med3D architecture JSON (the keys of `model_config_vit_b_ori.json`); `vit_b_ori` when
     /// absent.
@@ -465,7 +465,7 @@ mod tests {
             (&generalist.axes[..], generalist.cache_capacity),
             (&[1][..], 4096)
         );
-        assert_eq!(generalist.embedding_memory_mib, 512);
+        assert_eq!(generalist.embedding_memory_mib, 64);
         assert_eq!(generalist.embedding_dir, Some(PathBuf::from("emb")));
         let text = toml::to_string(&config).unwrap();
         assert_eq!(parse(&text).unwrap(), config);
