@@ -172,6 +172,30 @@ fn nifti_with_a_singleton_fourth_axis_reads_as_3d() {
     assert_eq!(image.data[[1, 2, 3]], 23.0);
 }
 
+/// A 2D NIfTI is read as one slice and written back 2D (a 3D one-slice volume stays 3D).
+#[test]
+fn a_2d_nifti_stays_2d_when_written_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let dims_of = |path: &Path| -> Vec<u16> {
+        let bytes = std::fs::read(path).unwrap();
+        (0..4)
+            .map(|n| u16::from_le_bytes([bytes[40 + 2 * n], bytes[41 + 2 * n]]))
+            .collect()
+    };
+    for (name, dims, written) in [
+        ("flat.nii", &[2u16, 3][..], [2u16, 2, 3, 1]),
+        ("thin.nii", &[2, 3, 1][..], [3, 2, 3, 1]),
+    ] {
+        let path = nifti_with_dims(dir.path(), name, dims);
+        let image = read_image(&path).unwrap();
+        assert_eq!(image.shape(), [2, 3, 1]);
+        let out = dir.path().join(format!("out_{name}"));
+        write_image(&image, &out).unwrap();
+        assert_eq!(dims_of(&out), written, "{name}");
+        assert_eq!(read_image(&out).unwrap().data, image.data);
+    }
+}
+
 #[test]
 fn multi_channel_nifti_is_refused_with_its_shape() {
     let dir = tempfile::tempdir().unwrap();

@@ -589,8 +589,10 @@ pub fn output_header<T: NiftiElement>(volume: &Volume<T>) -> NiftiHeader {
         None => header_from_geometry(&volume.geometry),
     };
     let shape = volume.shape();
+    // A 2D image (dim[0] = 2) read as one slice stays 2D, as its readers expect.
+    let read_as_2d = header.dim[0] == 2 && shape[2] == 1;
     let mut dim = [1u16; 8];
-    dim[0] = 3;
+    dim[0] = if read_as_2d { 2 } else { 3 };
     for d in 0..3 {
         dim[d + 1] = shape[d] as u16;
     }
