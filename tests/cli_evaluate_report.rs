@@ -116,6 +116,24 @@ fn every_class_of_the_reference_folder_is_scored_on_every_case() {
     );
     assert_eq!(per_case(&only_2).len(), 3);
 
+    // An image passed as a prediction: its many values are summarised, and the case named.
+    write(
+        &pred,
+        "a",
+        Array3::from_shape_fn(SHAPE, |(i, j, _)| (i * 10 + j) as u8),
+    );
+    let err = succeeds(&evaluate_args(
+        &pred,
+        &reference,
+        &dir.path().join("image"),
+        &[],
+    ));
+    assert!(
+        err.contains("predictions hold label value(s) [3, 4, 5, 6, 7, 8, 9, 10] and 89 more that are not scored")
+            && err.contains("the prediction of case a holds 100 distinct values: is it an image rather than a label map?"),
+        "{err}"
+    );
+
     // Nothing to score: every reference is background and no class is named.
     std::fs::remove_file(reference.join("a.nii.gz")).unwrap();
     std::fs::remove_file(reference.join("b.nii.gz")).unwrap();

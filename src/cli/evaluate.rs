@@ -54,6 +54,9 @@ pub struct EvaluateArgs {
     pub spacing: Vec<f64>,
 }
 
+/// More distinct values than a label map of any dataset here holds.
+const MANY_LABEL_VALUES: usize = 32;
+
 /// Label files of a folder by case identifier (UA-MT h5 cases may be `<ID>/mri_norm2.h5`).
 fn label_files(dir: &Path) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     let mut files = BTreeMap::new();
@@ -211,9 +214,26 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
         .filter(|v| !classes.contains(v))
         .collect();
     if !unscored.is_empty() {
+        let shown: Vec<u8> = unscored.iter().copied().take(8).collect();
+        let more = if unscored.len() > shown.len() {
+            format!(" and {} more", unscored.len() - shown.len())
+        } else {
+            String::new()
+        };
         tracing::warn!(
-            "predictions hold label value(s) {unscored:?} that are not scored (classes {classes:?}); name them with --classes to score them"
+            "predictions hold label value(s) {shown:?}{more} that are not scored (classes {classes:?}); name them with --classes to score them"
         );
+        // A label map has a few values; dozens mean an image was given as a prediction.
+        if let Some((id, values)) = pairs
+            .iter()
+            .map(|(id, prediction, _)| (id, values_present(&prediction.data).len()))
+            .max_by_key(|&(_, values)| values)
+            .filter(|&(_, values)| values > MANY_LABEL_VALUES)
+        {
+            tracing::warn!(
+                "the prediction of case {id} holds {values} distinct values: is it an image rather than a label map?"
+            );
+        }
     }
     let mut cases = Vec::with_capacity(pairs.len());
     for (id, prediction, reference) in &pairs {
