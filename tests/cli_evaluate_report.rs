@@ -327,6 +327,21 @@ fn report_does_not_present_metrics_whose_predictions_are_gone() {
         std::fs::read(run.join("metrics/per_case.csv")).unwrap(),
         recorded
     );
+    // A damaged record cannot vouch for anything: re-scoring replaces it, with a warning.
+    std::fs::write(
+        run.join("metrics/per_case.csv"),
+        "case_id,class\nx,not a class\n",
+    )
+    .unwrap();
+    let err = succeeds(&["report", text(&run)]);
+    assert!(
+        err.contains("the re-scored metrics replace it unchecked"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(run.join("metrics/per_case.csv")).unwrap(),
+        recorded
+    );
 
     for entry in std::fs::read_dir(run.join("predictions")).unwrap() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
