@@ -229,3 +229,26 @@ fn a_missing_file_is_named_once_with_the_system_reason() {
         );
     }
 }
+
+/// A relative data.root is read from the current folder; when it is not there, the error says
+/// so, since users expect it beside the configuration file. No run folder is created.
+#[test]
+fn a_missing_relative_data_root_names_the_current_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        tiny_config(Path::new("no_such_folder/data"), 1, 0, ""),
+    )
+    .unwrap();
+    let runs = dir.path().join("runs");
+    let err = fails(&train_args(&config, &runs, "r", &[]));
+    assert!(
+        err.contains(&format!(
+            "(data.root no_such_folder/data is read from the current folder {}, not from the configuration's)",
+            std::env::current_dir().unwrap().display()
+        )),
+        "{err}"
+    );
+    assert!(!runs.exists());
+}

@@ -138,8 +138,18 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
     // generalist weights) is checked before a run folder is created or emptied.
     super::logging::start_run_log();
     let (config, source, name_from) = configuration(&args)?;
-    let dataset = open_dataset(&config, None)
-        .with_context(|| format!("opening the dataset of {}", name_from.display()))?;
+    let dataset = open_dataset(&config, None).with_context(|| {
+        let root = &config.data.root;
+        let relative = match std::env::current_dir() {
+            Ok(here) if root.is_relative() && !root.exists() => format!(
+                " (data.root {} is read from the current folder {}, not from the configuration's)",
+                root.display(),
+                here.display()
+            ),
+            _ => String::new(),
+        };
+        format!("opening the dataset of {}{relative}", name_from.display())
+    })?;
     let (target, splits, name) = if args.resume {
         let root = match &args.name {
             Some(name) => args.runs_dir.join(name),
