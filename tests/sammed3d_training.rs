@@ -206,7 +206,7 @@ fn build_error(section: &str) -> String {
 fn an_embedding_store_is_refused_for_sammed3d_when_the_configuration_is_parsed() {
     let err = config(&tiny_sam_section("embedding_dir = \"emb\"")).unwrap_err();
     assert!(
-        err.ends_with("[sam] embedding_dir applies to generalist = \"litemedsam\" only"),
+        err.contains(": [sam] embedding_dir applies to generalist = \"litemedsam\" only (line "),
         "{err}"
     );
 }

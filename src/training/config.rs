@@ -336,7 +336,8 @@ impl RunConfig {
             let path = e.path().to_string();
             ConfigError::Parse {
                 origin: origin.clone(),
-                message: if path == "." || path.is_empty() {
+                // A check of a whole section names its keys itself (`[sam] axes ...`).
+                message: if path == "." || path.is_empty() || message.starts_with('[') {
                     message
                 } else {
                     format!("{path}: {message}")
