@@ -401,10 +401,12 @@ fn spacing(path: &Path, header: &NiftiHeader) -> Option<[f64; 3]> {
         return Some(pixdim);
     }
     if header.sform_code > 0 {
-        let rows = [header.srow_x, header.srow_y, header.srow_z];
+        // With an sform set, header_affine is the sform.
+        let affine = header_affine(header);
         let lengths: [f64; 3] = std::array::from_fn(|c| {
-            rows.iter()
-                .map(|row| (row[c] as f64).powi(2))
+            affine[..3]
+                .iter()
+                .map(|row| row[c].powi(2))
                 .sum::<f64>()
                 .sqrt()
         });
