@@ -14,6 +14,7 @@ fn seeded_init_is_reproducible() {
         num_classes: 2,
         base_filters: 2,
         dropout: false,
+        poolings: NetworkConfig::default_poolings(),
     };
     let device = Device::default();
     let x = Tensor::<5>::random([1, 1, 16, 16, 16], Distribution::Default, &device);

@@ -173,11 +173,152 @@ fn plans_of_the_demo_subset_and_of_a_coarser_copy() {
     assert_eq!(coarse.data.target_spacing, Some(COARSE));
     assert_eq!(coarse.training.patch[..2], [32, 48]);
     assert_eq!(coarse.training.patch[2], 16);
+    assert_eq!(coarse.network.poolings, [4, 4, 4]);
     assert_eq!(sam_axis(&coarse), Some(2));
     assert!(
         text.contains("slices across axis 2, the coarsest (2.5 mm)"),
         "{text}"
     );
+}
+
+/// An MSD dataset of 2D NIfTI images (`dim[0] = 2`), as cardiac MRI slices are stored: the
+/// axial slice of each demo case in `ids` that holds the most foreground.
+fn write_slice_dataset(root: &Path, ids: &[&str]) {
+    std::fs::create_dir_all(root.join("imagesTr")).unwrap();
+    std::fs::create_dir_all(root.join("labelsTr")).unwrap();
+    let demo = Path::new(DEMO);
+    let as_2d = |path: &Path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[40..42].copy_from_slice(&2u16.to_le_bytes());
+        std::fs::write(path, bytes).unwrap();
+    };
+    for id in ids {
+        let image = read_image(image_path(demo, id)).unwrap();
+        let label = read_label(label_path(demo, id)).unwrap();
+        let slice = (0..label.shape()[2])
+            .max_by_key(|&z| {
+                label
+                    .data
+                    .index_axis(ndarray::Axis(2), z)
+                    .iter()
+                    .filter(|&&c| c > 0)
+                    .count()
+            })
+            .unwrap();
+        let image_file = root.join("imagesTr").join(format!("{id}.nii"));
+        let label_file = root.join("labelsTr").join(format!("{id}.nii"));
+        let one_slice = |data: Array3<f32>, path: &Path| Volume {
+            data,
+            geometry: image.geometry.clone(),
+            source: SourceFormat::Nifti,
+            path: path.to_owned(),
+        };
+        let pixels = image.data.slice(ndarray::s![.., .., slice..slice + 1]);
+        write_image(&one_slice(pixels.to_owned(), &image_file), &image_file).unwrap();
+        let classes = label.data.slice(ndarray::s![.., .., slice..slice + 1]);
+        let label_volume = Volume {
+            data: classes.to_owned(),
+            geometry: image.geometry.clone(),
+            source: SourceFormat::Nifti,
+            path: label_file.clone(),
+        };
+        write_label(&label_volume, &label_file).unwrap();
+        as_2d(&image_file);
+        as_2d(&label_file);
+    }
+    let training: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({
+                "image": format!("./imagesTr/{id}.nii"),
+                "label": format!("./labelsTr/{id}.nii"),
+            })
+        })
+        .collect();
+    let json = serde_json::json!({
+        "name": "Hippocampus slices",
+        "modality": {"0": "MRI"},
+        "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
+        "numTraining": ids.len(),
+        "training": training,
+        "test": [],
+    });
+    std::fs::write(
+        root.join("dataset.json"),
+        serde_json::to_vec_pretty(&json).unwrap(),
+    )
+    .unwrap();
+}
+
+/// One-slice images plan a U-Net that never pools their thin axis, so the patch is one slice
+/// deep instead of 16 padded ones; it trains, and predicts 2D label maps.
+#[test]
+fn one_slice_images_train_on_one_slice_patches() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("slices");
+    write_slice_dataset(&root, &CASES);
+    assert_eq!(
+        read_image(root.join("imagesTr/hippocampus_001.nii"))
+            .unwrap()
+            .shape()[2],
+        1
+    );
+    let (config, text) = plan(&root, &dir.path().join("plan/plan.toml"));
+    assert_eq!(config.network.poolings, [4, 4, 0]);
+    assert_eq!(config.training.patch[2], 1);
+    assert!(config.training.patch[..2].iter().all(|p| p % 16 == 0));
+    assert_eq!(config.inference.stride.map(|s| s[2]), Some(1));
+    assert!(
+        text.contains("axis 2 (1 voxels) shorter than 8 voxels: pooled only as often as it halves"),
+        "{text}"
+    );
+
+    let runs = dir.path().join("runs");
+    ok(&[
+        "train",
+        "--dataset",
+        root.to_str().unwrap(),
+        "--framework",
+        "supervised",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--name",
+        "slices",
+        "--no-progress",
+        "--set",
+        "training.iterations=150",
+        "--set",
+        "network.base_filters=8",
+    ]);
+    let out = dir.path().join("out");
+    ok(&[
+        "predict",
+        "--checkpoint",
+        runs.join("slices/checkpoints/final.ckpt").to_str().unwrap(),
+        "--input",
+        root.join("imagesTr").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    let mut sum = 0.0;
+    for id in CASES {
+        let path = out.join(format!("{id}.nii"));
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            u16::from_le_bytes([bytes[40], bytes[41]]),
+            2,
+            "{id}: dim[0]"
+        );
+        let prediction = read_label(&path).unwrap();
+        let reference = read_label(root.join("labelsTr").join(format!("{id}.nii"))).unwrap();
+        assert_eq!(prediction.shape(), reference.shape());
+        sum += (dice(&prediction.data, &reference.data, 1)
+            + dice(&prediction.data, &reference.data, 2))
+            / 2.0;
+    }
+    let mean = sum / CASES.len() as f64;
+    assert!(mean > 0.7, "mean Dice {mean} on the training slices");
 }
 
 /// A budget below the smallest batch would plan a patch that cannot be trained; nothing is

@@ -195,7 +195,11 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
     for (id, warning) in data_warnings(&data, config.training.patch) {
         tracing::warn!("case {id}: {warning}");
     }
-    check_patch_fits(&data, config.training.patch)?;
+    check_patch_fits(
+        &data,
+        config.training.patch,
+        config.network.side_multiples(),
+    )?;
     for warning in label_warnings(&data, config.network.num_classes) {
         tracing::warn!("{warning}");
     }
@@ -370,7 +374,11 @@ fn training_images(data: &TrainingData) -> impl Iterator<Item = (&String, &ndarr
 
 /// A patch side more than twice the largest prepared image along it trains mostly on padding,
 /// and its activations can exhaust the memory before the first step: refused before any output.
-fn check_patch_fits(data: &TrainingData, patch: [usize; 3]) -> anyhow::Result<()> {
+fn check_patch_fits(
+    data: &TrainingData,
+    patch: [usize; 3],
+    multiples: [usize; 3],
+) -> anyhow::Result<()> {
     let shapes: Vec<&[usize]> = training_images(data)
         .map(|(_, image)| image.shape())
         .collect();
@@ -378,7 +386,7 @@ fn check_patch_fits(data: &TrainingData, patch: [usize; 3]) -> anyhow::Result<()
         let Some(largest) = shapes.iter().map(|shape| shape[d]).max() else {
             return Ok(());
         };
-        let enough = largest.next_multiple_of(16);
+        let enough = largest.next_multiple_of(multiples[d]);
         if patch[d] > enough.max(2 * largest) {
             bail!(
                 "training.patch {patch:?} is more than twice the largest training image along axis {d} ({largest} voxels on the run's grid): its patches would be mostly padding, at a memory cost that grows with their volume; {enough} covers the images along that axis"

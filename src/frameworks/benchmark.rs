@@ -25,6 +25,8 @@ pub struct StepBenchSettings {
     pub labeled: usize,
     pub width: usize,
     pub architecture: Architecture,
+    /// 2x poolings per axis (`NetworkConfig::poolings`).
+    pub poolings: [usize; 3],
     /// Output classes, background included.
     pub classes: usize,
     pub warmup: usize,
@@ -40,6 +42,7 @@ impl Default for StepBenchSettings {
             labeled: 2,
             width: 16,
             architecture: Architecture::VNet,
+            poolings: NetworkConfig::default_poolings(),
             classes: 2,
             warmup: 2,
             iterations: 10,
@@ -74,6 +77,7 @@ pub fn time_mean_teacher_step(
         num_classes: settings.classes,
         base_filters: settings.width,
         dropout: true,
+        poolings: settings.poolings,
     };
     let mut student = network.init_seeded(&device, settings.seed)?;
     let mut teacher = new_teacher(&student);

@@ -18,6 +18,7 @@ fn tiny_student(device: &Device) -> Specialist {
         num_classes: 2,
         base_filters: 2,
         dropout: true,
+        poolings: NetworkConfig::default_poolings(),
     }
     .init(device)
     .unwrap()

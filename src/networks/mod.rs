@@ -16,17 +16,20 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 pub use unet3d::UNet3d;
+
+/// Levels below the first in both networks: four 2x down-samplings.
+pub const LEVELS: usize = 4;
 pub use vnet::VNet;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NetworkError {
     #[error(
-        "network input has shape {shape:?}: expected [batch, {channels}, X, Y, Z] with every side a positive multiple of {multiple}"
+        "network input has shape {shape:?}: expected [batch, {channels}, X, Y, Z] with X, Y, Z positive multiples of {} x {} x {}", multiples[0], multiples[1], multiples[2]
     )]
     InputShape {
         shape: [usize; 5],
         channels: usize,
-        multiple: usize,
+        multiples: [usize; 3],
     },
     #[error("invalid network configuration: {0}")]
     Config(String),
@@ -63,16 +66,50 @@ pub struct NetworkConfig {
     /// Filters of the first level (16 in the papers); deeper levels are multiples of it.
     pub base_filters: usize,
     pub dropout: bool,
+    /// 2x poolings along each axis, coarsest level last (U-Net only). Four everywhere is the
+    /// papers' network; an axis with fewer keeps its resolution below that level, so that thin
+    /// data (one-slice images: `[4, 4, 0]`) needs no patch padded to 16 along it, as nnU-Net's
+    /// per-axis pooling plans it.
+    #[serde(default = "NetworkConfig::default_poolings")]
+    pub poolings: [usize; 3],
 }
 
 impl NetworkConfig {
-    pub fn init(&self, device: &Device) -> Result<Specialist, NetworkError> {
+    /// The papers' networks: four 2x down-samplings along every axis.
+    pub const fn default_poolings() -> [usize; 3] {
+        [LEVELS; 3]
+    }
+
+    /// Every spatial side of an input must be a positive multiple of these.
+    pub fn side_multiples(&self) -> [usize; 3] {
+        self.poolings.map(|p| 1 << p.min(LEVELS))
+    }
+
+    /// The configuration's own contradictions, before anything is built.
+    pub fn validate(&self) -> Result<(), NetworkError> {
         if self.in_channels == 0 || self.base_filters == 0 || self.num_classes < 2 {
             return Err(NetworkError::Config(format!(
                 "in_channels ({}) and base_filters ({}) must be positive and num_classes ({}) at least 2",
                 self.in_channels, self.base_filters, self.num_classes
             )));
         }
+        if self.poolings.iter().any(|&p| p > LEVELS) {
+            return Err(NetworkError::Config(format!(
+                "poolings {:?}: the networks have {LEVELS} levels, so at most {LEVELS} per axis",
+                self.poolings
+            )));
+        }
+        if self.architecture == Architecture::VNet && self.poolings != Self::default_poolings() {
+            return Err(NetworkError::Config(format!(
+                "poolings {:?}: the V-Net down-samples every axis {LEVELS} times (its strided convolutions are 2x2x2); use architecture = \"unet3d\" for fewer poolings along an axis",
+                self.poolings
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, device: &Device) -> Result<Specialist, NetworkError> {
+        self.validate()?;
         Ok(match self.architecture {
             Architecture::VNet => Specialist::VNet(VNet::new(
                 self.in_channels,
@@ -81,13 +118,16 @@ impl NetworkConfig {
                 self.dropout,
                 device,
             )),
-            Architecture::UNet3d => Specialist::UNet3d(UNet3d::new(
-                self.in_channels,
-                self.num_classes,
-                self.base_filters,
-                self.dropout,
-                device,
-            )),
+            Architecture::UNet3d => Specialist::UNet3d(
+                UNet3d::new(
+                    self.in_channels,
+                    self.num_classes,
+                    self.base_filters,
+                    self.dropout,
+                    device,
+                )
+                .with_poolings(self.poolings),
+            ),
         })
     }
 }
@@ -137,11 +177,11 @@ impl Specialist {
         }
     }
 
-    /// Every spatial side of the input must be a multiple of this.
-    pub fn side_multiple(&self) -> usize {
+    /// Every spatial side of the input must be a positive multiple of these.
+    pub fn side_multiples(&self) -> [usize; 3] {
         match self {
-            Specialist::VNet(_) => vnet::VNET_SIDE_MULTIPLE,
-            Specialist::UNet3d(_) => unet3d::UNET3D_SIDE_MULTIPLE,
+            Specialist::VNet(_) => [vnet::VNET_SIDE_MULTIPLE; 3],
+            Specialist::UNet3d(net) => net.side_multiples(),
         }
     }
 }
@@ -185,17 +225,18 @@ pub fn is_buffer_path(path: &[String]) -> bool {
     )
 }
 
-fn check_input(x: &Tensor<5>, multiple: usize) -> Result<(), NetworkError> {
+fn check_input(x: &Tensor<5>, multiples: [usize; 3]) -> Result<(), NetworkError> {
     let shape = x.dims();
     if shape[0] == 0
         || shape[2..]
             .iter()
-            .any(|&side| side == 0 || side % multiple != 0)
+            .zip(multiples)
+            .any(|(&side, multiple)| side == 0 || side % multiple != 0)
     {
         return Err(NetworkError::InputShape {
             shape,
             channels: shape[1],
-            multiple,
+            multiples,
         });
     }
     Ok(())

@@ -2,6 +2,10 @@
 //! per level, 2x max-pooling down, trilinear 2x up-sampling and concatenation with the skip
 //! (skip first) on the way up, element-wise dropout 0.3 after the centre and the last up block.
 //!
+//! An axis may be pooled fewer than four times (`with_poolings`): below its last pooling the
+//! levels keep its resolution, as nnU-Net plans thin axes, so a one-slice image trains on a
+//! one-slice patch. The parameters do not change, so the checkpoint layout is the same.
+//!
 //! Field names follow the PyTorch module so that a state dict maps onto it by path (except
 //! `final`, a Rust keyword, here `final_conv`).
 
@@ -16,8 +20,8 @@ use super::NetworkError;
 use crate::ops::trilinear::trilinear_interpolate;
 use crate::ops::{Dropout3d, DropoutMode, conv3x3x3, max_pool3d};
 
-/// Input sides must be divisible by this (four 2x poolings).
-pub const UNET3D_SIDE_MULTIPLE: usize = 16;
+/// Input sides must be divisible by this along an axis pooled at every level.
+pub const UNET3D_SIDE_MULTIPLE: usize = 1 << super::LEVELS;
 
 const UNET3D_DROPOUT: f64 = 0.3;
 
@@ -110,6 +114,8 @@ pub struct UNet3d {
     /// PyTorch's `final` (a Rust keyword); a loader maps the key.
     final_conv: Conv3d,
     dropout: Option<Dropout3d>,
+    /// 2x poolings per axis (the first levels pool, the deeper ones keep the side).
+    poolings: [usize; 3],
 }
 
 impl UNet3d {
@@ -140,7 +146,24 @@ impl UNet3d {
                 .with_initializer(kaiming_normal())
                 .init(device),
             dropout,
+            poolings: [super::LEVELS; 3],
         }
+    }
+
+    /// Pool axis `a` only at the first `poolings[a]` levels (at most four).
+    pub fn with_poolings(mut self, poolings: [usize; 3]) -> Self {
+        self.poolings = poolings.map(|p| p.min(super::LEVELS));
+        self
+    }
+
+    /// Every spatial side of the input must be a positive multiple of these.
+    pub fn side_multiples(&self) -> [usize; 3] {
+        self.poolings.map(|p| 1 << p)
+    }
+
+    /// The max-pooling window below `level` (0 = below the first).
+    fn pool_kernel(&self, level: usize) -> [usize; 3] {
+        self.poolings.map(|p| if level < p { 2 } else { 1 })
     }
 
     /// Logits `[N, classes, X, Y, Z]`. Dropout is active only when `rng` is given.
@@ -149,15 +172,16 @@ impl UNet3d {
         x: Tensor<5>,
         mut rng: Option<&mut dyn RngCore>,
     ) -> Result<Tensor<5>, NetworkError> {
-        super::check_input(&x, UNET3D_SIDE_MULTIPLE)?;
-        let pool = |t: Tensor<5>| {
-            max_pool3d(t, [2, 2, 2]).expect("sides divisible by 16 halve cleanly four times")
+        super::check_input(&x, self.side_multiples())?;
+        let pool = |t: Tensor<5>, level: usize| {
+            max_pool3d(t, self.pool_kernel(level))
+                .expect("sides divisible by the side multiples halve cleanly at every pooling")
         };
         let conv1 = self.conv1.forward(x);
-        let conv2 = self.conv2.forward(pool(conv1.clone()));
-        let conv3 = self.conv3.forward(pool(conv2.clone()));
-        let conv4 = self.conv4.forward(pool(conv3.clone()));
-        let mut center = self.center.forward(pool(conv4.clone()));
+        let conv2 = self.conv2.forward(pool(conv1.clone(), 0));
+        let conv3 = self.conv3.forward(pool(conv2.clone(), 1));
+        let conv4 = self.conv4.forward(pool(conv3.clone(), 2));
+        let mut center = self.center.forward(pool(conv4.clone(), 3));
         if let Some(dropout) = &self.dropout {
             center = dropout.forward(center, rng.as_deref_mut());
         }
@@ -221,6 +245,45 @@ mod tests {
         let err = net
             .forward(Tensor::<5>::zeros([1, 1, 8, 16, 16], &device), None)
             .unwrap_err();
-        assert!(matches!(err, NetworkError::InputShape { multiple: 16, .. }));
+        assert!(matches!(
+            err,
+            NetworkError::InputShape {
+                multiples: [16, 16, 16],
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_unpooled_axis_keeps_one_slice_through_every_level() {
+        let device = Device::default().autodiff();
+        let net = UNet3d::new(1, 3, 2, true, &device).with_poolings([4, 4, 0]);
+        assert_eq!(net.side_multiples(), [16, 16, 1]);
+        assert_eq!(net.pool_kernel(0), [2, 2, 1]);
+        let x = Tensor::<5>::random([2, 1, 16, 32, 1], Distribution::Default, &device);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let y = net.forward(x.clone(), Some(&mut rng)).unwrap();
+        assert_eq!(y.dims(), [2, 3, 16, 32, 1]);
+        let grads = y.sum().backward();
+        assert!(net.conv1.conv1.conv.weight.grad(&grads).is_some());
+        // Any depth fits an axis that is never pooled; the pooled ones still need 16.
+        let deeper = net.valid().forward(
+            Tensor::<5>::random([1, 1, 16, 16, 3], Distribution::Default, &Device::default()),
+            None,
+        );
+        assert_eq!(deeper.unwrap().dims(), [1, 3, 16, 16, 3]);
+        let err = net
+            .forward(Tensor::<5>::zeros([1, 1, 8, 16, 1], &device), None)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("X, Y, Z positive multiples of 16 x 16 x 1"),
+            "{err}"
+        );
+        // Fewer poolings change no parameter: the checkpoint layout stays the papers'.
+        assert_eq!(
+            learnable_parameter_count(&net),
+            learnable_parameter_count(&UNet3d::new(1, 3, 2, true, &device))
+        );
     }
 }

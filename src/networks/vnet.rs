@@ -173,7 +173,7 @@ impl VNet {
         x: Tensor<5>,
         mut rng: Option<&mut dyn RngCore>,
     ) -> Result<Tensor<5>, NetworkError> {
-        super::check_input(&x, VNET_SIDE_MULTIPLE)?;
+        super::check_input(&x, [VNET_SIDE_MULTIPLE; 3])?;
         let x1 = self.block_one.forward(x);
         let x2 = self
             .block_two
@@ -264,7 +264,7 @@ mod tests {
         let err = net.forward(bad, None).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "network input has shape [1, 1, 16, 24, 16]: expected [batch, 1, X, Y, Z] with every side a positive multiple of 16"
+            "network input has shape [1, 1, 16, 24, 16]: expected [batch, 1, X, Y, Z] with X, Y, Z positive multiples of 16 x 16 x 16"
         );
     }
 }

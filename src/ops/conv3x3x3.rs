@@ -8,8 +8,11 @@
 //! through burn's own `Conv3d::forward`, so results never depend on which path ran beyond float
 //! rounding (the parity tests bound it).
 
+use burn::nn::PaddingConfig3d;
 use burn::nn::conv::Conv3d;
 use burn::tensor::Tensor;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 use semisam_kernels::KernelPath;
 
 /// `conv.forward(x)`, through the direct kernels where they apply.
@@ -19,6 +22,9 @@ pub fn conv3x3x3(conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
 
 /// [`conv3x3x3`] with the kernels on `path` (which the CPU must run).
 pub(crate) fn conv3x3x3_on(path: KernelPath, conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
+    if let Some(axis) = thin_axis(conv, &x) {
+        return across_thin_axis(conv, x, axis);
+    }
     #[cfg(feature = "flex")]
     if direct::applies(conv, &x) {
         let bias = conv.bias.as_ref().map(|bias| bias.val());
@@ -29,6 +35,38 @@ pub(crate) fn conv3x3x3_on(path: KernelPath, conv: &Conv3d, x: Tensor<5>) -> Ten
     #[cfg(not(feature = "flex"))]
     let _ = path;
     conv.forward(x)
+}
+
+/// A spatial axis one voxel thin, when `conv` is a 3x3x3 convolution with stride 1 and padding 1
+/// (the last such axis).
+fn thin_axis(conv: &Conv3d, x: &Tensor<5>) -> Option<usize> {
+    let same_size = conv.kernel_size == [3, 3, 3]
+        && conv.stride == [1, 1, 1]
+        && conv.dilation == [1, 1, 1]
+        && conv.groups == 1
+        && conv.padding == PaddingConfig3d::Explicit(1, 1, 1);
+    let dims = x.dims();
+    same_size.then(|| (2..5).rev().find(|&a| dims[a] == 1))?
+}
+
+/// Along a one-voxel axis the kernel's outer planes meet only the zero padding, so the layer is
+/// a 2D 3x3 convolution with the middle plane: a third of the work, and no padded 3-deep grid
+/// (one-slice images, and the coarsest levels of small patches). The weight's outer planes get a
+/// zero gradient, as they do from the 3D convolution.
+fn across_thin_axis(conv: &Conv3d, x: Tensor<5>, axis: usize) -> Tensor<5> {
+    let x = x.swap_dims(axis, 4);
+    let [n, channels, rows, cols, _] = x.dims();
+    let weight = conv.weight.val().swap_dims(axis, 4).narrow(4, 1, 1);
+    let [out_channels, in_channels, kr, kc, _] = weight.dims();
+    let plane = conv2d(
+        x.reshape([n, channels, rows, cols]),
+        weight.reshape([out_channels, in_channels, kr, kc]),
+        conv.bias.as_ref().map(|bias| bias.val()),
+        ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+    );
+    plane
+        .reshape([n, out_channels, rows, cols, 1])
+        .swap_dims(axis, 4)
 }
 
 #[cfg(feature = "flex")]
@@ -253,6 +291,36 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// One-voxel axes (one-slice images, the coarsest level of a small patch) go through the 2D
+    /// convolution with the kernel's middle plane: the same forward and gradients as burn's 3D
+    /// convolution, along each axis.
+    #[test]
+    fn thin_axes_match_burn_conv3d_forward_and_gradients() {
+        let device = Device::default().autodiff();
+        for (cin, cout, sides, thin) in [
+            (3, 4, [7, 6, 1], 4),
+            (2, 5, [1, 6, 5], 2),
+            (4, 3, [5, 1, 6], 3),
+            (4, 4, [1, 1, 1], 4),
+            (1, 8, [8, 12, 1], 4),
+        ] {
+            let conv = layer(cin, cout, &device);
+            let shape = [2, cin, sides[0], sides[1], sides[2]];
+            let x = Tensor::<5>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+            assert_eq!(thin_axis(&conv, &x), Some(thin), "{shape:?}");
+            check_against_burn(
+                &format!("thin axis {thin}: {shape:?} -> {cout}"),
+                x,
+                &[("weight", conv.weight.val())],
+                conv.bias.as_ref().map(|bias| bias.val()),
+                |x| conv3x3x3(&conv, x),
+                |x| conv.forward(x),
+            );
+        }
+        let thick = Tensor::<5>::zeros([1, 3, 2, 2, 2], &device);
+        assert_eq!(thin_axis(&layer(3, 4, &device), &thick), None);
     }
 
     #[test]

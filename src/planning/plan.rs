@@ -189,13 +189,27 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
 
     // Width 16 (the papers') when its batch fits the memory budget and, with a time budget, when
     // the budget still affords a short run's iterations at that width; width 8 otherwise.
+    let poolings = rules::poolings(median_shape);
+    let multiples = rules::side_multiples(poolings.value);
     let mut width = 16;
-    let mut patch = rules::patch(median_shape, batch_size, width, options.memory_budget);
+    let mut patch = rules::patch(
+        median_shape,
+        multiples,
+        batch_size,
+        width,
+        options.memory_budget,
+    );
     let mut width_why =
         "16 (the papers' width): a batch of the planned patch fits the memory budget".to_owned();
     if rules::training_bytes(patch.value, batch_size, width) > options.memory_budget {
         width = 8;
-        patch = rules::patch(median_shape, batch_size, width, options.memory_budget);
+        patch = rules::patch(
+            median_shape,
+            multiples,
+            batch_size,
+            width,
+            options.memory_budget,
+        );
         width_why = "8: at width 16 even the smallest patch exceeds the memory budget".to_owned();
     }
     let needed = rules::training_bytes(patch.value, batch_size, width);
@@ -238,6 +252,7 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
         Some(budget) => {
             let mut timing = measure_training_step(
                 architecture.value,
+                poolings.value,
                 classes,
                 width,
                 patch.value,
@@ -253,6 +268,7 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
             if width == 16 && fit < SHORT_RUN {
                 let narrow = measure_training_step(
                     architecture.value,
+                    poolings.value,
                     classes,
                     8,
                     patch.value,
@@ -391,6 +407,10 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
     comment(&mut out, &width_why);
     writeln!(out, "base_filters = {width}").expect("string");
     writeln!(out, "dropout = true").expect("string");
+    if poolings.value != crate::networks::NetworkConfig::default_poolings() {
+        comment(&mut out, &poolings.why);
+        writeln!(out, "poolings = {}", triple(poolings.value)).expect("string");
+    }
 
     out.push_str("\n[framework]\n");
     comment(&mut out, &framework.why);
@@ -436,7 +456,12 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
     .expect("string");
     out.push_str("\n[inference]\n");
     comment(&mut out, "windows overlap by half the patch");
-    writeln!(out, "stride = {}", triple(patch.value.map(|p| p / 2))).expect("string");
+    writeln!(
+        out,
+        "stride = {}",
+        triple(patch.value.map(|p| (p / 2).max(1)))
+    )
+    .expect("string");
     writeln!(out, "lcc = false").expect("string");
 
     if framework.value == PlannedFramework::Semisam {

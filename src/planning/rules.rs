@@ -1,7 +1,7 @@
 //! The planner's rules: each turns the fingerprint into one choice and says why.
 
 use crate::data::Normalization;
-use crate::networks::Architecture;
+use crate::networks::{Architecture, LEVELS};
 
 use super::fingerprint::Fingerprint;
 
@@ -24,8 +24,9 @@ impl<T> Choice<T> {
 /// An axis is anisotropic (nnU-Net's rule) when its spacing exceeds 3x the finest of the others.
 const ANISOTROPY_RATIO: f64 = 3.0;
 
-/// The side of every patch axis is a multiple of this (four 2x down-samplings in both networks).
-pub const PATCH_SIDE_MULTIPLE: usize = 16;
+/// The side of a patch axis pooled at every level is a multiple of this (four 2x down-samplings
+/// in both networks).
+pub const PATCH_SIDE_MULTIPLE: usize = 1 << LEVELS;
 
 /// Floats kept per patch voxel and unit of network width for one training item (student
 /// activations for the backward pass plus the teacher's forward): both networks hold about a
@@ -132,29 +133,73 @@ pub fn training_bytes(patch: [usize; 3], batch: usize, width: usize) -> f64 {
     voxels * batch as f64 * width as f64 * ACTIVATION_FLOATS_PER_VOXEL_AND_WIDTH * 4.0
 }
 
-/// The patch: the largest multiples of 16 within the median resampled shape (at least 16), then
-/// its longest side shortened by 16 until a batch fits the memory budget.
+/// 2x poolings per axis: four (the papers' networks) along an axis whose median resampled side
+/// is at least 8 voxels (its patch of 16 is at most half padding), and along a thinner one only
+/// as often as that side halves, so that one-slice images train on one-slice patches instead of
+/// 16 padded ones (nnU-Net plans thin axes with fewer poolings the same way).
+pub fn poolings(median_shape: [f64; 3]) -> Choice<[usize; 3]> {
+    let value = median_shape.map(|side| {
+        let side = (side.floor() as usize).max(1);
+        if side >= PATCH_SIDE_MULTIPLE / 2 {
+            LEVELS
+        } else {
+            side.ilog2() as usize
+        }
+    });
+    let thin: Vec<String> = (0..3)
+        .filter(|&d| value[d] < LEVELS)
+        .map(|d| format!("axis {d} ({} voxels)", trim(median_shape[d].round())))
+        .collect();
+    let why = if thin.is_empty() {
+        format!(
+            "no axis is shorter than {} voxels: {LEVELS} poolings each",
+            PATCH_SIDE_MULTIPLE / 2
+        )
+    } else {
+        format!(
+            "{} shorter than {} voxels: pooled only as often as it halves, so its patch is not padded to {PATCH_SIDE_MULTIPLE}",
+            thin.join(" and "),
+            PATCH_SIDE_MULTIPLE / 2
+        )
+    };
+    Choice::new(value, why)
+}
+
+/// The side multiple each axis needs for its poolings.
+pub fn side_multiples(poolings: [usize; 3]) -> [usize; 3] {
+    poolings.map(|p| 1 << p)
+}
+
+/// The patch: the largest multiples of the axis's side multiple within the median resampled
+/// shape (at least one multiple), then its longest side shortened by its multiple until a batch
+/// fits the memory budget.
 pub fn patch(
     median_shape: [f64; 3],
+    multiples: [usize; 3],
     batch: usize,
     width: usize,
     memory_budget: f64,
 ) -> Choice<[usize; 3]> {
     let mut patch: [usize; 3] = std::array::from_fn(|d| {
-        let sides = (median_shape[d] / PATCH_SIDE_MULTIPLE as f64).floor() as usize;
-        sides.max(1) * PATCH_SIDE_MULTIPLE
+        let sides = (median_shape[d] / multiples[d] as f64).floor() as usize;
+        sides.max(1) * multiples[d]
     });
     let mut shrunk = false;
     while training_bytes(patch, batch, width) > memory_budget {
         let longest = (0..3).max_by_key(|&d| patch[d]).expect("three axes");
-        if patch[longest] == PATCH_SIDE_MULTIPLE {
+        if patch[longest] == multiples[longest] {
             break;
         }
-        patch[longest] -= PATCH_SIDE_MULTIPLE;
+        patch[longest] -= multiples[longest];
         shrunk = true;
     }
+    let unit = if multiples.iter().all(|&m| m == multiples[0]) {
+        multiples[0].to_string()
+    } else {
+        format!("{} x {} x {}", multiples[0], multiples[1], multiples[2])
+    };
     let rounded = format!(
-        "the median resampled shape {} rounded down to multiples of {PATCH_SIDE_MULTIPLE}",
+        "the median resampled shape {} rounded down to multiples of {unit}",
         format_triple(median_shape.map(|v| v.round()))
     );
     let why = if shrunk {
@@ -294,9 +339,10 @@ mod tests {
 
     #[test]
     fn patches_round_to_the_network_and_shrink_to_the_budget() {
-        let p = patch([35.0, 50.0, 36.0], 4, 8, 4.0 * GIB);
+        let full = [16; 3];
+        let p = patch([35.0, 50.0, 36.0], full, 4, 8, 4.0 * GIB);
         assert_eq!(p.value, [32, 48, 32]);
-        let big = patch([150.0, 200.0, 90.0], 4, 16, 2.0 * GIB);
+        let big = patch([150.0, 200.0, 90.0], full, 4, 16, 2.0 * GIB);
         assert!(
             training_bytes(big.value, 4, 16) <= 2.0 * GIB,
             "{:?}",
@@ -304,6 +350,33 @@ mod tests {
         );
         assert!(big.value.iter().all(|s| s % 16 == 0));
         assert!(big.why.contains("shortened"), "{}", big.why);
-        assert_eq!(patch([3.0, 5.0, 7.0], 1, 8, GIB).value, [16, 16, 16]);
+        assert_eq!(patch([3.0, 5.0, 7.0], full, 1, 8, GIB).value, [16, 16, 16]);
+    }
+
+    #[test]
+    fn thin_axes_are_pooled_only_as_often_as_they_halve() {
+        let slices = poolings([214.0, 180.0, 1.0]);
+        assert_eq!(slices.value, [4, 4, 0]);
+        assert!(slices.why.contains("axis 2 (1 voxels)"), "{}", slices.why);
+        let multiples = side_multiples(slices.value);
+        assert_eq!(multiples, [16, 16, 1]);
+        let p = patch([214.0, 180.0, 1.0], multiples, 2, 16, 4.0 * GIB);
+        assert_eq!(p.value, [208, 176, 1]);
+        assert!(p.why.contains("multiples of 16 x 16 x 1"), "{}", p.why);
+        // A few slices: pooled while the side halves (6 → 2 poolings, patch 4).
+        assert_eq!(poolings([64.0, 64.0, 6.0]).value, [4, 4, 2]);
+        assert_eq!(
+            patch([64.0, 64.0, 6.0], [16, 16, 4], 2, 8, GIB).value,
+            [64, 64, 4]
+        );
+        // From 8 voxels on, a patch of 16 is at most half padding: the papers' four poolings.
+        assert_eq!(poolings([64.0, 64.0, 8.0]).value, [4, 4, 4]);
+        let hippocampus = poolings([36.0, 50.0, 35.0]);
+        assert_eq!(hippocampus.value, [4, 4, 4]);
+        assert!(
+            hippocampus.why.contains("4 poolings each"),
+            "{}",
+            hippocampus.why
+        );
     }
 }

@@ -23,6 +23,7 @@ pub struct StepTiming {
 /// forward on its unlabeled items, SGD, EMA) on random data, after one warm-up step.
 pub fn measure_training_step(
     architecture: Architecture,
+    poolings: [usize; 3],
     classes: usize,
     width: usize,
     patch: [usize; 3],
@@ -35,6 +36,7 @@ pub fn measure_training_step(
         labeled: labeled.min(batch.saturating_sub(1)).max(1),
         width,
         architecture,
+        poolings,
         classes,
         warmup: 1,
         iterations: 3,

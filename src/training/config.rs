@@ -17,7 +17,7 @@ use crate::inference::SlidingWindow;
 use crate::inference::mirror::MirrorAxes;
 use crate::inference::pipeline::PredictOptions;
 use crate::inference::window_weights::WindowWeighting;
-use crate::networks::{Architecture, NetworkConfig};
+use crate::networks::NetworkConfig;
 
 /// A problem with the configuration, naming where it came from.
 #[derive(Debug, thiserror::Error)]
@@ -385,13 +385,25 @@ impl RunConfig {
         if let LrSchedule::Step { every: 0, .. } = t.lr_schedule {
             return Err("training.lr_schedule.every must be positive".into());
         }
-        let divisor = match self.network.architecture {
-            Architecture::VNet => crate::networks::vnet::VNET_SIDE_MULTIPLE,
-            Architecture::UNet3d => crate::networks::unet3d::UNET3D_SIDE_MULTIPLE,
-        };
-        if t.patch.iter().any(|&p| p == 0 || p % divisor != 0) {
+        self.network
+            .validate()
+            .map_err(|e| format!("[network] {e}"))?;
+        let multiples = self.network.side_multiples();
+        if t.patch
+            .iter()
+            .zip(multiples)
+            .any(|(&p, m)| p == 0 || p % m != 0)
+        {
+            let sides = if multiples.iter().all(|&m| m == multiples[0]) {
+                format!("every side must be a positive multiple of {}", multiples[0])
+            } else {
+                format!(
+                    "its sides must be positive multiples of {} x {} x {} (network.poolings {:?})",
+                    multiples[0], multiples[1], multiples[2], self.network.poolings
+                )
+            };
             return Err(format!(
-                "training.patch {:?}: every side must be a positive multiple of {divisor} for {:?}",
+                "training.patch {:?}: {sides} for {:?}",
                 t.patch, self.network.architecture
             ));
         }
