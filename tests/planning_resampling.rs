@@ -182,18 +182,57 @@ fn plans_of_the_demo_subset_and_of_a_coarser_copy() {
 }
 
 /// An MSD dataset of 2D NIfTI images (`dim[0] = 2`), as cardiac MRI slices are stored: the
-/// axial slice of each demo case in `ids` that holds the most foreground.
+/// axial slice of each demo case in `ids` that holds the most foreground, plus the middle slice
+/// of a label-free image, all declared 1.5 mm in-plane (finer than their nominal 1 mm third
+/// spacing is coarse).
 fn write_slice_dataset(root: &Path, ids: &[&str]) {
     std::fs::create_dir_all(root.join("imagesTr")).unwrap();
     std::fs::create_dir_all(root.join("labelsTr")).unwrap();
+    std::fs::create_dir_all(root.join("imagesUnlabeled")).unwrap();
     let demo = Path::new(DEMO);
     let as_2d = |path: &Path| {
         let mut bytes = std::fs::read(path).unwrap();
         bytes[40..42].copy_from_slice(&2u16.to_le_bytes());
         std::fs::write(path, bytes).unwrap();
     };
+    let in_plane = |mut geometry: Geometry| {
+        let spacing = [1.5, 1.5, 1.0];
+        geometry.spacing = Some(spacing);
+        geometry.nifti_header = None;
+        for (d, s) in spacing.into_iter().enumerate() {
+            for row in geometry.affine.iter_mut().take(3) {
+                row[d] = if row[d] == 0.0 {
+                    0.0
+                } else {
+                    row[d].signum() * s
+                };
+            }
+        }
+        geometry
+    };
+    let unlabeled = read_image(
+        demo.join("imagesUnlabeled")
+            .join(format!("{UNLABELED}.nii.gz")),
+    )
+    .unwrap();
+    let middle = unlabeled.shape()[2] / 2;
+    let path = root
+        .join("imagesUnlabeled")
+        .join(format!("{UNLABELED}.nii"));
+    let volume = Volume {
+        data: unlabeled
+            .data
+            .slice(ndarray::s![.., .., middle..middle + 1])
+            .to_owned(),
+        geometry: in_plane(unlabeled.geometry.clone()),
+        source: SourceFormat::Nifti,
+        path: path.clone(),
+    };
+    write_image(&volume, &path).unwrap();
+    as_2d(&path);
     for id in ids {
-        let image = read_image(image_path(demo, id)).unwrap();
+        let mut image = read_image(image_path(demo, id)).unwrap();
+        image.geometry = in_plane(image.geometry);
         let label = read_label(label_path(demo, id)).unwrap();
         let slice = (0..label.shape()[2])
             .max_by_key(|&z| {
@@ -268,6 +307,12 @@ fn one_slice_images_train_on_one_slice_patches() {
     assert_eq!(config.training.patch[2], 1);
     assert!(config.training.patch[..2].iter().all(|p| p % 16 == 0));
     assert_eq!(config.inference.stride.map(|s| s[2]), Some(1));
+    assert_eq!(config.data.target_spacing, Some([1.5, 1.5, 1.0]));
+    assert_eq!(sam_axis(&config), Some(2));
+    assert!(
+        text.contains("slices across axis 2, the thinnest (1 voxels)"),
+        "{text}"
+    );
     assert!(
         text.contains("axis 2 (1 voxels) shorter than 8 voxels: pooled only as often as it halves"),
         "{text}"

@@ -185,10 +185,10 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
     };
     let architecture = rules::architecture();
     let augment = rules::augmentation(fingerprint);
-    let axis = rules::sam_axis(spacing.value);
 
     // Width 16 (the papers') when its batch fits the memory budget and, with a time budget, when
     // the budget still affords a short run's iterations at that width; width 8 otherwise.
+    let axis = rules::sam_axis(spacing.value, median_shape);
     let poolings = rules::poolings(median_shape);
     let multiples = rules::side_multiples(poolings.value);
     let mut width = 16;

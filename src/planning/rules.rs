@@ -219,9 +219,24 @@ pub fn patch(
 
 pub const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
-/// LiteMedSAM sees 2D slices: cut them across the coarsest axis, so that each slice is a
-/// full-resolution plane; with equal spacings, across the last axis (z by convention).
-pub fn sam_axis(target: [f64; 3]) -> Choice<usize> {
+/// LiteMedSAM sees 2D slices: cut them across the thinnest axis when it is under 8 voxels (2D
+/// images stored one slice per file, or a few thick slices), so that each slice is a whole image
+/// and never a strip a few voxels wide; otherwise across the coarsest axis, so that each slice
+/// is a full-resolution plane; with equal spacings, across the last axis (z by convention).
+pub fn sam_axis(target: [f64; 3], median_shape: [f64; 3]) -> Choice<usize> {
+    let thinnest = (0..3)
+        .rev()
+        .min_by(|&a, &b| median_shape[a].total_cmp(&median_shape[b]))
+        .expect("three axes");
+    if median_shape[thinnest] < (PATCH_SIDE_MULTIPLE / 2) as f64 {
+        return Choice::new(
+            thinnest,
+            format!(
+                "slices across axis {thinnest}, the thinnest ({} voxels): each slice is a whole image",
+                trim(median_shape[thinnest].round())
+            ),
+        );
+    }
     let coarsest = target.iter().copied().fold(0.0, f64::max);
     let axis = (0..3)
         .rev()
@@ -312,7 +327,7 @@ mod tests {
         let fp = fingerprint(&[[1.0; 3], [1.0; 3], [1.2, 1.0, 1.0]], [36, 50, 35], "MRI");
         let spacing = target_spacing(&fp);
         assert_eq!(spacing.value, [1.0, 1.0, 1.0]);
-        assert_eq!(sam_axis(spacing.value).value, 2);
+        assert_eq!(sam_axis(spacing.value, [64.0; 3]).value, 2);
         assert_eq!(normalization(&fp).value, Normalization::ZScore);
         assert_eq!(augmentation(&fp).value, (false, false));
     }
@@ -330,11 +345,20 @@ mod tests {
         );
         assert_eq!(&spacing.value[..2], &[0.8, 0.8]);
         assert!(spacing.why.contains("anisotropic"), "{}", spacing.why);
-        assert_eq!(sam_axis(spacing.value).value, 2);
+        assert_eq!(sam_axis(spacing.value, [64.0; 3]).value, 2);
         // Moderately coarse z (2.5 mm against 1 mm) is not anisotropic by the rule.
         let fp = fingerprint(&[[1.0, 1.0, 2.5]], [35, 50, 14], "MRI");
         assert_eq!(target_spacing(&fp).value, [1.0, 1.0, 2.5]);
-        assert_eq!(sam_axis([2.5, 1.0, 1.0]).value, 0);
+        assert_eq!(sam_axis([2.5, 1.0, 1.0], [20.0, 50.0, 50.0]).value, 0);
+        // One-slice images finer in-plane than their nominal third spacing: across the slice,
+        // never along a strip of it.
+        let slices = sam_axis([1.5, 1.5, 1.0], [200.0, 180.0, 1.0]);
+        assert_eq!(slices.value, 2);
+        assert!(
+            slices.why.contains("the thinnest (1 voxels)"),
+            "{}",
+            slices.why
+        );
     }
 
     #[test]
