@@ -319,6 +319,24 @@ fn one_slice_images_train_on_one_slice_patches() {
     );
 
     let runs = dir.path().join("runs");
+    // Cut along x, each slice of a one-slice image is a strip one voxel wide: refused, no output.
+    let err = fails(&[
+        "train",
+        "--dataset",
+        root.to_str().unwrap(),
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--name",
+        "strips",
+        "--set",
+        "sam.axis=0",
+    ]);
+    assert!(
+        err.contains("LiteMedSAM's slicing axis 0 (sam.axis) cuts case hippocampus_007")
+            && err.contains("into strips one voxel wide along axis 2: slice across axis 2 instead"),
+        "{err}"
+    );
+    assert!(!runs.join("strips").exists());
     ok(&[
         "train",
         "--dataset",

@@ -200,6 +200,9 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
         config.training.patch,
         config.network.side_multiples(),
     )?;
+    if let Some(sam) = &config.sam {
+        check_sam_slices(&data, sam.generalist.slicing_axes())?;
+    }
     for warning in label_warnings(&data, config.network.num_classes) {
         tracing::warn!("{warning}");
     }
@@ -391,6 +394,28 @@ fn check_patch_fits(
             bail!(
                 "training.patch {patch:?} is more than twice the largest training image along axis {d} ({largest} voxels on the run's grid): its patches would be mostly padding, at a memory cost that grows with their volume; {enough} covers the images along that axis"
             );
+        }
+    }
+    Ok(())
+}
+
+/// LiteMedSAM segments slices across each of its axes: an image one voxel thin along an in-plane
+/// axis would give it strips one voxel wide (a one-slice image cut across x instead of z), so
+/// such a run is refused before any output.
+fn check_sam_slices(data: &TrainingData, axes: &[usize]) -> anyhow::Result<()> {
+    for &axis in axes {
+        for case in &data.pool.unlabeled {
+            let shape = case.image.shape();
+            let in_plane = (0..3).filter(|&d| d != axis);
+            if let Some(thin) = in_plane.into_iter().find(|&d| shape[d] == 1) {
+                bail!(
+                    "LiteMedSAM's slicing axis {axis} (sam.axis) cuts case {} ({}x{}x{} on the run's grid) into strips one voxel wide along axis {thin}: slice across axis {thin} instead (sam.axis = {thin})",
+                    case.id,
+                    shape[0],
+                    shape[1],
+                    shape[2]
+                );
+            }
         }
     }
     Ok(())

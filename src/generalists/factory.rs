@@ -179,6 +179,14 @@ impl Default for GeneralistConfig {
 }
 
 impl GeneralistConfig {
+    /// The axes a slice-wise generalist cuts the volume along (none for a 3D one).
+    pub fn slicing_axes(&self) -> &[usize] {
+        match self {
+            GeneralistConfig::LiteMedSam(config) => &config.axes,
+            GeneralistConfig::SamMed3d(_) => &[],
+        }
+    }
+
     /// The axis a slice-wise generalist cuts the volume along (the first, with several).
     pub fn slicing_axis(&self) -> Option<usize> {
         match self {
