@@ -385,9 +385,10 @@ impl RunConfig {
         if let LrSchedule::Step { every: 0, .. } = t.lr_schedule {
             return Err("training.lr_schedule.every must be positive".into());
         }
-        self.network
-            .validate()
-            .map_err(|e| format!("[network] {e}"))?;
+        self.network.validate().map_err(|e| match e {
+            crate::networks::NetworkError::Config(message) => format!("[network] {message}"),
+            other => format!("[network] {other}"),
+        })?;
         let multiples = self.network.side_multiples();
         if t.patch
             .iter()
@@ -889,6 +890,41 @@ lr = 0.01
         assert_eq!(
             err,
             "override \"training.lr.x\": training.lr is a value, not a section"
+        );
+    }
+
+    #[test]
+    fn poolings_are_validated_with_the_patch() {
+        let unet = [
+            "network.architecture=\"unet3d\"",
+            "network.poolings=[4, 4, 0]",
+        ];
+        let c = parse(&[unet[0], unet[1], "training.patch=[64, 64, 3]"]).unwrap();
+        assert_eq!(c.network.side_multiples(), [16, 16, 1]);
+        assert_eq!(parse(&[]).unwrap().network.poolings, [4, 4, 4]);
+        let err = parse(&[unet[0], unet[1], "training.patch=[64, 40, 1]"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "training.patch [64, 40, 1]: its sides must be positive multiples of 16 x 16 x 1 (network.poolings [4, 4, 0])"
+            ),
+            "{err}"
+        );
+        let err = parse(&[unet[0], "network.poolings=[5, 4, 0]"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("[network] poolings [5, 4, 0]: the networks have 4 levels"),
+            "{err}"
+        );
+        let err = parse(&["network.poolings=[4, 4, 0]", "training.patch=[64, 64, 1]"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the V-Net down-samples every axis 4 times")
+                && err.contains("use architecture = \"unet3d\""),
+            "{err}"
         );
     }
 
