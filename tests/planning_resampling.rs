@@ -88,17 +88,23 @@ fn write_dataset(root: &Path, ids: &[&str], spacing: Option<[f64; 3]>) {
         };
         write_image(&image, path).unwrap();
     }
+    write_dataset_json(root, ids, "Hippocampus copy", "nii.gz");
+}
+
+/// The MSD `dataset.json` of labeled cases `ids` stored as `imagesTr/<id>.<extension>` and
+/// `labelsTr/<id>.<extension>`.
+fn write_dataset_json(root: &Path, ids: &[&str], name: &str, extension: &str) {
     let training: Vec<serde_json::Value> = ids
         .iter()
         .map(|id| {
             serde_json::json!({
-                "image": format!("./imagesTr/{id}.nii.gz"),
-                "label": format!("./labelsTr/{id}.nii.gz"),
+                "image": format!("./imagesTr/{id}.{extension}"),
+                "label": format!("./labelsTr/{id}.{extension}"),
             })
         })
         .collect();
     let json = serde_json::json!({
-        "name": "Hippocampus copy",
+        "name": name,
         "modality": {"0": "MRI"},
         "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
         "numTraining": ids.len(),
@@ -265,28 +271,7 @@ fn write_slice_dataset(root: &Path, ids: &[&str]) {
         as_2d(&image_file);
         as_2d(&label_file);
     }
-    let training: Vec<serde_json::Value> = ids
-        .iter()
-        .map(|id| {
-            serde_json::json!({
-                "image": format!("./imagesTr/{id}.nii"),
-                "label": format!("./labelsTr/{id}.nii"),
-            })
-        })
-        .collect();
-    let json = serde_json::json!({
-        "name": "Hippocampus slices",
-        "modality": {"0": "MRI"},
-        "labels": {"0": "background", "1": "Anterior", "2": "Posterior"},
-        "numTraining": ids.len(),
-        "training": training,
-        "test": [],
-    });
-    std::fs::write(
-        root.join("dataset.json"),
-        serde_json::to_vec_pretty(&json).unwrap(),
-    )
-    .unwrap();
+    write_dataset_json(root, ids, "Hippocampus slices", "nii");
 }
 
 /// One-slice images plan a U-Net that never pools their thin axis, so the patch is one slice
