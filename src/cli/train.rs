@@ -406,8 +406,7 @@ fn check_sam_slices(data: &TrainingData, axes: &[usize]) -> anyhow::Result<()> {
     for &axis in axes {
         for case in &data.pool.unlabeled {
             let shape = case.image.shape();
-            let in_plane = (0..3).filter(|&d| d != axis);
-            if let Some(thin) = in_plane.into_iter().find(|&d| shape[d] == 1) {
+            if let Some(thin) = (0..3).find(|&d| d != axis && shape[d] == 1) {
                 bail!(
                     "LiteMedSAM's slicing axis {axis} (sam.axis) cuts case {} ({}x{}x{} on the run's grid) into strips one voxel wide along axis {thin}: slice across axis {thin} instead (sam.axis = {thin})",
                     case.id,

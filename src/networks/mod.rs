@@ -16,10 +16,15 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 pub use unet3d::UNet3d;
+pub use vnet::VNet;
 
 /// Levels below the first in both networks: four 2x down-samplings.
 pub const LEVELS: usize = 4;
-pub use vnet::VNet;
+
+/// The side multiple each axis of an input needs for `poolings` 2x poolings along it.
+pub fn side_multiples(poolings: [usize; 3]) -> [usize; 3] {
+    poolings.map(|p| 1 << p.min(LEVELS))
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NetworkError {
@@ -82,7 +87,7 @@ impl NetworkConfig {
 
     /// Every spatial side of an input must be a positive multiple of these.
     pub fn side_multiples(&self) -> [usize; 3] {
-        self.poolings.map(|p| 1 << p.min(LEVELS))
+        side_multiples(self.poolings)
     }
 
     /// The configuration's own contradictions, before anything is built.

@@ -158,7 +158,7 @@ impl UNet3d {
 
     /// Every spatial side of the input must be a positive multiple of these.
     pub fn side_multiples(&self) -> [usize; 3] {
-        self.poolings.map(|p| 1 << p)
+        super::side_multiples(self.poolings)
     }
 
     /// The max-pooling window below `level` (0 = below the first).

@@ -190,7 +190,7 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
     // the budget still affords a short run's iterations at that width; width 8 otherwise.
     let axis = rules::sam_axis(spacing.value, median_shape);
     let poolings = rules::poolings(median_shape);
-    let multiples = rules::side_multiples(poolings.value);
+    let multiples = crate::networks::side_multiples(poolings.value);
     let mut width = 16;
     let mut patch = rules::patch(
         median_shape,

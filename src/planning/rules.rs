@@ -28,6 +28,10 @@ const ANISOTROPY_RATIO: f64 = 3.0;
 /// in both networks).
 pub const PATCH_SIDE_MULTIPLE: usize = 1 << LEVELS;
 
+/// An axis shorter than this (voxels, median on the target grid) is thin: a patch of 16 along it
+/// would be more than half padding.
+const THIN_SIDE: usize = PATCH_SIDE_MULTIPLE / 2;
+
 /// Floats kept per patch voxel and unit of network width for one training item (student
 /// activations for the backward pass plus the teacher's forward): both networks hold about a
 /// dozen full-resolution feature maps of the base width, and their coarser levels add less than
@@ -140,7 +144,7 @@ pub fn training_bytes(patch: [usize; 3], batch: usize, width: usize) -> f64 {
 pub fn poolings(median_shape: [f64; 3]) -> Choice<[usize; 3]> {
     let value = median_shape.map(|side| {
         let side = (side.floor() as usize).max(1);
-        if side >= PATCH_SIDE_MULTIPLE / 2 {
+        if side >= THIN_SIDE {
             LEVELS
         } else {
             side.ilog2() as usize
@@ -151,23 +155,14 @@ pub fn poolings(median_shape: [f64; 3]) -> Choice<[usize; 3]> {
         .map(|d| format!("axis {d} ({} voxels)", trim(median_shape[d].round())))
         .collect();
     let why = if thin.is_empty() {
-        format!(
-            "no axis is shorter than {} voxels: {LEVELS} poolings each",
-            PATCH_SIDE_MULTIPLE / 2
-        )
+        format!("no axis is shorter than {THIN_SIDE} voxels: {LEVELS} poolings each")
     } else {
         format!(
-            "{} shorter than {} voxels: pooled only as often as it halves, so its patch is not padded to {PATCH_SIDE_MULTIPLE}",
-            thin.join(" and "),
-            PATCH_SIDE_MULTIPLE / 2
+            "{} shorter than {THIN_SIDE} voxels: pooled only as often as it halves, so its patch is not padded to {PATCH_SIDE_MULTIPLE}",
+            thin.join(" and ")
         )
     };
     Choice::new(value, why)
-}
-
-/// The side multiple each axis needs for its poolings.
-pub fn side_multiples(poolings: [usize; 3]) -> [usize; 3] {
-    poolings.map(|p| 1 << p)
 }
 
 /// The patch: the largest multiples of the axis's side multiple within the median resampled
@@ -228,7 +223,7 @@ pub fn sam_axis(target: [f64; 3], median_shape: [f64; 3]) -> Choice<usize> {
         .rev()
         .min_by(|&a, &b| median_shape[a].total_cmp(&median_shape[b]))
         .expect("three axes");
-    if median_shape[thinnest] < (PATCH_SIDE_MULTIPLE / 2) as f64 {
+    if median_shape[thinnest] < THIN_SIDE as f64 {
         return Choice::new(
             thinnest,
             format!(
@@ -288,6 +283,7 @@ pub fn augmentation(fingerprint: &Fingerprint) -> Choice<(bool, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::networks::side_multiples;
     use crate::planning::fingerprint::CaseFingerprint;
     use std::collections::BTreeMap;
 
