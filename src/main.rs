@@ -4,7 +4,19 @@ mod cli;
 
 fn main() -> std::process::ExitCode {
     keep_large_allocations_mapped();
+    stop_quietly_when_the_reader_leaves();
     cli::run()
+}
+
+/// Rust ignores SIGPIPE, so a table printed into `semisam inspect DATA | head` would panic at
+/// the first write after `head` exits. Restoring the default ends the process quietly there, as
+/// other command-line tools do; files are written atomically, so none is left half-written.
+fn stop_quietly_when_the_reader_leaves() {
+    #[cfg(unix)]
+    // SAFETY: resets one signal's disposition to the default; called before any other thread.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// glibc serves blocks above a dynamic threshold (from 128 KiB) with fresh `mmap`s and unmaps

@@ -78,6 +78,11 @@ fn png_reader_survives_mutations() {
 }
 
 #[test]
+fn png_volume_reader_survives_mutations() {
+    replay("png-volume", INPUTS);
+}
+
+#[test]
 fn dataset_json_reader_survives_mutations() {
     replay("dataset-json", INPUTS);
 }

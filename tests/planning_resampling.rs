@@ -237,19 +237,8 @@ fn write_slice_dataset(root: &Path, ids: &[&str]) {
     write_image(&volume, &path).unwrap();
     as_2d(&path);
     for id in ids {
-        let mut image = read_image(image_path(demo, id)).unwrap();
+        let (mut image, label, slice) = richest_slice(id);
         image.geometry = in_plane(image.geometry);
-        let label = read_label(label_path(demo, id)).unwrap();
-        let slice = (0..label.shape()[2])
-            .max_by_key(|&z| {
-                label
-                    .data
-                    .index_axis(ndarray::Axis(2), z)
-                    .iter()
-                    .filter(|&&c| c > 0)
-                    .count()
-            })
-            .unwrap();
         let image_file = root.join("imagesTr").join(format!("{id}.nii"));
         let label_file = root.join("labelsTr").join(format!("{id}.nii"));
         let one_slice = |data: Array3<f32>, path: &Path| Volume {
@@ -272,6 +261,25 @@ fn write_slice_dataset(root: &Path, ids: &[&str]) {
         as_2d(&label_file);
     }
     write_dataset_json(root, ids, "Hippocampus slices", "nii");
+}
+
+/// A demo case's image and label with the index of its axial slice that holds the most
+/// foreground.
+fn richest_slice(id: &str) -> (Volume<f32>, Volume<u8>, usize) {
+    let demo = Path::new(DEMO);
+    let image = read_image(image_path(demo, id)).unwrap();
+    let label = read_label(label_path(demo, id)).unwrap();
+    let slice = (0..label.shape()[2])
+        .max_by_key(|&z| {
+            label
+                .data
+                .index_axis(ndarray::Axis(2), z)
+                .iter()
+                .filter(|&&c| c > 0)
+                .count()
+        })
+        .unwrap();
+    (image, label, slice)
 }
 
 /// One-slice images plan a U-Net that never pools their thin axis, so the patch is one slice
@@ -363,6 +371,142 @@ fn one_slice_images_train_on_one_slice_patches() {
     }
     let mean = mean_dice(&out, &root, &CASES, "nii");
     assert!(mean > 0.7, "mean Dice {mean} on the training slices");
+}
+
+/// An nnU-Net v2 dataset of PNG slices (`"file_ending": ".png"`), as slices exported from a
+/// viewer are: each labeled demo case's richest axial slice as a 16-bit grey image with an 8-bit
+/// label map, and one image in `imagesTr/` without a label.
+fn write_png_dataset(root: &Path, ids: &[&str]) {
+    std::fs::create_dir_all(root.join("imagesTr")).unwrap();
+    std::fs::create_dir_all(root.join("labelsTr")).unwrap();
+    let sixteen_bit = |pixels: ndarray::ArrayView2<f32>, path: &Path| {
+        let (lo, hi) = pixels
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let (rows, cols) = pixels.dim();
+        image::ImageBuffer::from_fn(cols as u32, rows as u32, |x, y| {
+            let v = pixels[[y as usize, x as usize]];
+            image::Luma([((v - lo) / (hi - lo) * 65535.0).round() as u16])
+        })
+        .save(path)
+        .unwrap();
+    };
+    for id in ids {
+        let (image, label, slice) = richest_slice(id);
+        sixteen_bit(
+            image.data.index_axis(ndarray::Axis(2), slice),
+            &root.join("imagesTr").join(format!("{id}_0000.png")),
+        );
+        let classes = label.data.index_axis(ndarray::Axis(2), slice);
+        let (rows, cols) = classes.dim();
+        image::GrayImage::from_fn(cols as u32, rows as u32, |x, y| {
+            image::Luma([classes[[y as usize, x as usize]]])
+        })
+        .save(root.join("labelsTr").join(format!("{id}.png")))
+        .unwrap();
+    }
+    let unlabeled = read_image(
+        Path::new(DEMO)
+            .join("imagesUnlabeled")
+            .join(format!("{UNLABELED}.nii.gz")),
+    )
+    .unwrap();
+    sixteen_bit(
+        unlabeled
+            .data
+            .index_axis(ndarray::Axis(2), unlabeled.shape()[2] / 2),
+        &root.join("imagesTr").join(format!("{UNLABELED}_0000.png")),
+    );
+    let json = serde_json::json!({
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "Anterior": 1, "Posterior": 2},
+        "numTraining": ids.len(),
+        "file_ending": ".png",
+    });
+    std::fs::write(
+        root.join("dataset.json"),
+        serde_json::to_vec_pretty(&json).unwrap(),
+    )
+    .unwrap();
+}
+
+/// PNG slices store no pixel size: they are planned in pixels (and the plan says so), train on
+/// one-slice patches, and predictions come back as PNG label maps that `evaluate` scores.
+#[test]
+fn png_slices_are_planned_in_pixels_and_predicted_as_pngs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("png");
+    write_png_dataset(&root, &CASES);
+    let inspected = semisam(&["inspect", root.to_str().unwrap()]);
+    assert!(inspected.status.success());
+    let listing = String::from_utf8_lossy(&inspected.stdout);
+    assert!(
+        listing.contains("nnU-Net v2 layout): 6 cases (5 labeled, 1 unlabeled, 0 test)"),
+        "{listing}"
+    );
+    let (config, text) = plan(&root, &dir.path().join("plan/plan.toml"));
+    assert_eq!(config.data.spacing, Some([1.0; 3]));
+    assert!(
+        text.contains("PNG stores no pixel size: planned in pixels"),
+        "{text}"
+    );
+    assert_eq!(config.network.poolings, [4, 4, 0]);
+    assert_eq!(config.training.patch[2], 1);
+    assert_eq!(sam_axis(&config), Some(2));
+
+    let runs = dir.path().join("runs");
+    ok(&[
+        "train",
+        "--dataset",
+        root.to_str().unwrap(),
+        "--framework",
+        "supervised",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--name",
+        "png",
+        "--no-progress",
+        "--set",
+        "training.iterations=150",
+        "--set",
+        "network.base_filters=8",
+    ]);
+    let out = dir.path().join("out");
+    ok(&[
+        "predict",
+        "--checkpoint",
+        runs.join("png/checkpoints/final.ckpt").to_str().unwrap(),
+        "--input",
+        root.join("imagesTr").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    let written = image::open(out.join("hippocampus_001.png")).unwrap();
+    let reference = read_label(root.join("labelsTr/hippocampus_001.png")).unwrap();
+    assert_eq!(written.color(), image::ColorType::L8);
+    assert_eq!(
+        [written.height() as usize, written.width() as usize, 1],
+        reference.shape()
+    );
+    // The label-free image is predicted too; `evaluate` scores only cases with a reference.
+    std::fs::remove_file(out.join(format!("{UNLABELED}.png"))).unwrap();
+    let mean = mean_dice(&out, &root, &CASES, "png");
+    assert!(mean > 0.7, "mean Dice {mean} on the training slices");
+
+    let scores = dir.path().join("scores");
+    ok(&[
+        "evaluate",
+        "--pred",
+        out.to_str().unwrap(),
+        "--ref",
+        root.join("labelsTr").to_str().unwrap(),
+        "--out",
+        scores.to_str().unwrap(),
+        "--voxels",
+    ]);
+    let table = std::fs::read_to_string(scores.join("per_case.csv")).unwrap();
+    assert_eq!(table.lines().count(), 1 + 2 * CASES.len(), "{table}");
 }
 
 /// A budget below the smallest batch would plan a patch that cannot be trained; nothing is

@@ -48,6 +48,7 @@ impl PlanningArgs {
             memory_budget: self.memory_gib * planning::rules::GIB,
             framework: self.framework,
             spacing: self.spacing,
+            pixel_units: false,
         })
     }
 }

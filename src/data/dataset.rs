@@ -127,7 +127,7 @@ impl Dataset {
         self.unlabeled_ids.iter().any(|u| u == id)
     }
 
-    /// Add every image of a plain folder (`<ID>.nii`, `.nii.gz`, `.h5`, `.npy`, `<ID>/mri_norm2.h5`)
+    /// Add every image of a plain folder (`<ID>.nii`, `.nii.gz`, `.h5`, `.npy`, `.png`, `<ID>/mri_norm2.h5`)
     /// as an unlabeled case, after the layout's own unlabeled images. A folder without images,
     /// or an ID the dataset already has, is an error naming the folder or file.
     pub fn add_unlabeled_folder(&mut self, dir: &Path) -> Result<(), DataError> {
@@ -137,7 +137,7 @@ impl Dataset {
             return Err(DataError::invalid(
                 dir,
                 format!(
-                    "no image found: expected <ID>.nii, <ID>.nii.gz, <ID>.h5, <ID>.npy files or <ID>/{UAMT_FILE} folders"
+                    "no image found: expected <ID>.nii, <ID>.nii.gz, <ID>.h5, <ID>.npy, <ID>.png files or <ID>/{UAMT_FILE} folders"
                 ),
             ));
         }

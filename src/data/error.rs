@@ -46,7 +46,7 @@ pub enum DataError {
         found: String,
     },
 
-    #[error("{path}: unsupported file extension (expected .h5, .nii, .nii.gz or .npy)")]
+    #[error("{path}: unsupported file extension (expected .h5, .nii, .nii.gz, .npy or .png)")]
     UnknownExtension { path: PathBuf },
 
     #[error("{path}: empty volume (shape {})", shape_text(.shape))]

@@ -13,16 +13,9 @@ pub struct FoundImage {
     pub path: PathBuf,
 }
 
-/// Extensions of single-file images (matched case-insensitively).
-const IMAGE_EXTENSIONS: [&str; 5] = [".nii.gz", ".nii", ".hdf5", ".h5", ".npy"];
-
 /// A file name without its image extension, or `None` when it is not an image.
 fn plain_id(name: &str) -> Option<&str> {
-    let lower = name.to_ascii_lowercase();
-    IMAGE_EXTENSIONS
-        .iter()
-        .find(|ext| lower.ends_with(*ext) && lower.len() > ext.len())
-        .map(|ext| &name[..name.len() - ext.len()])
+    super::split_volume_extension(name).map(|(id, _)| id)
 }
 
 /// Entries of `dir` sorted by name, hidden ones (`.name`, e.g. macOS `._` files) left out.

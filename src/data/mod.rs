@@ -1,4 +1,4 @@
-//! Data: medical volumes (UA-MT h5, NIfTI, npy), dataset layouts, case lists and splits,
+//! Data: medical volumes (UA-MT h5, NIfTI, npy) and 2D slices (PNG), dataset layouts, case lists and splits,
 //! intensity normalisation and input validation.
 //!
 //! Entry points others code against: [`read_image`], [`read_label`], [`write_image`],
@@ -19,6 +19,7 @@ pub mod modality;
 pub mod nifti_file;
 pub mod normalize;
 pub mod npy;
+pub mod png;
 pub mod preparation;
 pub mod resample;
 pub mod splits;
@@ -51,23 +52,37 @@ where
     results.into_iter().collect()
 }
 
+/// Extensions of single-file images and label maps, matched case-insensitively (longest
+/// first, so that `.nii.gz` is not taken for `.gz`).
+pub const VOLUME_EXTENSIONS: [&str; 6] = [".nii.gz", ".nii", ".hdf5", ".h5", ".npy", ".png"];
+
+/// `("case", ".nii.gz")` for `case.nii.gz` (the extension as written); `None` when the name has
+/// no volume extension or nothing before it.
+pub fn split_volume_extension(name: &str) -> Option<(&str, &str)> {
+    let lower = name.to_ascii_lowercase();
+    VOLUME_EXTENSIONS
+        .iter()
+        .find(|ext| lower.ends_with(*ext) && lower.len() > ext.len())
+        .map(|ext| name.split_at(name.len() - ext.len()))
+}
+
 /// The file format implied by a path's extension.
 pub fn format_of(path: &Path) -> Result<SourceFormat, DataError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    if name.ends_with(".h5") || name.ends_with(".hdf5") {
-        Ok(SourceFormat::H5)
-    } else if name.ends_with(".nii") || name.ends_with(".nii.gz") {
-        Ok(SourceFormat::Nifti)
-    } else if name.ends_with(".npy") {
-        Ok(SourceFormat::Npy)
-    } else {
-        Err(DataError::UnknownExtension {
-            path: path.to_path_buf(),
-        })
-    }
+    let unknown = || DataError::UnknownExtension {
+        path: path.to_path_buf(),
+    };
+    let (_, extension) = split_volume_extension(&name).ok_or_else(unknown)?;
+    Ok(match extension {
+        ".h5" | ".hdf5" => SourceFormat::H5,
+        ".nii" | ".nii.gz" => SourceFormat::Nifti,
+        ".npy" => SourceFormat::Npy,
+        ".png" => SourceFormat::Png,
+        _ => return Err(unknown()),
+    })
 }
 
 fn reject_empty<T>(volume: Volume<T>) -> Result<Volume<T>, DataError> {
@@ -87,6 +102,7 @@ pub fn read_image(path: impl AsRef<Path>) -> Result<Volume<f32>, DataError> {
         SourceFormat::H5 => h5::read_image(path)?,
         SourceFormat::Nifti => nifti_file::read_image(path)?,
         SourceFormat::Npy => npy::read_image(path)?,
+        SourceFormat::Png => png::read_image(path)?,
     };
     reject_empty(volume)
 }
@@ -99,6 +115,7 @@ pub fn read_label(path: impl AsRef<Path>) -> Result<Volume<u8>, DataError> {
         SourceFormat::H5 => h5::read_label(path)?,
         SourceFormat::Nifti => nifti_file::read_label(path)?,
         SourceFormat::Npy => npy::read_label(path)?,
+        SourceFormat::Png => png::read_label(path)?,
     };
     reject_empty(volume)
 }
@@ -112,16 +129,19 @@ pub fn write_label(volume: &Volume<u8>, path: impl AsRef<Path>) -> Result<(), Da
         SourceFormat::H5 => h5::write_case(path, None, Some(&volume.data)),
         SourceFormat::Nifti => nifti_file::write(volume, path),
         SourceFormat::Npy => npy::write(&volume.data, path),
+        SourceFormat::Png => png::write_label(volume, path),
     }
 }
 
 /// Write an image atomically in the format of `path`'s extension (for NIfTI, float32 with the
-/// volume's header). An h5 output holds the dataset `image` only.
+/// volume's header). An h5 output holds the dataset `image` only; PNG, which holds no floats,
+/// is refused.
 pub fn write_image(volume: &Volume<f32>, path: impl AsRef<Path>) -> Result<(), DataError> {
     let path = path.as_ref();
     match format_of(path)? {
         SourceFormat::H5 => h5::write_case(path, Some(&volume.data), None),
         SourceFormat::Nifti => nifti_file::write(volume, path),
         SourceFormat::Npy => npy::write(&volume.data, path),
+        SourceFormat::Png => Err(png::refuse_image_write(path)),
     }
 }

@@ -16,9 +16,11 @@ pub enum SourceFormat {
     Nifti,
     /// NumPy `.npy`.
     Npy,
+    /// A 2D PNG slice, read as `H x W x 1`.
+    Png,
 }
 
-/// Voxel geometry. `spacing` is `None` when the file stores none (UA-MT h5, npy): metrics are then
+/// Voxel geometry. `spacing` is `None` when the file stores none (UA-MT h5, npy, PNG): metrics are then
 /// reported in voxels unless the user supplies a spacing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Geometry {

@@ -120,22 +120,39 @@ fn volume_reader() -> Reader {
 
 /// Grey and colour PNGs of 8 and 16 bits, as a user would pass to `sam2d`.
 fn png_seeds() -> Result<Vec<Vec<u8>>, String> {
-    use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, Rgb};
+    use image::{DynamicImage, ImageBuffer, Rgb};
+    let rgb8 = ImageBuffer::from_fn(8, 8, |x, y| Rgb([(x * 30) as u8, (y * 30) as u8, 77]));
+    let mut images = grey_pngs();
+    images.push(DynamicImage::ImageRgb8(rgb8.clone()));
+    images.push(DynamicImage::ImageRgba8(
+        DynamicImage::ImageRgb8(rgb8).to_rgba8(),
+    ));
+    encode_pngs(&images)
+}
+
+/// The single-channel PNGs a dataset may hold: grey of 8 and 16 bits, and grey saved as RGBA.
+fn grey_pngs() -> Vec<image::DynamicImage> {
+    use image::{DynamicImage, ImageBuffer, Luma, Rgba};
     let gray8 = ImageBuffer::from_fn(16, 12, |x, y| Luma([(x * 12 + y) as u8]));
     let gray16 = ImageBuffer::from_fn(9, 7, |x, y| Luma([(x * 3000 + y * 17) as u16]));
-    let rgb8 = ImageBuffer::from_fn(8, 8, |x, y| Rgb([(x * 30) as u8, (y * 30) as u8, 77]));
-    let images = [
+    let grey_rgba = ImageBuffer::from_fn(6, 5, |x, y| {
+        let v = (x * 40 + y) as u8;
+        Rgba([v, v, v, 255])
+    });
+    vec![
         DynamicImage::ImageLuma8(gray8),
         DynamicImage::ImageLuma16(gray16),
-        DynamicImage::ImageRgb8(rgb8.clone()),
-        DynamicImage::ImageRgba8(DynamicImage::ImageRgb8(rgb8).to_rgba8()),
-    ];
+        DynamicImage::ImageRgba8(grey_rgba),
+    ]
+}
+
+fn encode_pngs(images: &[image::DynamicImage]) -> Result<Vec<Vec<u8>>, String> {
     images
         .iter()
         .map(|image| {
             let mut bytes = std::io::Cursor::new(Vec::new());
             image
-                .write_to(&mut bytes, ImageFormat::Png)
+                .write_to(&mut bytes, image::ImageFormat::Png)
                 .map_err(|e| e.to_string())?;
             Ok(bytes.into_inner())
         })
@@ -291,6 +308,14 @@ pub fn targets(repo: &Path, work: &Path, seeds: SeedSet) -> Result<Vec<Target>, 
         png_seeds(),
         unchanged,
         Box::new(read_png),
+    )?;
+    // The same files as a dataset's images and label maps (nnU-Net v2 `.png`).
+    add(
+        "png-volume",
+        "input.png",
+        encode_pngs(&grey_pngs()),
+        unchanged,
+        volume_reader(),
     )?;
 
     // The dataset's volumes stay in place; only dataset.json is mutated.

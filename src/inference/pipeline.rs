@@ -332,18 +332,9 @@ fn job_for_file(path: &Path, output: &Path) -> PredictionJob {
     }
 }
 
-/// `("case", ".nii.gz")` for `case.nii.gz`.
+/// `("case", ".nii.gz")` for `case.nii.gz`; `(name, "")` without a volume extension.
 fn split_extension(name: &str) -> (&str, &str) {
-    let lower = name.to_lowercase();
-    for ext in [".nii.gz", ".nii", ".h5", ".hdf5", ".npy"] {
-        if lower.ends_with(ext) {
-            return (
-                &name[..name.len() - ext.len()],
-                &name[name.len() - ext.len()..],
-            );
-        }
-    }
-    (name, "")
+    crate::data::split_volume_extension(name).unwrap_or((name, ""))
 }
 
 #[cfg(test)]

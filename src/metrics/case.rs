@@ -188,12 +188,10 @@ pub fn case_id_from_path(path: &Path) -> String {
     {
         return folder.to_string_lossy().into_owned();
     }
-    for extension in [".nii.gz", ".nii", ".h5", ".npy"] {
-        if let Some(stem) = name.strip_suffix(extension) {
-            return stem.to_string();
-        }
+    match crate::data::split_volume_extension(&name) {
+        Some((stem, _)) => stem.to_string(),
+        None => name,
     }
-    name
 }
 
 #[cfg(test)]

@@ -29,12 +29,25 @@ pub enum PlanningError {
     Budget(String),
 }
 
-/// Open the dataset at `options.root`, fingerprint it and plan a run.
+/// Open the dataset at `options.root`, fingerprint it and plan a run. A dataset of PNG images
+/// only, which store no pixel size, is planned in pixels unless a spacing is given.
 pub fn plan_dataset(options: &PlanOptions) -> Result<(Fingerprint, Plan), PlanningError> {
     let dataset = crate::data::Dataset::open(&options.root)?;
+    let mut options = options.clone();
+    if options.spacing.is_none() && only_png(&dataset) {
+        options.spacing = Some([1.0; 3]);
+        options.pixel_units = true;
+    }
     let fingerprint = fingerprint(&dataset, options.spacing)?;
-    let plan = plan(&fingerprint, options)?;
+    let plan = plan(&fingerprint, &options)?;
     Ok((fingerprint, plan))
+}
+
+fn only_png(dataset: &crate::data::Dataset) -> bool {
+    let png = |path: &std::path::Path| {
+        crate::data::format_of(path).is_ok_and(|f| f == crate::data::SourceFormat::Png)
+    };
+    !dataset.cases.is_empty() && dataset.cases.iter().all(|case| png(&case.image))
 }
 
 /// A duration written as a number with an optional unit: `90s`, `20m`, `1.5h` (seconds when no

@@ -38,6 +38,9 @@ pub struct PlanOptions {
     pub framework: Option<PlannedFramework>,
     /// Spacing for files that store none (UA-MT h5), recorded as `data.spacing`.
     pub spacing: Option<[f64; 3]>,
+    /// `spacing` is one pixel a side because every image is a PNG, which stores no pixel size
+    /// (set by [`super::plan_dataset`]; said in the plan).
+    pub pixel_units: bool,
 }
 
 /// The paper's iteration count, used when no time budget is given.
@@ -361,7 +364,11 @@ pub fn plan(fingerprint: &Fingerprint, options: &PlanOptions) -> Result<Plan, Pl
     if let Some(s) = options.spacing {
         comment(
             &mut out,
-            "the files store no spacing: given on the command line",
+            if options.pixel_units {
+                "PNG stores no pixel size: planned in pixels (give the real size with plan --spacing for distances in mm)"
+            } else {
+                "the files store no spacing: given on the command line"
+            },
         );
         writeln!(out, "spacing = {}", triple(s.map(float_value))).expect("string");
     }

@@ -77,6 +77,7 @@ pub fn evaluate_cases(
             SourceFormat::H5 => "h5",
             SourceFormat::Nifti => "nii.gz",
             SourceFormat::Npy => "npy",
+            SourceFormat::Png => "png",
         };
         prediction.path = predictions_dir.join(format!("{id}.{extension}"));
         write_label(&prediction, &prediction.path)?;
