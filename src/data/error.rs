@@ -16,6 +16,15 @@ fn values_text(values: &[u8]) -> String {
     format!("{{{}}}", items.join(", "))
 }
 
+/// A mask drawn in white (255) is the usual way a binary label map goes wrong.
+fn white_mask_hint(unexpected: &[u8]) -> &'static str {
+    if unexpected == [255] {
+        " (a mask saved as 0/255? label maps store class indices: 0, 1, 2, ...)"
+    } else {
+        ""
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: file not found")]
@@ -74,9 +83,10 @@ pub enum DataError {
     },
 
     #[error(
-        "{path}: label values {} are outside the declared set {}",
+        "{path}: label values {} are outside the declared set {}{}",
         values_text(.unexpected),
-        values_text(.declared)
+        values_text(.declared),
+        white_mask_hint(.unexpected)
     )]
     LabelOutOfSet {
         path: PathBuf,

@@ -255,4 +255,28 @@ mod tests {
             format!("{}: file not found", missing.display())
         );
     }
+
+    #[test]
+    fn a_white_mask_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("white.png");
+        write(
+            &path,
+            DynamicImage::ImageLuma8(image::GrayImage::from_fn(3, 3, |x, _| {
+                image::Luma([if x == 1 { 255 } else { 0 }])
+            })),
+        );
+        let label = read_label(&path).unwrap();
+        let err = crate::data::validate::check_label_values(&label, &[0, 1])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: label values {{255}} are outside the declared set {{0, 1}} (a mask saved \
+                 as 0/255? label maps store class indices: 0, 1, 2, ...)",
+                path.display()
+            )
+        );
+    }
 }
