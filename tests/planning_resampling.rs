@@ -178,8 +178,15 @@ fn plans_of_the_demo_subset_and_of_a_coarser_copy() {
     // 2.5 mm is less than 3x 1 mm: the median spacing, and slices across the coarse z axis.
     assert_eq!(coarse.data.target_spacing, Some(COARSE));
     assert_eq!(coarse.training.patch[..2], [32, 48]);
-    assert_eq!(coarse.training.patch[2], 16);
-    assert_eq!(coarse.network.poolings, [4, 4, 4]);
+    // 35 slices of 1 mm are 14 of 2.5 mm: pooled 3 times, a patch of 8 instead of 16 padded.
+    assert_eq!(coarse.training.patch[2], 8);
+    assert_eq!(coarse.network.poolings, [4, 4, 3]);
+    assert!(
+        text.contains(
+            "axis 2 (14 voxels) shorter than 16 voxels: pooled only as often as it halves"
+        ),
+        "{text}"
+    );
     assert_eq!(sam_axis(&coarse), Some(2));
     assert!(
         text.contains("slices across axis 2, the coarsest (2.5 mm)"),
@@ -307,7 +314,9 @@ fn one_slice_images_train_on_one_slice_patches() {
         "{text}"
     );
     assert!(
-        text.contains("axis 2 (1 voxels) shorter than 8 voxels: pooled only as often as it halves"),
+        text.contains(
+            "axis 2 (1 voxels) shorter than 16 voxels: pooled only as often as it halves"
+        ),
         "{text}"
     );
 

@@ -28,8 +28,8 @@ const ANISOTROPY_RATIO: f64 = 3.0;
 /// in both networks).
 pub const PATCH_SIDE_MULTIPLE: usize = 1 << LEVELS;
 
-/// An axis shorter than this (voxels, median on the target grid) is thin: a patch of 16 along it
-/// would be more than half padding.
+/// LiteMedSAM slices across an axis shorter than this (voxels, median on the target grid), so
+/// that each slice is a whole image and never a strip a few voxels wide.
 const THIN_SIDE: usize = PATCH_SIDE_MULTIPLE / 2;
 
 /// Floats kept per patch voxel and unit of network width for one training item (student
@@ -138,13 +138,14 @@ pub fn training_bytes(patch: [usize; 3], batch: usize, width: usize) -> f64 {
 }
 
 /// 2x poolings per axis: four (the papers' networks) along an axis whose median resampled side
-/// is at least 8 voxels (its patch of 16 is at most half padding), and along a thinner one only
-/// as often as that side halves, so that one-slice images train on one-slice patches instead of
-/// 16 padded ones (nnU-Net plans thin axes with fewer poolings the same way).
+/// is at least 16 voxels, and along a shorter one only as often as that side halves, so that its
+/// patch is the largest multiple of 2^poolings within the side rather than 16 with padding:
+/// one-slice images train on one-slice patches, ten thick cardiac slices on patches 8 deep (nnU-Net
+/// plans short axes with fewer poolings the same way).
 pub fn poolings(median_shape: [f64; 3]) -> Choice<[usize; 3]> {
     let value = median_shape.map(|side| {
         let side = (side.floor() as usize).max(1);
-        if side >= THIN_SIDE {
+        if side >= PATCH_SIDE_MULTIPLE {
             LEVELS
         } else {
             side.ilog2() as usize
@@ -155,10 +156,10 @@ pub fn poolings(median_shape: [f64; 3]) -> Choice<[usize; 3]> {
         .map(|d| format!("axis {d} ({} voxels)", trim(median_shape[d].round())))
         .collect();
     let why = if thin.is_empty() {
-        format!("no axis is shorter than {THIN_SIDE} voxels: {LEVELS} poolings each")
+        format!("no axis is shorter than {PATCH_SIDE_MULTIPLE} voxels: {LEVELS} poolings each")
     } else {
         format!(
-            "{} shorter than {THIN_SIDE} voxels: pooled only as often as it halves, so its patch is not padded to {PATCH_SIDE_MULTIPLE}",
+            "{} shorter than {PATCH_SIDE_MULTIPLE} voxels: pooled only as often as it halves, so its patch is not padded to {PATCH_SIDE_MULTIPLE}",
             thin.join(" and ")
         )
     };
@@ -389,8 +390,15 @@ mod tests {
             patch([64.0, 64.0, 6.0], [16, 16, 4], 2, 8, GIB).value,
             [64, 64, 4]
         );
-        // From 8 voxels on, a patch of 16 is at most half padding: the papers' four poolings.
-        assert_eq!(poolings([64.0, 64.0, 8.0]).value, [4, 4, 4]);
+        // Ten thick slices: 3 poolings and a patch of 8, not 16 with 6 padded; from 16 voxels
+        // on, the papers' four poolings.
+        assert_eq!(poolings([64.0, 64.0, 10.0]).value, [4, 4, 3]);
+        assert_eq!(
+            patch([64.0, 64.0, 10.0], [16, 16, 8], 2, 8, GIB).value,
+            [64, 64, 8]
+        );
+        assert_eq!(poolings([64.0, 64.0, 15.9]).value, [4, 4, 3]);
+        assert_eq!(poolings([64.0, 64.0, 16.0]).value, [4, 4, 4]);
         let hippocampus = poolings([36.0, 50.0, 35.0]);
         assert_eq!(hippocampus.value, [4, 4, 4]);
         assert!(
