@@ -289,6 +289,38 @@ fn richest_slice(id: &str) -> (Volume<f32>, Volume<u8>, usize) {
     (image, label, slice)
 }
 
+/// Train a small supervised model on the dataset at `root` for 150 iterations (`runs/<name>`)
+/// and predict every image of its `imagesTr/` into `out`.
+fn train_briefly_and_predict(root: &Path, runs: &Path, name: &str, out: &Path) {
+    ok(&[
+        "train",
+        "--dataset",
+        root.to_str().unwrap(),
+        "--framework",
+        "supervised",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--name",
+        name,
+        "--no-progress",
+        "--set",
+        "training.iterations=150",
+        "--set",
+        "network.base_filters=8",
+    ]);
+    let checkpoint = runs.join(name).join("checkpoints/final.ckpt");
+    ok(&[
+        "predict",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--input",
+        root.join("imagesTr").to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+}
+
 /// One-slice images plan a U-Net that never pools their thin axis, so the patch is one slice
 /// deep instead of 16 padded ones; it trains, and predicts 2D label maps.
 #[test]
@@ -339,33 +371,8 @@ fn one_slice_images_train_on_one_slice_patches() {
         "{err}"
     );
     assert!(!runs.join("strips").exists());
-    ok(&[
-        "train",
-        "--dataset",
-        root.to_str().unwrap(),
-        "--framework",
-        "supervised",
-        "--runs-dir",
-        runs.to_str().unwrap(),
-        "--name",
-        "slices",
-        "--no-progress",
-        "--set",
-        "training.iterations=150",
-        "--set",
-        "network.base_filters=8",
-    ]);
     let out = dir.path().join("out");
-    ok(&[
-        "predict",
-        "--checkpoint",
-        runs.join("slices/checkpoints/final.ckpt").to_str().unwrap(),
-        "--input",
-        root.join("imagesTr").to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--no-progress",
-    ]);
+    train_briefly_and_predict(&root, &runs, "slices", &out);
     for id in CASES {
         let path = out.join(format!("{id}.nii"));
         let bytes = std::fs::read(&path).unwrap();
@@ -464,33 +471,8 @@ fn png_slices_are_planned_in_pixels_and_predicted_as_pngs() {
     assert_eq!(sam_axis(&config), Some(2));
 
     let runs = dir.path().join("runs");
-    ok(&[
-        "train",
-        "--dataset",
-        root.to_str().unwrap(),
-        "--framework",
-        "supervised",
-        "--runs-dir",
-        runs.to_str().unwrap(),
-        "--name",
-        "png",
-        "--no-progress",
-        "--set",
-        "training.iterations=150",
-        "--set",
-        "network.base_filters=8",
-    ]);
     let out = dir.path().join("out");
-    ok(&[
-        "predict",
-        "--checkpoint",
-        runs.join("png/checkpoints/final.ckpt").to_str().unwrap(),
-        "--input",
-        root.join("imagesTr").to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--no-progress",
-    ]);
+    train_briefly_and_predict(&root, &runs, "png", &out);
     let written = image::open(out.join("hippocampus_001.png")).unwrap();
     let reference = read_label(root.join("labelsTr/hippocampus_001.png")).unwrap();
     assert_eq!(written.color(), image::ColorType::L8);
