@@ -70,13 +70,13 @@ pub fn split_volume_extension(name: &str) -> Option<(&str, &str)> {
 pub fn format_of(path: &Path) -> Result<SourceFormat, DataError> {
     let name = path
         .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
+        .map(|n| n.to_string_lossy())
         .unwrap_or_default();
     let unknown = || DataError::UnknownExtension {
         path: path.to_path_buf(),
     };
     let (_, extension) = split_volume_extension(&name).ok_or_else(unknown)?;
-    Ok(match extension {
+    Ok(match extension.to_ascii_lowercase().as_str() {
         ".h5" | ".hdf5" => SourceFormat::H5,
         ".nii" | ".nii.gz" => SourceFormat::Nifti,
         ".npy" => SourceFormat::Npy,
