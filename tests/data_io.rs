@@ -235,6 +235,52 @@ fn nifti_with_pixdim(dir: &Path, name: &str, with_sform: bool, first_pixdim: f32
     path
 }
 
+/// The warnings `read` logs.
+fn warnings_of<T>(read: impl FnOnce() -> T) -> (T, String) {
+    use std::sync::{Arc, Mutex};
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let sink = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || Sink(sink.clone()))
+        .finish();
+    let value = tracing::subscriber::with_default(subscriber, read);
+    let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+    (value, text)
+}
+
+/// Where pixdim and the sform give different voxel sizes, pixdim is used (as ITK reads it) and
+/// the file is named in a warning; where they agree, nothing is said.
+#[test]
+fn pixdim_that_disagrees_with_the_sform_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let disagreeing = nifti_with_pixdim(dir.path(), "disagree.nii", true, 0.875);
+    let (image, warnings) = warnings_of(|| read_image(&disagreeing).unwrap());
+    assert_eq!(image.geometry.spacing, Some([0.875, 0.75, 2.0]));
+    assert!(
+        warnings.contains(&format!(
+            "{}: pixdim gives voxel size [0.875, 0.75, 2.0] mm but the sform [0.5, 0.75, 2.0] mm; \
+             using pixdim",
+            disagreeing.display()
+        )),
+        "{warnings}"
+    );
+    let agreeing = nifti_with_pixdim(dir.path(), "agree.nii", true, 0.5);
+    let (image, warnings) = warnings_of(|| read_image(&agreeing).unwrap());
+    assert_eq!(image.geometry.spacing, Some([0.5, 0.75, 2.0]));
+    assert!(warnings.is_empty(), "{warnings}");
+}
+
 /// A pixdim that is no voxel size (negative, NaN, zero) gives way to the sform's column
 /// lengths; without an sform the spacing is unknown rather than a wrong number.
 #[test]

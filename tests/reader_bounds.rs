@@ -60,6 +60,26 @@ fn npy_declaring_a_huge_array_is_refused_before_allocating() {
 }
 
 #[test]
+fn npy_element_types_semisam_does_not_read_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for (descr, problem) in [
+        (
+            "<f2",
+            "unsupported element type <f2 (half precision is not read: save the array as float32)",
+        ),
+        (
+            "<c8",
+            "unsupported element type <c8 (expected a numeric or boolean array)",
+        ),
+    ] {
+        let path = dir.path().join("typed.npy");
+        let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (2, 2, 2), }}");
+        fs::write(&path, npy_bytes(&dict, &[0; 64])).unwrap();
+        assert_says(read_image(&path).unwrap_err(), "typed.npy", problem);
+    }
+}
+
+#[test]
 fn npy_shape_whose_size_overflows_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("overflow.npy");
@@ -176,6 +196,72 @@ fn nifti_extension_sizes_that_do_not_chain_are_refused() {
         "extension.nii",
         "the extension at byte 352 declares -16 bytes",
     );
+}
+
+/// The fixture with its voxels moved to `vox_offset` behind zero padding and an extender of
+/// zeros: a valid NIfTI-1 file (nibabel and ITK read it).
+fn padded_nifti(dir: &Path, name: &str, vox_offset: usize, cut: usize) -> PathBuf {
+    edited_nifti(dir, name, |b| {
+        b[108..112].copy_from_slice(&(vox_offset as f32).to_le_bytes());
+        assert_eq!(&b[348..352], &[0; 4], "the fixture has no extensions");
+        b.splice(352..352, vec![0; vox_offset - 352]);
+        b.truncate(b.len() - cut);
+    })
+}
+
+#[test]
+fn nifti_voxels_are_read_at_vox_offset_after_padding() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = read_image(fixtures().join("data/nifti/qform_only_float64.nii")).unwrap();
+    let padded = read_image(padded_nifti(dir.path(), "padded.nii", 512, 0)).unwrap();
+    assert_eq!(padded.data, plain.data);
+    assert_eq!(padded.geometry.spacing, plain.geometry.spacing);
+    assert_eq!(padded.geometry.affine, plain.geometry.affine);
+
+    let short = padded_nifti(dir.path(), "short.nii", 512, 8);
+    assert_says(
+        read_image(&short).unwrap_err(),
+        "short.nii",
+        "voxel data holds 472 bytes, the header declares 480",
+    );
+    let beyond = edited_nifti(dir.path(), "beyond.nii", |b| {
+        b[108..112].copy_from_slice(&1e9f32.to_le_bytes());
+    });
+    assert_says(
+        read_image(&beyond).unwrap_err(),
+        "beyond.nii",
+        "the voxel data starts at byte 1000000000 (vox_offset), beyond the end of the 832-byte file",
+    );
+}
+
+/// A device or a pipe named like a scan would be read without end, a folder cannot be read:
+/// each reader refuses them by what they are, before reading.
+#[cfg(unix)]
+#[test]
+fn what_is_not_a_regular_file_is_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = dir.path().join("pipe.nii");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    fs::create_dir(dir.path().join("folder.nii.gz")).unwrap();
+    let mut names = vec!["pipe.nii".to_string(), "folder.nii.gz".to_string()];
+    for extension in ["nii", "nii.gz", "npy", "png", "h5"] {
+        let name = format!("zero.{extension}");
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join(&name)).unwrap();
+        names.push(name);
+    }
+    for name in names {
+        let path = dir.path().join(&name);
+        for err in [
+            read_image(&path).unwrap_err().to_string(),
+            read_label(&path).unwrap_err().to_string(),
+        ] {
+            assert_says(&err, &name, "not a regular file (a folder, device or pipe)");
+        }
+    }
 }
 
 #[test]

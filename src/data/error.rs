@@ -55,7 +55,10 @@ pub enum DataError {
         found: String,
     },
 
-    #[error("{path}: unsupported file extension (expected .h5, .nii, .nii.gz, .npy or .png)")]
+    #[error(
+        "{path}: unsupported file extension (expected {})",
+        super::volume_extensions_text()
+    )]
     UnknownExtension { path: PathBuf },
 
     #[error("{path}: empty volume (shape {})", shape_text(.shape))]

@@ -35,7 +35,7 @@ struct H5File {
 }
 
 fn open(path: &Path) -> Result<H5File, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = super::read_file(path)?;
     if !hdf5_pure::is_hdf5_bytes(&bytes) {
         return Err(DataError::Format {
             path: path.to_path_buf(),
@@ -256,6 +256,7 @@ pub fn has_dataset(path: &Path, key: &str) -> Result<bool, DataError> {
         format: "HDF5",
         reason: format!("the file is corrupt: {e}"),
     };
+    super::check_regular_file(path)?;
     let file = hdf5_pure::File::open_streaming(path).map_err(corrupt)?;
     let names = file.root().datasets().map_err(corrupt)?;
     Ok(names.iter().any(|n| n == key))

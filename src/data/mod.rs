@@ -56,6 +56,32 @@ where
 /// first, so that `.nii.gz` is not taken for `.gz`).
 pub const VOLUME_EXTENSIONS: [&str; 6] = [".nii.gz", ".nii", ".hdf5", ".h5", ".npy", ".png"];
 
+/// The readable extensions for a message: ".nii.gz, .nii, .hdf5, .h5, .npy or .png".
+pub fn volume_extensions_text() -> String {
+    let (last, rest) = VOLUME_EXTENSIONS.split_last().expect("extensions");
+    format!("{} or {last}", rest.join(", "))
+}
+
+/// Refuse anything at `path` but a regular file: a device such as `/dev/zero` or a named pipe
+/// would be read without end.
+pub fn check_regular_file(path: &Path) -> Result<(), DataError> {
+    let metadata = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    if metadata.is_file() {
+        Ok(())
+    } else {
+        Err(DataError::invalid(
+            path,
+            "not a regular file (a folder, device or pipe): expected an image or label file",
+        ))
+    }
+}
+
+/// The bytes of the regular file at `path`.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
+    check_regular_file(path)?;
+    std::fs::read(path).map_err(|e| DataError::io(path, e))
+}
+
 /// `("case", ".nii.gz")` for `case.nii.gz` (the extension as written); `None` when the name has
 /// no volume extension or nothing before it.
 pub fn split_volume_extension(name: &str) -> Option<(&str, &str)> {

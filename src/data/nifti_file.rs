@@ -61,7 +61,7 @@ fn error(path: &Path, err: NiftiError) -> DataError {
 /// Read the file (gzip decoded when it is gzip, whatever its name) and parse it. The header is
 /// checked against the bytes that are there before the `nifti` crate allocates what it declares.
 fn read_object(path: &Path) -> Result<InMemNiftiObject, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = super::read_file(path)?;
     let decoded;
     let contents = if bytes.starts_with(&GZIP_MAGIC) {
         decoded = decompress(path, &bytes)?;
@@ -71,7 +71,17 @@ fn read_object(path: &Path) -> Result<InMemNiftiObject, DataError> {
         layout.check_available(path, bytes.len())?;
         bytes.as_slice()
     };
-    check_extensions(path, contents)?;
+    let layout = check_extensions(path, contents)?;
+    // The voxels begin at vox_offset (the NIfTI-1 standard, as nibabel and ITK read it). The
+    // nifti crate looks for them right after an extender of zeros instead, so padding up to a
+    // larger vox_offset is cut out before it parses the file.
+    let realigned;
+    let contents = if !layout.extensions && layout.data_start > VOLUME_START {
+        realigned = [&contents[..VOLUME_START], &contents[layout.data_start..]].concat();
+        realigned.as_slice()
+    } else {
+        contents
+    };
     InMemNiftiObject::from_reader(contents).map_err(|e| error(path, e))
 }
 
@@ -128,8 +138,10 @@ fn decompress(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
 
 /// Where the voxel data lies, as the header declares it.
 struct DeclaredLayout {
-    /// Header, extender and extensions.
+    /// Header, extender, then extensions or padding: `vox_offset`, and at least 352.
     data_start: usize,
+    /// The extender announces extensions between it and `data_start`.
+    extensions: bool,
     /// `None` when the size overflows.
     data_bytes: Option<usize>,
     dims: Vec<usize>,
@@ -283,18 +295,15 @@ fn check_header(path: &Path, head: &[u8]) -> Result<DeclaredLayout, DataError> {
             reason: "the header is incomplete".into(),
         });
     };
-    // As the nifti crate reads it: extensions fill the bytes up to vox_offset when the extender
-    // announces them, and the voxels follow the extender otherwise.
-    let data_start = if extender != 0 {
-        (header.vox_offset as usize).max(VOLUME_START)
-    } else {
-        VOLUME_START
-    };
+    // A single-file NIfTI's voxels begin at vox_offset, whether extensions or padding fill the
+    // bytes before it; an offset inside the header is read as the earliest possible one.
+    let data_start = (header.vox_offset as usize).max(VOLUME_START);
     let data_bytes = dims
         .iter()
         .try_fold(value_bytes, |acc, &d| acc.checked_mul(d));
     Ok(DeclaredLayout {
         data_start,
+        extensions: extender != 0,
         data_bytes,
         dims,
         value_bytes,
@@ -302,12 +311,12 @@ fn check_header(path: &Path, head: &[u8]) -> Result<DeclaredLayout, DataError> {
 }
 
 /// The extensions between the extender and vox_offset must chain exactly onto the voxel data:
-/// the nifti crate trusts each extension's size.
-fn check_extensions(path: &Path, contents: &[u8]) -> Result<(), DataError> {
+/// the nifti crate trusts each extension's size. Returns the file's layout.
+fn check_extensions(path: &Path, contents: &[u8]) -> Result<DeclaredLayout, DataError> {
     let layout = check_header(path, contents)?;
     let big_endian = contents[..4] != 348i32.to_le_bytes();
     let mut offset = VOLUME_START;
-    while offset < layout.data_start {
+    while layout.extensions && offset < layout.data_start {
         let Some(field) = contents.get(offset..offset + 4) else {
             break;
         };
@@ -336,7 +345,7 @@ fn check_extensions(path: &Path, contents: &[u8]) -> Result<(), DataError> {
             }
         }
     }
-    Ok(())
+    Ok(layout)
 }
 
 /// `sizeof_hdr` is 348 in either byte order.
@@ -397,26 +406,43 @@ fn spacing(path: &Path, header: &NiftiHeader) -> Option<[f64; 3]> {
         header.pixdim[3] as f64,
     ];
     let usable = |s: &[f64; 3]| s.iter().all(|v| v.is_finite() && *v > 0.0);
-    if usable(&pixdim) {
-        return Some(pixdim);
-    }
-    if header.sform_code > 0 {
-        // With an sform set, header_affine is the sform.
+    // With an sform set, header_affine is the sform, and its column lengths are voxel sizes too.
+    let sform_lengths = (header.sform_code > 0).then(|| {
         let affine = header_affine(header);
-        let lengths: [f64; 3] = std::array::from_fn(|c| {
+        std::array::from_fn::<f64, 3, _>(|c| {
             affine[..3]
                 .iter()
                 .map(|row| row[c].powi(2))
                 .sum::<f64>()
                 .sqrt()
-        });
-        if usable(&lengths) {
+        })
+    });
+    if usable(&pixdim) {
+        // Readers differ here (ITK and nnU-Net take pixdim, MONAI the affine): say so rather
+        // than choose in silence.
+        if let Some(lengths) = sform_lengths
+            && usable(&lengths)
+            && pixdim
+                .iter()
+                .zip(&lengths)
+                .any(|(p, l)| (p - l).abs() > 1e-3 * p.max(*l))
+        {
             tracing::warn!(
-                "{}: pixdim {pixdim:?} is not a voxel size (each must be positive and finite); using the sform's voxel size {lengths:?} mm",
+                "{}: pixdim gives voxel size {pixdim:?} mm but the sform {lengths:?} mm; using \
+                 pixdim, as ITK and nnU-Net do (correct the header if the sform is right)",
                 path.display()
             );
-            return Some(lengths);
         }
+        return Some(pixdim);
+    }
+    if let Some(lengths) = sform_lengths
+        && usable(&lengths)
+    {
+        tracing::warn!(
+            "{}: pixdim {pixdim:?} is not a voxel size (each must be positive and finite); using the sform's voxel size {lengths:?} mm",
+            path.display()
+        );
+        return Some(lengths);
     }
     tracing::warn!(
         "{}: pixdim {pixdim:?} is not a voxel size (each must be positive and finite) and no sform gives one; the file's spacing is unknown",

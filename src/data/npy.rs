@@ -34,7 +34,7 @@ fn truncated(path: &Path, reason: impl Into<String>) -> DataError {
 }
 
 fn read_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = super::read_file(path)?;
     check_declared_sizes(path, &bytes)?;
     Ok(bytes)
 }
@@ -80,10 +80,16 @@ fn check_declared_sizes(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
         ReadHeaderError::Parse(e) => format_error(path, format!("unreadable header: {e}")),
     })?;
     let descriptor = header.type_descriptor.to_string();
-    let item_size = numeric_item_size(&descriptor).ok_or_else(|| {
+    let descriptor = descriptor.trim_matches('\'');
+    let item_size = numeric_item_size(descriptor).ok_or_else(|| {
+        let expected = if descriptor.ends_with("f2") {
+            "half precision is not read: save the array as float32"
+        } else {
+            "expected a numeric or boolean array"
+        };
         DataError::invalid(
             path,
-            format!("unsupported element type {descriptor} (expected a numeric or boolean array)"),
+            format!("unsupported element type {descriptor} ({expected})"),
         )
     })?;
     let data = bytes.len() - prefix - header_len;
@@ -120,7 +126,7 @@ fn numeric_item_size(descriptor: &str) -> Option<usize> {
     let (kind, size) = text.split_at_checked(1)?;
     let size: usize = size.parse().ok()?;
     let valid = match kind {
-        "f" => matches!(size, 2 | 4 | 8),
+        "f" => matches!(size, 4 | 8),
         "i" | "u" => matches!(size, 1 | 2 | 4 | 8),
         "b" => size == 1,
         _ => false,

@@ -55,7 +55,7 @@ fn grey_values(path: &Path, image: DynamicImage) -> Result<Array2<u16>, DataErro
 }
 
 fn read_grey(path: &Path) -> Result<Array2<u16>, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = super::read_file(path)?;
     let image = image::load_from_memory_with_format(&bytes, ImageFormat::Png)
         .map_err(|e| format_error(path, e.to_string()))?;
     grey_values(path, image)
