@@ -96,6 +96,24 @@ fn sam2d_refuses_a_box_outside_the_image_and_non_finite_pixels() {
         )),
         "{err}"
     );
+    let err = fails(&[
+        "sam2d",
+        "--image",
+        text(&png),
+        "--slice",
+        "2",
+        "--box",
+        "20,15,56,41",
+        "--out",
+        text(&out),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "{}: --slice 2 picks a slice of a volume, but this is a 2-D image: leave --slice out",
+            png.display()
+        )),
+        "{err}"
+    );
     let mut pixels = grey_image().mapv(f32::from);
     pixels[[10, 12]] = f32::INFINITY;
     let npy = dir.path().join("inf.npy");
@@ -192,7 +210,7 @@ fn all_zero_images_and_patches_larger_than_the_image_are_warned_about() {
     ));
     assert!(
         err.contains(&format!(
-            "warning: case {}: every voxel of the image is 0",
+            "warning: case {}: every voxel of the image has the same value",
             ids[2]
         )),
         "{err}"

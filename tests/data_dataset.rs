@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use semisam::data::folds::FoldSpec;
-use semisam::data::inspect::inspect_dataset;
+use semisam::data::inspect::{check_training_cases, inspect_dataset};
 use semisam::data::{Dataset, Layout, Splits, read_case_list, write_case_list};
 
 fn fixtures() -> PathBuf {
@@ -203,6 +203,65 @@ fn nnunet_region_labels_and_multi_channel_inputs_are_refused_clearly() {
     let err = Dataset::open(dir.path()).unwrap_err().to_string();
     assert!(
         err.contains("dataset.json") && err.contains("2 input channels"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dataset_json_mistakes_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = r#"{"channel_names": {"0": "MRI"}, "labels": {"background": 0, "hip": 1}, "file_ending": ".nii.gz"}"#;
+
+    // A byte-order mark, as some editors save UTF-8, is not a JSON error.
+    nnunet_dataset(dir.path(), &format!("\u{feff}{json}"));
+    assert_eq!(
+        Dataset::open(dir.path()).unwrap().training_ids,
+        ids(&["hip_0", "hip_1"])
+    );
+
+    nnunet_dataset(
+        dir.path(),
+        r#"{"channel_names": {"0": "MRI"}, "labels": ["background", "hip"], "file_ending": ".nii.gz"}"#,
+    );
+    let err = Dataset::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("dataset.json: `labels` is a list, not an object of names and values"),
+        "{err}"
+    );
+
+    nnunet_dataset(
+        dir.path(),
+        r#"{"channel_names": {"0": "MRI"}, "labels": {"background": 0, "fg": 1, "fg2": 1}, "file_ending": ".nii.gz"}"#,
+    );
+    let err = Dataset::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("dataset.json: labels `fg` and `fg2` both have the value 1"),
+        "{err}"
+    );
+
+    // Images without their labels.
+    nnunet_dataset(dir.path(), json);
+    fs::remove_dir_all(dir.path().join("labelsTr")).unwrap();
+    let dataset = Dataset::open(dir.path()).unwrap();
+    let err = check_training_cases(&dataset).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "imagesTr: none of its 2 image(s) has a label (labelsTr/<ID>.nii.gz, e.g. \
+             labelsTr/hip_0.nii.gz): the dataset has no training case"
+        ),
+        "{err}"
+    );
+
+    // A file_ending that the files do not have.
+    let other = tempfile::tempdir().unwrap();
+    nnunet_dataset(other.path(), &json.replace(".nii.gz", ".nii"));
+    let dataset = Dataset::open(other.path()).unwrap();
+    let err = check_training_cases(&dataset).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "imagesTr: holds no <ID>_0000.nii image (dataset.json's file_ending) but 2 file(s) \
+             with another ending, e.g. hip_0_0000.nii.gz"
+        ),
         "{err}"
     );
 }

@@ -238,6 +238,10 @@ fn read_rgb(path: &Path, slice: Option<usize>, axis: usize) -> anyhow::Result<Ar
             path.display(),
             array.shape()
         ),
+        (2, Some(k)) => bail!(
+            "{}: --slice {k} picks a slice of a volume, but this is a 2-D image: leave --slice out",
+            path.display()
+        ),
         (n, _) => bail!(
             "{}: expected a 2-D image or a 3-D volume, got {n} dimensions",
             path.display()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
-use semisam::data::inspect::image_warnings;
+use semisam::data::inspect::{Intensities, image_warnings};
 use semisam::data::{Dataset, Splits};
 use semisam::reports::curves::{curve_class_names, write_run_curves};
 use semisam::reports::rescore::{HeldOut, held_out_cases};
@@ -324,7 +324,7 @@ fn data_warnings(data: &TrainingData, patch: [usize; 3]) -> Vec<(String, String)
     let images = training_images(data).chain(data.validation.iter().map(|c| (&c.id, &c.image)));
     images
         .flat_map(|(id, image)| {
-            image_warnings(image, Some(patch))
+            image_warnings(image, Intensities::Prepared, Some(patch))
                 .into_iter()
                 .map(move |w| (id.clone(), w))
         })

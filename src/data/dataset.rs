@@ -307,17 +307,41 @@ fn find_cases_dir(root: &Path, ids: &[&String]) -> Result<PathBuf, DataError> {
 
 pub(crate) fn read_json(path: &Path) -> Result<Value, DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| DataError::Format {
+    // Editors on Windows save UTF-8 with a byte-order mark, which JSON parsers reject.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    serde_json::from_str(text).map_err(|e| DataError::Format {
         path: path.to_path_buf(),
         format: "JSON",
         reason: e.to_string(),
     })
 }
 
+/// "a list", "a string", ... for messages about a JSON value of the wrong kind.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
 fn open_json(root: &Path, json_path: &Path) -> Result<Dataset, DataError> {
     let json = read_json(json_path)?;
-    let Some(labels) = json.get("labels").and_then(Value::as_object) else {
-        return Err(DataError::invalid(json_path, "missing object `labels`"));
+    let labels = match json.get("labels") {
+        Some(Value::Object(labels)) => labels,
+        Some(other) => {
+            return Err(DataError::invalid(
+                json_path,
+                format!(
+                    "`labels` is {}, not an object of names and values (e.g.                      {{\"background\": 0, \"tumour\": 1}})",
+                    json_kind(other)
+                ),
+            ));
+        }
+        None => return Err(DataError::invalid(json_path, "missing object `labels`")),
     };
     let nnunet = json.get("file_ending").is_some()
         || json.get("channel_names").is_some()
@@ -521,7 +545,13 @@ fn open_nnunet(root: &Path, json_path: &Path, json: &Value) -> Result<Dataset, D
                 ),
             ));
         }
-        labels.insert(label_value(json_path, name, value.as_u64())?, name.clone());
+        let value = label_value(json_path, name, value.as_u64())?;
+        if let Some(other) = labels.insert(value, name.clone()) {
+            return Err(DataError::invalid(
+                json_path,
+                format!("labels `{other}` and `{name}` both have the value {value}"),
+            ));
+        }
     }
     let file_ending = json
         .get("file_ending")

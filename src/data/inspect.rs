@@ -51,7 +51,14 @@ pub fn check_training_cases(dataset: &Dataset) -> Result<(), DataError> {
             dataset.root.join(DATASET_JSON),
             "has no `training` list (or an empty one)",
         ),
-        Layout::NnUnetV2 { .. } => (dataset.root.join("imagesTr"), "holds no training image"),
+        Layout::NnUnetV2 { ref file_ending } => {
+            let images = dataset.root.join("imagesTr");
+            let what = nnunet_without_training_cases(dataset, &images, file_ending);
+            return Err(DataError::invalid(
+                &images,
+                format!("{what}: the dataset has no training case"),
+            ));
+        }
     };
     Err(DataError::invalid(
         &path,
@@ -59,15 +66,68 @@ pub fn check_training_cases(dataset: &Dataset) -> Result<(), DataError> {
     ))
 }
 
+/// Why an nnU-Net v2 `imagesTr` gave no labeled case: its images have no label, or none of its
+/// files ends in the dataset's `file_ending`.
+fn nnunet_without_training_cases(
+    dataset: &Dataset,
+    images: &std::path::Path,
+    ending: &str,
+) -> String {
+    let unlabeled: Vec<&Case> = dataset
+        .cases
+        .iter()
+        .filter(|case| case.label.is_none() && case.image.starts_with(images))
+        .collect();
+    if let Some(first) = unlabeled.first() {
+        return format!(
+            "none of its {} image(s) has a label (labelsTr/<ID>{ending}, e.g. labelsTr/{}{ending})",
+            unlabeled.len(),
+            first.id
+        );
+    }
+    let other_endings: Vec<String> = std::fs::read_dir(images)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| super::split_volume_extension(name).is_some())
+        .collect();
+    match other_endings.iter().min() {
+        Some(example) => format!(
+            "holds no <ID>_0000{ending} image (dataset.json's file_ending) but {} file(s) with \
+             another ending, e.g. {example}",
+            other_endings.len()
+        ),
+        None => format!("holds no <ID>_0000{ending} image"),
+    }
+}
+
+/// Which intensities an image holds, for what a warning may quote of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intensities {
+    /// As the file stores them.
+    AsStored,
+    /// Normalised (and resampled) for the network: their values mean nothing to the user.
+    Prepared,
+}
+
 /// What is legal but probably not meant in an image: every voxel the same (an all-zero volume),
 /// or a shape smaller than the training patch along some axis (its patches are mostly padding).
-pub fn image_warnings(image: &Array3<f32>, patch: Option<[usize; 3]>) -> Vec<String> {
+pub fn image_warnings(
+    image: &Array3<f32>,
+    intensities: Intensities,
+    patch: Option<[usize; 3]>,
+) -> Vec<String> {
     let mut warnings = Vec::new();
     if let Some(&first) = image.iter().next()
         && image.iter().all(|&v| v == first)
     {
+        let value = match intensities {
+            Intensities::AsStored => format!("is {first}"),
+            Intensities::Prepared => "has the same value".to_string(),
+        };
         warnings.push(format!(
-            "every voxel of the image is {first}: it holds nothing to learn from or segment"
+            "every voxel of the image {value}: it holds nothing to learn from or segment"
         ));
     }
     if let Some(patch) = patch {
@@ -143,7 +203,7 @@ pub fn inspect_case(dataset: &Dataset, case: &Case, patch: Option<[usize; 3]>) -
         report.shape = Some(image.shape());
         report.spacing = image.geometry.spacing;
         report.intensity = intensity_stats(image.data.iter());
-        report.warnings = image_warnings(&image.data, patch);
+        report.warnings = image_warnings(&image.data, Intensities::AsStored, patch);
         report.problems.extend(case_problems(
             &case.id,
             image,
