@@ -203,7 +203,11 @@ fn resume_with_another_configuration_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("last.ckpt: cannot resume: the configuration differs"),
+        err.contains(&format!(
+            "last.ckpt: cannot resume: the configuration differs from the one the run was \
+             started with (training.lr: {}, 0.1, as started and as given now)",
+            toml::Value::Float(config.training.lr)
+        )),
         "{err}"
     );
 }

@@ -32,9 +32,15 @@ pub enum NormalizeError {
     )]
     BadPercentiles { lower: f64, upper: f64 },
     #[error(
-        "clip_z_score needs lower < upper and a positive std, got lower {lower}, upper {upper}, std {std}"
+        "clip_z_score needs lower < upper, a finite mean and a positive std, got lower {lower}, \
+         upper {upper}, mean {mean}, std {std}"
     )]
-    BadClipZScore { lower: f64, upper: f64, std: f64 },
+    BadClipZScore {
+        lower: f64,
+        upper: f64,
+        mean: f64,
+        std: f64,
+    },
 }
 
 /// The `p`-th percentile (0..=100) with linear interpolation between order statistics.
@@ -62,8 +68,37 @@ fn z_score(data: &mut Array3<f32>) {
     data.mapv_inplace(|v| ((v as f64 - mean) * scale) as f32);
 }
 
+impl Normalization {
+    /// The parameters make sense: percentiles in order within 0..=100, clip bounds in order and
+    /// a finite mean and positive std.
+    pub fn check(&self) -> Result<(), NormalizeError> {
+        match *self {
+            Normalization::PercentileClip { lower, upper }
+                if !(0.0 <= lower && lower < upper && upper <= 100.0) =>
+            {
+                Err(NormalizeError::BadPercentiles { lower, upper })
+            }
+            Normalization::ClipZScore {
+                lower,
+                upper,
+                mean,
+                std,
+            } if !(lower < upper && mean.is_finite() && std > 0.0 && std.is_finite()) => {
+                Err(NormalizeError::BadClipZScore {
+                    lower,
+                    upper,
+                    mean,
+                    std,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Normalise one case in place. An empty array is left unchanged.
 pub fn normalize(data: &mut Array3<f32>, method: Normalization) -> Result<(), NormalizeError> {
+    method.check()?;
     if data.is_empty() {
         return Ok(());
     }
@@ -71,9 +106,6 @@ pub fn normalize(data: &mut Array3<f32>, method: Normalization) -> Result<(), No
         Normalization::Identity => {}
         Normalization::ZScore => z_score(data),
         Normalization::PercentileClip { lower, upper } => {
-            if !(0.0 <= lower && lower < upper && upper <= 100.0) {
-                return Err(NormalizeError::BadPercentiles { lower, upper });
-            }
             let mut values: Vec<f32> = data.iter().copied().collect();
             let lo = percentile(&mut values, lower) as f32;
             let hi = percentile(&mut values, upper) as f32;
@@ -86,9 +118,6 @@ pub fn normalize(data: &mut Array3<f32>, method: Normalization) -> Result<(), No
             mean,
             std,
         } => {
-            if !(lower < upper && std > 0.0 && std.is_finite()) {
-                return Err(NormalizeError::BadClipZScore { lower, upper, std });
-            }
             data.mapv_inplace(|v| ((f64::from(v).clamp(lower, upper) - mean) / std) as f32);
         }
     }

@@ -355,6 +355,52 @@ impl RunConfig {
         toml::to_string(self).expect("every configuration value is representable in TOML")
     }
 
+    /// The keys whose values differ from `other`'s, as `key: this value, other value`, in the
+    /// order of the TOML form.
+    pub fn differences(&self, other: &RunConfig) -> Vec<String> {
+        fn as_table(config: &RunConfig) -> toml::Table {
+            toml::Table::try_from(config).expect("a configuration serialises to a TOML table")
+        }
+        fn walk(
+            prefix: &str,
+            a: Option<&toml::Value>,
+            b: Option<&toml::Value>,
+            out: &mut Vec<String>,
+        ) {
+            match (a, b) {
+                (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) => {
+                    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+                    keys.sort();
+                    keys.dedup();
+                    for key in keys {
+                        let path = if prefix.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{prefix}.{key}")
+                        };
+                        walk(&path, a.get(key), b.get(key), out);
+                    }
+                }
+                (a, b) if a != b => {
+                    let show = |v: Option<&toml::Value>| {
+                        v.map_or_else(|| "unset".to_string(), |v| v.to_string())
+                    };
+                    out.push(format!("{prefix}: {}, {}", show(a), show(b)));
+                }
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        let (a, b) = (as_table(self), as_table(other));
+        walk(
+            "",
+            Some(&toml::Value::Table(a)),
+            Some(&toml::Value::Table(b)),
+            &mut out,
+        );
+        out
+    }
+
     /// Checks that need more than one field or a range.
     pub fn validate(&self) -> Result<(), String> {
         let t = &self.training;
@@ -419,20 +465,28 @@ impl RunConfig {
             );
         }
         d.validate_folds()?;
+        d.normalization
+            .check()
+            .map_err(|e| format!("data.normalization: {e}"))?;
         if self.data.downsample == 0 {
             return Err("data.downsample must be at least 1".into());
         }
-        if let Some(target) = self.data.target_spacing {
-            if !target.iter().all(|&s| s > 0.0 && s.is_finite()) {
+        for (name, spacing) in [
+            ("data.spacing", self.data.spacing),
+            ("data.target_spacing", self.data.target_spacing),
+        ] {
+            if let Some(spacing) = spacing
+                && !spacing.iter().all(|&s| s > 0.0 && s.is_finite())
+            {
                 return Err(format!(
-                    "data.target_spacing {target:?}: every spacing must be positive"
+                    "{name} {spacing:?}: every spacing must be finite and positive"
                 ));
             }
-            if self.data.downsample != 1 {
-                return Err(
-                    "data.target_spacing and data.downsample both change the grid: set one".into(),
-                );
-            }
+        }
+        if self.data.target_spacing.is_some() && self.data.downsample != 1 {
+            return Err(
+                "data.target_spacing and data.downsample both change the grid: set one".into(),
+            );
         }
         for (name, stride) in [
             ("validation.stride", self.validation.stride),
@@ -787,6 +841,79 @@ lr = 0.01
         assert!(err.contains("data.labeled must be at least 1"), "{err}");
         let err = parse(&["data.protocol=half"]).unwrap_err().to_string();
         assert!(err.contains("unknown variant `half`"), "{err}");
+    }
+
+    #[test]
+    fn differences_name_each_changed_key_with_both_values() {
+        let a = parse(&[]).unwrap();
+        assert!(a.differences(&a).is_empty());
+        let b = parse(&["training.iterations=6", "data.spacing=[1.0, 1.0, 2.0]"]).unwrap();
+        assert_eq!(
+            a.differences(&b),
+            [
+                "data.spacing: unset, [1.0, 1.0, 2.0]".to_string(),
+                format!("training.iterations: {}, 6", a.training.iterations),
+            ]
+        );
+    }
+
+    #[test]
+    fn spacings_must_be_finite_and_positive() {
+        for (set, expected) in [
+            (
+                "data.spacing=[0.0, 1.0, 1.0]",
+                "data.spacing [0.0, 1.0, 1.0]",
+            ),
+            (
+                "data.spacing=[-1.0, 1.0, 1.0]",
+                "data.spacing [-1.0, 1.0, 1.0]",
+            ),
+            (
+                "data.spacing=[nan, 1.0, 1.0]",
+                "data.spacing [NaN, 1.0, 1.0]",
+            ),
+            (
+                "data.target_spacing=[1.0, inf, 1.0]",
+                "data.target_spacing [1.0, inf, 1.0]",
+            ),
+        ] {
+            let err = parse(&[set]).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "{expected}: every spacing must be finite and positive"
+                )),
+                "{set}: {err}"
+            );
+        }
+        assert_eq!(
+            parse(&["data.spacing=[0.5, 0.5, 2.0]"])
+                .unwrap()
+                .data
+                .spacing,
+            Some([0.5, 0.5, 2.0])
+        );
+    }
+
+    #[test]
+    fn normalization_parameters_are_checked_with_the_configuration() {
+        let err = parse(&[
+            "data.normalization={ method = \"clip_z_score\", lower = 5.0, upper = -5.0, mean = 0.0, std = 0.0 }",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("data.normalization: clip_z_score needs lower < upper"),
+            "{err}"
+        );
+        let err = parse(&[
+            "data.normalization={ method = \"percentile_clip\", lower = 99.5, upper = 0.5 }",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("data.normalization: percentile clipping needs 0 <= lower < upper <= 100"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -407,9 +407,16 @@ fn resume_state(
         RunConfig::from_toml_str(&checkpoint.header.config, &[], &path.display().to_string())
             .map_err(|e| resume_error(format!("its configuration no longer parses: {e}")))?;
     if &saved != config {
-        return Err(resume_error(
-            "the configuration differs from the one the run was started with (resume without changing the config or --set)".into(),
-        ));
+        let changed = saved.differences(config);
+        let changed = if changed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({}, as started and as given now)", changed.join("; "))
+        };
+        return Err(resume_error(format!(
+            "the configuration differs from the one the run was started with{changed}: resume \
+             without changing the config or --set"
+        )));
     }
     // The run folder's config.toml is what `report` and `predict` read later: one damaged since
     // the start is written again from the checkpoint's, now that both are known to agree.
