@@ -460,4 +460,17 @@ fn outputs_never_replace_inputs_or_each_other() {
             && err.contains("hippocampus_001_0000.nii.gz"),
         "{err}"
     );
+
+    // one case as .nii and as .nii.gz: two output files, but one case twice for `evaluate`
+    std::fs::remove_file(images.join("hippocampus_001_0000.nii.gz")).unwrap();
+    let plain = semisam::data::read_image(&image).unwrap();
+    semisam::data::write_image(&plain, images.join("hippocampus_001.nii")).unwrap();
+    let err = list_jobs(&images, &dir.path().join("out"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("would be a second prediction of case hippocampus_001, from")
+            && err.contains("keep one file per case in the input folder"),
+        "{err}"
+    );
 }

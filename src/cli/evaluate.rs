@@ -149,8 +149,9 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let references = label_files(&args.reference)?;
     if references.is_empty() {
         bail!(
-            "{}: no reference files (.nii, .nii.gz, .h5, .npy)",
-            args.reference.display()
+            "{}: no reference files ({})",
+            args.reference.display(),
+            semisam::data::volume_extensions_text()
         );
     }
     let unmatched: Vec<_> = predictions

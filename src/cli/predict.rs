@@ -22,7 +22,7 @@ pub struct PredictArgs {
     /// data.target_spacing and data.downsample).
     #[arg(long, required = true)]
     pub checkpoint: Vec<PathBuf>,
-    /// A volume (.nii, .nii.gz, .h5, .npy) or a folder of them (or of UA-MT case folders).
+    /// A volume (.nii, .nii.gz, .h5, .npy, .png) or a folder of them (or of UA-MT case folders).
     #[arg(long)]
     pub input: PathBuf,
     /// Output folder: one label map per input, in the input's format and geometry.

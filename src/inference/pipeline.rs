@@ -29,7 +29,8 @@ pub enum InferenceError {
     #[error(transparent)]
     Ensemble(Box<EnsembleError>),
     #[error(
-        "{0}: no input volume found (expected .nii, .nii.gz, .h5 or .npy files, or UA-MT case folders)"
+        "{0}: no input volume found (expected {extensions} files, or UA-MT case folders)",
+        extensions = crate::data::volume_extensions_text()
     )]
     NoInputs(PathBuf),
     #[error("{path}: {message}")]
@@ -215,6 +216,7 @@ fn check_outputs(jobs: &[PredictionJob]) -> Result<(), InferenceError> {
         .filter_map(|job| std::fs::canonicalize(&job.input).ok())
         .collect();
     let mut outputs = std::collections::HashMap::new();
+    let mut cases = std::collections::HashMap::new();
     for job in jobs {
         let output = resolved(&job.output).unwrap_or_else(|| job.output.clone());
         if inputs.contains(&output) {
@@ -228,6 +230,27 @@ fn check_outputs(jobs: &[PredictionJob]) -> Result<(), InferenceError> {
                 path: job.output.clone(),
                 message: format!(
                     "would hold the predictions of both {} and {}: one case per output name",
+                    other.display(),
+                    job.input.display()
+                ),
+            });
+        }
+        // `evaluate` and `report` pair predictions with references by case ID: `a.nii` and
+        // `a.nii.gz` would be one case twice.
+        let name = job
+            .output
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        if let Some((id, _)) = name
+            .as_deref()
+            .and_then(crate::data::split_volume_extension)
+            && let Some(other) = cases.insert(id.to_owned(), &job.input)
+        {
+            return Err(InferenceError::Output {
+                path: job.output.clone(),
+                message: format!(
+                    "would be a second prediction of case {id}, from {} and from {}: keep one \
+                     file per case in the input folder",
                     other.display(),
                     job.input.display()
                 ),
@@ -377,6 +400,9 @@ mod tests {
         let err = list_jobs(empty.path(), Path::new("o"))
             .unwrap_err()
             .to_string();
-        assert!(err.ends_with("no input volume found (expected .nii, .nii.gz, .h5 or .npy files, or UA-MT case folders)"));
+        assert!(err.ends_with(
+            "no input volume found (expected .nii.gz, .nii, .hdf5, .h5, .npy or .png files, \
+             or UA-MT case folders)"
+        ));
     }
 }
