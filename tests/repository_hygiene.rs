@@ -161,15 +161,15 @@ fn text_extension(path: &Path) -> Option<&str> {
     }
 }
 
-#[test]
-fn no_history_issue_numbers_or_missing_spec_in_the_repository() {
+/// The repository's checked text files (this one left out): path relative to the crate root,
+/// extension and text.
+fn text_files() -> Vec<(PathBuf, String, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
     for name in ROOTS {
         collect_files(&root.join(name), &mut files);
     }
-    let mut checked = 0;
-    let mut findings = Vec::new();
+    let mut texts = Vec::new();
     for path in &files {
         let relative = path.strip_prefix(root).expect("under the root");
         if relative == Path::new(THIS_FILE) {
@@ -182,7 +182,18 @@ fn no_history_issue_numbers_or_missing_spec_in_the_repository() {
         let Ok(text) = fs::read_to_string(path) else {
             continue;
         };
-        checked += 1;
+        texts.push((relative.to_owned(), extension.to_owned(), text));
+    }
+    texts
+}
+
+#[test]
+fn no_history_issue_numbers_or_missing_spec_in_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let texts = text_files();
+    let checked = texts.len();
+    let mut findings = Vec::new();
+    for (relative, extension, text) in &texts {
         for (index, line) in text.lines().enumerate() {
             if let Some(why) = finding(line, extension) {
                 findings.push(format!(
@@ -205,6 +216,57 @@ fn no_history_issue_numbers_or_missing_spec_in_the_repository() {
         findings.len(),
         findings.join("\n")
     );
+}
+
+/// Paths under `docs/` that `text` cites (`docs/` then path characters, ending in a file
+/// extension).
+fn cited_docs(text: &str) -> Vec<&str> {
+    text.match_indices("docs/")
+        .filter(|&(at, _)| !text[..at].ends_with(|c: char| c.is_alphanumeric() || c == '_'))
+        .filter_map(|(at, _)| {
+            let rest = &text[at..];
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || "_-./".contains(c)))
+                .unwrap_or(rest.len());
+            let cited = rest[..end].trim_end_matches('.');
+            let name = cited.rsplit('/').next().unwrap_or("");
+            name.contains('.').then_some(cited)
+        })
+        .collect()
+}
+
+#[test]
+fn every_cited_document_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = Vec::new();
+    for (relative, _, text) in text_files() {
+        for (index, line) in text.lines().enumerate() {
+            for cited in cited_docs(line) {
+                if !root.join(cited).is_file() {
+                    missing.push(format!("{}:{}: {cited}", relative.display(), index + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} citation(s) of a document the repository does not hold:\n{}",
+        missing.len(),
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn cited_documents_are_read_from_text() {
+    assert_eq!(
+        cited_docs("(docs/results.md, Cost); see docs/figures/seeds.png."),
+        ["docs/results.md", "docs/figures/seeds.png"]
+    );
+    assert_eq!(
+        cited_docs("`docs/method.md` §5.1 and the docs/ folder"),
+        ["docs/method.md"]
+    );
+    assert!(cited_docs("rustdocs/x.md and mydocs/y.md").is_empty());
 }
 
 #[test]
