@@ -80,64 +80,46 @@ fn sam2d_refuses_a_box_outside_the_image_and_non_finite_pixels() {
     let png = dir.path().join("slice.png");
     write_png(&png, &grey_image());
     let out = dir.path().join("mask.png");
-    let err = fails(&[
-        "sam2d",
-        "--image",
-        text(&png),
-        "--box",
+    // `sam2d --image IMAGE [--slice K] --box BOX --out OUT` fails saying `IMAGE: problem`.
+    let refused = |image: &Path, slice: Option<&str>, bbox: &str, out: &Path, problem: &str| {
+        let mut args = vec!["sam2d", "--image", text(image)];
+        if let Some(slice) = slice {
+            args.extend(["--slice", slice]);
+        }
+        args.extend(["--box", bbox, "--out", text(out)]);
+        let err = fails(&args);
+        let expected = format!("{}: {problem}", image.display());
+        assert!(err.contains(&expected), "{expected}: {err}");
+    };
+    refused(
+        &png,
+        None,
         "100,10,120,30",
-        "--out",
-        text(&out),
-    ]);
-    assert!(
-        err.contains(&format!(
-            "{}: box 100,10,120,30 lies outside the 72x60 image",
-            png.display()
-        )),
-        "{err}"
+        &out,
+        "box 100,10,120,30 lies outside the 72x60 image",
     );
-    let err = fails(&[
-        "sam2d",
-        "--image",
-        text(&png),
-        "--slice",
-        "2",
-        "--box",
+    refused(
+        &png,
+        Some("2"),
         "20,15,56,41",
-        "--out",
-        text(&out),
-    ]);
-    assert!(
-        err.contains(&format!(
-            "{}: --slice 2 picks a slice of a volume, but this is a 2-D image: leave --slice out",
-            png.display()
-        )),
-        "{err}"
+        &out,
+        "--slice 2 picks a slice of a volume, but this is a 2-D image: leave --slice out",
     );
     let mut pixels = grey_image().mapv(f32::from);
     pixels[[10, 12]] = f32::INFINITY;
     let npy = dir.path().join("inf.npy");
     write_npy(&npy, &pixels).unwrap();
-    let err = fails(&[
-        "sam2d",
-        "--image",
-        text(&npy),
-        "--box",
+    refused(
+        &npy,
+        None,
         "20,15,56,41",
-        "--out",
-        text(&out),
-    ]);
-    assert!(
-        err.contains(&format!(
-            "{}: 1 pixel(s) are NaN or infinite",
-            npy.display()
-        )),
-        "{err}"
+        &out,
+        "1 pixel(s) are NaN or infinite",
     );
     assert!(!out.exists());
     // The mask is PNG bytes whatever the name says, so any other name is refused up front.
     let jpg = dir.path().join("mask.jpg");
-    let err = fails(&[
+    let args = [
         "sam2d",
         "--image",
         text(&png),
@@ -145,7 +127,8 @@ fn sam2d_refuses_a_box_outside_the_image_and_non_finite_pixels() {
         "20,15,56,41",
         "--out",
         text(&jpg),
-    ]);
+    ];
+    let err = fails(&args);
     assert!(
         err.contains(&format!(
             "{}: the mask is written as a PNG; name the output file .png",
