@@ -239,6 +239,24 @@ fn dataset_json_mistakes_are_explained() {
         "{err}"
     );
 
+    // An MSD `training` that is not a list of entries.
+    let msd = tempfile::tempdir().unwrap();
+    copy_dir(&fixtures().join("msd"), msd.path());
+    let text = fs::read_to_string(msd.path().join("dataset.json")).unwrap();
+    let start = text.find("\"training\"").unwrap();
+    let end = text.find("\"test\"").unwrap();
+    let edited = format!(
+        "{}\"training\": {{\"a\": 1}},\n {}",
+        &text[..start],
+        &text[end..]
+    );
+    fs::write(msd.path().join("dataset.json"), edited).unwrap();
+    let err = Dataset::open(msd.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("dataset.json: `training` is an object, not a list of"),
+        "{err}"
+    );
+
     // Images without their labels.
     nnunet_dataset(dir.path(), json);
     fs::remove_dir_all(dir.path().join("labelsTr")).unwrap();

@@ -423,11 +423,19 @@ fn open_msd(root: &Path, json_path: &Path, json: &Value) -> Result<Dataset, Data
     )?;
     let resolve = |p: &str| root.join(p.trim_start_matches("./"));
     let (mut labeled, mut unlabeled) = (Vec::new(), Vec::new());
-    let training = json
-        .get("training")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let training = match json.get("training") {
+        Some(Value::Array(entries)) => entries.clone(),
+        None | Some(Value::Null) => Vec::new(),
+        Some(other) => {
+            return Err(DataError::invalid(
+                json_path,
+                format!(
+                    "`training` is {}, not a list of {{\"image\": ..., \"label\": ...}} entries",
+                    json_kind(other)
+                ),
+            ));
+        }
+    };
     for (index, entry) in training.iter().enumerate() {
         let (Some(image), label) = (
             entry.get("image").and_then(Value::as_str),
