@@ -257,6 +257,22 @@ fn dataset_json_mistakes_are_explained() {
         "{err}"
     );
 
+    // A label whose image is misnamed (`hip0`, not `hip_0`): the label would drop out unnoticed.
+    nnunet_dataset(dir.path(), json);
+    fs::rename(
+        dir.path().join("imagesTr/hip_0_0000.nii.gz"),
+        dir.path().join("imagesTr/hip0_0000.nii.gz"),
+    )
+    .unwrap();
+    let err = Dataset::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "labelsTr/hip_0.nii.gz: a label without an image: expected imagesTr/hip_0_0000.nii.gz"
+        ),
+        "{err}"
+    );
+    fs::remove_file(dir.path().join("imagesTr/hip0_0000.nii.gz")).unwrap();
+
     // Images without their labels.
     nnunet_dataset(dir.path(), json);
     fs::remove_dir_all(dir.path().join("labelsTr")).unwrap();

@@ -178,6 +178,8 @@ fn protocol_all_takes_labeled_as_a_cap_and_asks_for_unlabeled_images_when_there_
 
     fs::remove_file(root.join("imagesTr/u1_0000.nii.gz")).unwrap();
     fs::remove_dir_all(root.join("imagesUnlabeled")).unwrap();
+    // u2's stray label file now has no image at all, which `Dataset::open` refuses.
+    fs::remove_file(root.join("labelsTr/u2.nii.gz")).unwrap();
     let dataset = Dataset::open(&root).unwrap();
     let err = make_splits(&config(&root, "", &[]), &dataset)
         .unwrap_err()

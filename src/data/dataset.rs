@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::case_list::read_case_list;
 use super::error::DataError;
 use super::h5;
-use super::image_folder::{FoundImage, scan_nnunet, scan_plain};
+use super::image_folder::{FoundImage, nnunet_labels, scan_nnunet, scan_plain};
 use super::validate::case_problems;
 use super::volume::Volume;
 use super::{read_image, read_label};
@@ -578,8 +578,32 @@ fn open_nnunet(root: &Path, json_path: &Path, json: &Value) -> Result<Dataset, D
         ));
     }
     let scan = |folder: &str| scan_optional(&root.join(folder), |d| scan_nnunet(d, &file_ending));
+    let images = scan("imagesTr")?;
+    let unlabeled_images = scan(UNLABELED_DIR)?;
+    // A label whose image is missing or misnamed would otherwise drop out of training unnoticed,
+    // and its image (if misnamed) train as unlabeled. (A label beside an image of the unlabeled
+    // folder is left unread, as that folder's images are.)
+    let labels_dir = root.join("labelsTr");
+    if labels_dir.is_dir() {
+        for (id, path) in nnunet_labels(&labels_dir, &file_ending)? {
+            if !images
+                .iter()
+                .chain(&unlabeled_images)
+                .any(|image| image.id == id)
+            {
+                return Err(DataError::invalid(
+                    path,
+                    format!(
+                        "a label without an image: expected imagesTr/{id}_0000{file_ending} \
+                         (nnU-Net names an image <ID>_0000{file_ending} and its label \
+                         <ID>{file_ending})"
+                    ),
+                ));
+            }
+        }
+    }
     let (mut labeled, mut unlabeled) = (Vec::new(), Vec::new());
-    for found in scan("imagesTr")? {
+    for found in images {
         let label = root
             .join("labelsTr")
             .join(format!("{}{file_ending}", found.id));
@@ -593,7 +617,7 @@ fn open_nnunet(root: &Path, json_path: &Path, json: &Value) -> Result<Dataset, D
             unlabeled.push(case_without_label(found));
         }
     }
-    unlabeled.extend(scan(UNLABELED_DIR)?.into_iter().map(case_without_label));
+    unlabeled.extend(unlabeled_images.into_iter().map(case_without_label));
     let test = scan("imagesTs")?
         .into_iter()
         .map(case_without_label)

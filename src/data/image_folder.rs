@@ -77,6 +77,17 @@ pub fn scan_plain(dir: &Path) -> Result<Vec<FoundImage>, DataError> {
     Ok(found)
 }
 
+/// The label files of an nnU-Net v2 `labelsTr/` folder (`<ID><file_ending>`): ID and path.
+pub fn nnunet_labels(dir: &Path, file_ending: &str) -> Result<Vec<(String, PathBuf)>, DataError> {
+    Ok(sorted_entries(dir)?
+        .into_iter()
+        .filter_map(|(name, path)| {
+            name.strip_suffix(file_ending)
+                .map(|id| (id.to_string(), path))
+        })
+        .collect())
+}
+
 /// The images of a nnU-Net v2 image folder: `<ID>_0000<file_ending>`, sorted by ID. Another
 /// channel's file (`<ID>_0001<file_ending>`) is an error: semisam reads single-channel images.
 pub fn scan_nnunet(dir: &Path, file_ending: &str) -> Result<Vec<FoundImage>, DataError> {
