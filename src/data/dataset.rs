@@ -336,7 +336,8 @@ fn open_json(root: &Path, json_path: &Path) -> Result<Dataset, DataError> {
             return Err(DataError::invalid(
                 json_path,
                 format!(
-                    "`labels` is {}, not an object of names and values (e.g.                      {{\"background\": 0, \"tumour\": 1}})",
+                    "`labels` is {}, not an object of names and values (e.g. \
+                     {{\"background\": 0, \"tumour\": 1}})",
                     json_kind(other)
                 ),
             ));
