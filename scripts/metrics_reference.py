@@ -89,19 +89,25 @@ def encode(labels):
     return "".join(str(int(v)) for v in labels.ravel(order="C"))
 
 
-def case(name, prediction, reference, spacing, classes=(1,)):
+def case(name, prediction, reference, spacing, classes=(1,), flat_spacing=None):
+    """One fixture case. A 2-D pair is scored as the 2-D arrays it is (medpy and MONAI outline it in
+    its plane) and stored as a one-slice volume, the way semisam holds a 2-D image, with
+    `flat_spacing` along the missing axis, which must not change any value."""
     prediction = np.asarray(prediction, dtype=np.uint8)
     reference = np.asarray(reference, dtype=np.uint8)
     assert prediction.shape == reference.shape
+    classes = [{"class": int(c), **expected(prediction == c, reference == c, spacing)} for c in classes]
+    stored_spacing = spacing
+    if prediction.ndim == 2:
+        prediction, reference = prediction[:, :, None], reference[:, :, None]
+        stored_spacing = None if spacing is None else (*spacing, flat_spacing)
     return {
         "name": name,
         "shape": list(prediction.shape),
-        "spacing": None if spacing is None else list(spacing),
+        "spacing": None if stored_spacing is None else list(stored_spacing),
         "prediction": encode(prediction),
         "reference": encode(reference),
-        "classes": [
-            {"class": int(c), **expected(prediction == c, reference == c, spacing)} for c in classes
-        ],
+        "classes": classes,
     }
 
 
@@ -167,6 +173,14 @@ def build_cases():
     prediction[ellipsoid(shape, (10.0, 7.0, 4.0), (2.5, 2.5, 2.5))] = 2
     prediction[0:2, 0:3, 0:2] = 2
     cases.append(case("multi_class", prediction, reference, (1.25, 0.8, 3.0), classes=(1, 2, 3)))
+
+    # 2-D images (a PNG, a 2-D NIfTI), held by semisam as one-slice volumes.
+    grid = np.indices((26, 21), dtype=np.float64)
+    disc = lambda centre, radii: sum(((grid[d] - centre[d]) / radii[d]) ** 2 for d in range(2)) <= 1.0
+    reference = disc((12.0, 10.0), (8.0, 6.0))
+    prediction = disc((14.0, 9.0), (7.0, 7.0)) ^ (rng.random((26, 21)) < 0.03)
+    cases.append(case("plane_2d", prediction, reference, (0.7, 1.1), flat_spacing=8.0))
+    cases.append(case("plane_2d_empty_prediction", np.zeros_like(reference), reference, (0.7, 1.1), flat_spacing=8.0))
     return cases
 
 

@@ -239,6 +239,34 @@ fn dataset_json_mistakes_are_explained() {
         "{err}"
     );
 
+    // Label values with a gap: a 0/255 mask declared as such, and 0, 1, 4. The network would
+    // predict the missing values as classes no file holds, each scored Dice 1 in every mean.
+    nnunet_dataset(
+        dir.path(),
+        r#"{"channel_names": {"0": "MRI"}, "labels": {"background": 0, "lesion": 255}, "file_ending": ".nii.gz"}"#,
+    );
+    let err = Dataset::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "dataset.json: label values must run 0, 1, 2, ... without gaps, as nnU-Net requires: \
+             `lesion` is 255, but 1 to 254 are not declared, so the network would have 254 output \
+             classes that no file holds. Renumber the label files and `labels` to 0 to 1 (a mask \
+             saved as 0/255: divide it by 255)"
+        ),
+        "{err}"
+    );
+    nnunet_dataset(
+        dir.path(),
+        r#"{"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1, "b": 4}, "file_ending": ".nii.gz"}"#,
+    );
+    let err = Dataset::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("`b` is 4, but 2 to 3 are not declared")
+            && err.contains("2 output classes")
+            && err.contains("to 0 to 2"),
+        "{err}"
+    );
+
     // An MSD `training` that is not a list of entries.
     let msd = tempfile::tempdir().unwrap();
     copy_dir(&fixtures().join("msd"), msd.path());

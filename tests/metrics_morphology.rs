@@ -112,7 +112,11 @@ fn surface_is_the_mask_minus_its_six_connected_erosion() {
             eroded.zip_mut_with(&padded.slice(window), |e, &n| *e = *e && n);
         }
         let expected = &mask ^ &eroded;
-        assert_eq!(surface(mask.view()), expected, "density {density}");
+        assert_eq!(
+            surface(mask.view(), [true; 3]),
+            expected,
+            "density {density}"
+        );
     }
 }
 

@@ -106,6 +106,8 @@ fn fixture_covers_the_required_situations() {
         "both_empty",
         "multi_class",
         "random_blobs_voxel_units",
+        "plane_2d",
+        "plane_2d_empty_prediction",
     ] {
         assert!(
             names.iter().any(|n| n == required),
@@ -150,7 +152,49 @@ fn metrics_match_medpy_and_monai_in_both_hd95_conventions() {
             compared += 1;
         }
     }
-    assert_eq!(compared, 15);
+    assert_eq!(compared, 17);
+}
+
+#[test]
+fn a_2d_image_read_from_png_files_is_scored_in_its_plane() {
+    // The fixture's 2-D case written as real 8-bit PNGs: medpy and MONAI outline it in its
+    // plane, and so must the one-slice volume semisam reads from the files.
+    let fixture = fixture();
+    let case = fixture.cases.iter().find(|c| c.name == "plane_2d").unwrap();
+    let [height, width, 1] = case.shape else {
+        panic!("plane_2d is one slice")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, digits: &str| {
+        let path = dir.path().join(name);
+        let pixels = digits.bytes().map(|b| b - b'0').collect();
+        image::GrayImage::from_raw(width as u32, height as u32, pixels)
+            .unwrap()
+            .save(&path)
+            .unwrap();
+        semisam::data::read_label(&path).unwrap()
+    };
+    let prediction = write("pred.png", &case.prediction);
+    let reference = write("ref.png", &case.reference);
+    assert_eq!(prediction.data.dim(), (height, width, 1));
+    let [sx, sy, _] = case.spacing.unwrap();
+    let expected = &case.classes[0];
+    // The spacing of the missing axis must not matter.
+    for flat in [1.0, 8.0, 30.0] {
+        let options = EvaluationOptions {
+            hd95: Hd95Convention::Medpy,
+            spacing: SpacingSource::Override([sx, sy, flat]),
+        };
+        let m = evaluate_pair(&prediction, &reference, &[1], options)
+            .unwrap()
+            .classes[0]
+            .metrics;
+        let label = format!("plane_2d from PNG, flat spacing {flat}");
+        assert_absolute(&label, "dice", m.dice, expected.dice);
+        assert_relative(&label, "hd95 (medpy)", m.hd95, expected.hd95_medpy);
+        assert_relative(&label, "asd", m.asd, expected.asd);
+        assert_relative(&label, "assd", m.assd, expected.assd);
+    }
 }
 
 #[test]

@@ -332,8 +332,7 @@ fn data_warnings(data: &TrainingData, patch: [usize; 3]) -> Vec<(String, String)
 }
 
 /// Labels that teach less than the configuration says: a labeled case with no foreground, and
-/// classes of `network.num_classes` that no label holds (scored 0 at every validation, they pull
-/// the mean Dice down).
+/// classes of `network.num_classes` that no label holds (never taught, they skew every mean).
 fn label_warnings(data: &TrainingData, num_classes: usize) -> Vec<String> {
     use semisam::data::labels::values_present;
     let labeled: Vec<(&String, Vec<u8>)> = data
@@ -362,7 +361,7 @@ fn label_warnings(data: &TrainingData, num_classes: usize) -> Vec<String> {
         .collect();
     if !never.is_empty() && !seen.is_empty() {
         warnings.push(format!(
-            "network.num_classes = {num_classes}, but no labeled or validation case holds class(es) {}: they are never taught, and their Dice of 0 pulls every mean down",
+            "network.num_classes = {num_classes}, but no labeled or validation case holds class(es) {}: they are never taught, and their scores skew every mean (Dice 1 where neither the prediction nor the label holds them, 0 where the network predicts them)",
             never.join(", ")
         ));
     }

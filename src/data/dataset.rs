@@ -403,6 +403,7 @@ fn assemble(
             ("test case", &test),
         ],
     )?;
+    check_consecutive_labels(source, &labels)?;
     let ids = |cases: &[Case]| cases.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
     let (training_ids, unlabeled_ids, test_ids) = (ids(&labeled), ids(&unlabeled), ids(&test));
     let cases: Vec<Case> = labeled.into_iter().chain(unlabeled).chain(test).collect();
@@ -518,6 +519,50 @@ fn open_msd(root: &Path, json_path: &Path, json: &Value) -> Result<Dataset, Data
         labels,
         [labeled, unlabeled, test],
     )
+}
+
+/// Label values run 0, 1, 2, … without a gap, as nnU-Net requires: the network predicts one class
+/// per value up to the largest, so a gap would add classes that no file holds, each scored Dice 1
+/// (empty in prediction and reference) and inflating every mean. A missing 0 is background.
+fn check_consecutive_labels(source: &Path, labels: &BTreeMap<u8, String>) -> Result<(), DataError> {
+    let Some(&largest) = labels.keys().next_back() else {
+        return Ok(());
+    };
+    let missing: Vec<u8> = (1..largest).filter(|v| !labels.contains_key(v)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let named = |value: u8| format!("`{}` is {value}", labels[&value]);
+    let gaps = match missing.as_slice() {
+        [one] => format!("{one} is"),
+        [first, .., last] if missing.len() == usize::from(last - first) + 1 => {
+            format!("{first} to {last} are")
+        }
+        _ => format!(
+            "{} are",
+            missing
+                .iter()
+                .map(u8::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let hint = if labels.len() <= 2 && largest == 255 {
+        " (a mask saved as 0/255: divide it by 255)"
+    } else {
+        ""
+    };
+    Err(DataError::invalid(
+        source,
+        format!(
+            "label values must run 0, 1, 2, ... without gaps, as nnU-Net requires: {}, but {gaps} \
+             not declared, so the network would have {} output classes that no file holds. \
+             Renumber the label files and `labels` to 0 to {}{hint}",
+            named(largest),
+            missing.len(),
+            labels.len() - usize::from(labels.contains_key(&0))
+        ),
+    ))
 }
 
 /// Every case ID once over the three roles; a clash names both images and their roles.

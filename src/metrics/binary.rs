@@ -81,12 +81,13 @@ impl SurfaceDistances {
         reference: ArrayView3<bool>,
         spacing: [f64; 3],
     ) -> Option<Self> {
+        let spatial = spatial_axes(prediction.shape());
         let region = union_box(bounding_box(prediction), bounding_box(reference))?;
         let [a, b, c] = region;
         let window = ndarray::s![a, b, c];
         // Voxels outside the box are background in both masks, so cropping keeps surfaces exact.
-        let prediction_surface = surface(prediction.slice(window));
-        let reference_surface = surface(reference.slice(window));
+        let prediction_surface = surface(prediction.slice(window), spatial);
+        let reference_surface = surface(reference.slice(window), spatial);
         if !prediction_surface.iter().any(|&v| v) || !reference_surface.iter().any(|&v| v) {
             return None;
         }
@@ -223,15 +224,34 @@ pub fn evaluate_masks(
     Ok(metrics)
 }
 
-/// The physical extent of the image, `sqrt(Σ (shape_d · spacing_d)²)`: larger than any distance
-/// between two voxels, so a missed or hallucinated object always scores worse than any found one.
+/// The physical extent of the image, `sqrt(Σ (shape_d · spacing_d)²)` over the axes it has (see
+/// [`spatial_axes`]): larger than any distance between two voxels, so a missed or hallucinated
+/// object always scores worse than any found one.
 pub fn image_diagonal(shape: &[usize], spacing: [f64; 3]) -> f64 {
+    let spatial = spatial_axes(shape);
     shape
         .iter()
         .zip(spacing)
-        .map(|(&n, s)| (n as f64 * s).powi(2))
+        .zip(spatial)
+        .filter(|(_, along)| *along)
+        .map(|((&n, s), _)| (n as f64 * s).powi(2))
         .sum::<f64>()
         .sqrt()
+}
+
+/// The axes an image extends along: those longer than one voxel. A 2-D image (a PNG, a NIfTI with
+/// two dimensions, or a volume of one slice) is scored in its plane, where the voxels of a one-voxel
+/// axis have no neighbours; a single voxel keeps all three axes.
+pub fn spatial_axes(shape: &[usize]) -> [bool; 3] {
+    let mut along = [false; 3];
+    for (axis, &n) in shape.iter().take(3).enumerate() {
+        along[axis] = n > 1;
+    }
+    if along.iter().any(|&a| a) {
+        along
+    } else {
+        [true; 3]
+    }
 }
 
 pub(super) fn validate_spacing(spacing: [f64; 3]) -> Result<(), MetricsError> {

@@ -4,13 +4,18 @@
 use ndarray::{Array3, ArrayView3, Axis, s};
 use rayon::prelude::*;
 
-/// The surface of `mask`: the `true` voxels with at least one face neighbour (±1 along one axis)
-/// that is `false` or lies outside the volume (outside counts as background). Equivalently
-/// `mask XOR erode(mask, 6-connected cross)` with a `false` border.
-pub fn surface(mask: ArrayView3<bool>) -> Array3<bool> {
+/// The surface of `mask`: the `true` voxels with at least one face neighbour (±1 along one of the
+/// `spatial` axes) that is `false` or lies outside the volume (outside counts as background).
+/// Equivalently `mask XOR erode(mask, cross)` with a `false` border, the cross spanning the
+/// `spatial` axes only.
+///
+/// An axis left out is one the image does not have: a 2-D image held as a one-slice volume is
+/// outlined in its plane, as medpy and MONAI outline a 2-D array, instead of every pixel counting
+/// as surface because the slices above and below it are "outside".
+pub fn surface(mask: ArrayView3<bool>, spatial: [bool; 3]) -> Array3<bool> {
     let (ni, nj, nk) = mask.dim();
     let mut out = Array3::from_elem((ni, nj, nk), false);
-    // Line by line along the last axis, comparing each line with its four neighbouring lines.
+    // Line by line along the last axis, comparing each line with its neighbouring lines.
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
         .enumerate()
@@ -18,27 +23,27 @@ pub fn surface(mask: ArrayView3<bool>) -> Array3<bool> {
             for j in 0..nj {
                 let line = mask.slice(s![i, j, ..]);
                 let mut out_line = plane.row_mut(j);
-                let neighbours = [
-                    (i > 0).then(|| mask.slice(s![i - 1, j, ..])),
-                    (i + 1 < ni).then(|| mask.slice(s![i + 1, j, ..])),
-                    (j > 0).then(|| mask.slice(s![i, j - 1, ..])),
-                    (j + 1 < nj).then(|| mask.slice(s![i, j + 1, ..])),
-                ];
-                let [Some(a), Some(b), Some(c), Some(d)] = neighbours else {
+                // A missing neighbour line (`None`) is the outside; an axis the image lacks has
+                // no neighbours to compare with, so it contributes nothing.
+                let mut neighbours = Vec::with_capacity(4);
+                if spatial[0] {
+                    neighbours.push((i > 0).then(|| mask.slice(s![i - 1, j, ..])));
+                    neighbours.push((i + 1 < ni).then(|| mask.slice(s![i + 1, j, ..])));
+                }
+                if spatial[1] {
+                    neighbours.push((j > 0).then(|| mask.slice(s![i, j - 1, ..])));
+                    neighbours.push((j + 1 < nj).then(|| mask.slice(s![i, j + 1, ..])));
+                }
+                let Some(neighbours) = neighbours.into_iter().collect::<Option<Vec<_>>>() else {
                     // A line on the volume border: every object voxel on it touches the outside.
                     out_line.assign(&line);
                     continue;
                 };
                 for k in 0..nk {
                     if line[k] {
-                        let interior = k > 0
-                            && k + 1 < nk
-                            && line[k - 1]
-                            && line[k + 1]
-                            && a[k]
-                            && b[k]
-                            && c[k]
-                            && d[k];
+                        let along_line =
+                            !spatial[2] || (k > 0 && k + 1 < nk && line[k - 1] && line[k + 1]);
+                        let interior = along_line && neighbours.iter().all(|n| n[k]);
                         out_line[k] = !interior;
                     }
                 }
@@ -55,7 +60,7 @@ mod tests {
     fn solid_cube_keeps_only_its_shell() {
         let mut mask = Array3::from_elem((7, 7, 7), false);
         mask.slice_mut(s![1..6, 1..6, 1..6]).fill(true);
-        let shell = surface(mask.view());
+        let shell = surface(mask.view(), [true; 3]);
         // 5³ cube minus its 3³ interior.
         assert_eq!(shell.iter().filter(|&&v| v).count(), 125 - 27);
         assert!(!shell[[3, 3, 3]]);
@@ -65,8 +70,26 @@ mod tests {
     #[test]
     fn volume_border_counts_as_background() {
         let mask = Array3::from_elem((3, 3, 3), true);
-        let shell = surface(mask.view());
+        let shell = surface(mask.view(), [true; 3]);
         assert_eq!(shell.iter().filter(|&&v| v).count(), 26);
         assert!(!shell[[1, 1, 1]]);
+    }
+
+    #[test]
+    fn a_missing_axis_outlines_the_plane() {
+        // A 5x5 square on a one-slice image: in its plane only the 16 border pixels are surface.
+        let mut mask = Array3::from_elem((7, 7, 1), false);
+        mask.slice_mut(s![1..6, 1..6, ..]).fill(true);
+        let outline = surface(mask.view(), [true, true, false]);
+        assert_eq!(outline.iter().filter(|&&v| v).count(), 16);
+        assert!(!outline[[3, 3, 0]]);
+        // Seen as a 3-D volume one voxel thick, every pixel touches the outside.
+        let shell = surface(mask.view(), [true; 3]);
+        assert_eq!(shell.iter().filter(|&&v| v).count(), 25);
+        // The same for a one-voxel first axis.
+        let mut mask = Array3::from_elem((1, 7, 7), false);
+        mask.slice_mut(s![.., 1..6, 1..6]).fill(true);
+        let outline = surface(mask.view(), [false, true, true]);
+        assert_eq!(outline.iter().filter(|&&v| v).count(), 16);
     }
 }
