@@ -194,6 +194,46 @@ fn plans_of_the_demo_subset_and_of_a_coarser_copy() {
     );
 }
 
+#[test]
+fn one_field_of_view_stored_at_two_resolutions_gets_the_patch_of_its_resampled_shapes() {
+    // Three demo cases at 1 mm, two more and the label-free image at 0.5 mm: target 0.75 mm, on
+    // which every image covers about the same number of voxels. The median of the stored shapes
+    // (half of them twice the size) scaled by the median spacing would overstate it.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("mixed");
+    write_dataset(&root, &CASES[..3], None);
+    write_dataset(&root, &CASES[3..], Some([0.5; 3]));
+    write_dataset_json(&root, &CASES, "Hippocampus at two resolutions", "nii.gz");
+    let (config, text) = plan(&root, &dir.path().join("plan.toml"));
+    assert_eq!(config.data.target_spacing, Some([0.75; 3]));
+
+    let images = CASES.iter().map(|id| image_path(&root, id)).chain([root
+        .join("imagesUnlabeled")
+        .join(format!("{UNLABELED}.nii.gz"))]);
+    let resampled: Vec<[f64; 3]> = images
+        .map(|path| {
+            let image = read_image(path).unwrap();
+            let spacing = image.geometry.spacing.unwrap();
+            let shape = image.data.shape().to_vec();
+            std::array::from_fn(|d| shape[d] as f64 * spacing[d] / 0.75)
+        })
+        .collect();
+    let median: [f64; 3] = std::array::from_fn(|d| {
+        let mut sides: Vec<f64> = resampled.iter().map(|s| s[d]).collect();
+        sides.sort_by(f64::total_cmp);
+        (sides[2] + sides[3]) / 2.0
+    });
+    let stated = format!(
+        "the median resampled shape {} x {} x {} rounded down to multiples of 16",
+        median[0].round(),
+        median[1].round(),
+        median[2].round()
+    );
+    assert!(text.contains(&stated), "expected '{stated}' in {text}");
+    let patch: Vec<usize> = median.iter().map(|s| (*s as usize / 16) * 16).collect();
+    assert_eq!(config.training.patch.to_vec(), patch);
+}
+
 /// An MSD dataset of 2D NIfTI images (`dim[0] = 2`), as cardiac MRI slices are stored: the
 /// axial slice of each demo case in `ids` that holds the most foreground, plus the middle slice
 /// of a label-free image, all declared 1.5 mm in-plane (finer than their nominal 1 mm third

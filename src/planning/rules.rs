@@ -3,7 +3,7 @@
 use crate::data::Normalization;
 use crate::networks::{Architecture, LEVELS};
 
-use super::fingerprint::Fingerprint;
+use super::fingerprint::{Fingerprint, median};
 
 /// A planned value and where it came from (written as the comment above it).
 #[derive(Debug, Clone, PartialEq)]
@@ -126,9 +126,19 @@ pub fn normalization(fingerprint: &Fingerprint) -> Choice<Normalization> {
     }
 }
 
-/// The median image shape on the target grid.
+/// The median image shape on the target grid: each image's shape resampled to `target`, then the
+/// median per axis (nnU-Net's order). Scaling the median stored shape by the median spacing instead
+/// is wrong wherever the shapes follow the spacings, e.g. one field of view stored at 1 mm and 0.5 mm.
 pub fn median_resampled_shape(fingerprint: &Fingerprint, target: [f64; 3]) -> [f64; 3] {
-    std::array::from_fn(|d| fingerprint.median_shape[d] * fingerprint.median_spacing[d] / target[d])
+    std::array::from_fn(|d| {
+        median(
+            fingerprint
+                .cases
+                .iter()
+                .map(|case| case.shape[d] as f64 * case.spacing[d] / target[d])
+                .collect(),
+        )
+    })
 }
 
 /// Estimated training memory (bytes) of a batch of patches.
