@@ -263,7 +263,14 @@ fn spacing_is_accepted_comma_separated_and_as_three_values() {
         let out = dir.path().join(name);
         let mut extra = vec!["--spacing"];
         extra.extend_from_slice(spacing);
-        succeeds(&evaluate_args(&pred, &reference, &out, &extra));
+        let stderr = succeeds(&evaluate_args(&pred, &reference, &out, &extra));
+        // The files store 2 mm: the override is announced, not applied silently.
+        assert!(
+            stderr.contains(
+                "--spacing 0.5 x 0.5 x 0.5 mm replaces the spacing stored in 3 reference file(s), e.g. 2 x 2 x 2 mm in"
+            ),
+            "{stderr}"
+        );
         out
     };
     let commas = run("commas", &["0.5,0.5,0.5"]);

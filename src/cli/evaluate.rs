@@ -142,6 +142,34 @@ fn check_output_folder(args: &EvaluateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--spacing` wins over the files' own spacings, which is what it is for with files that store
+/// none (UA-MT h5, npy); where a file stores another, the distances change unit and scale without
+/// a trace in the numbers, so say so.
+fn warn_about_replaced_spacings<'a>(
+    given: [f64; 3],
+    references: impl Iterator<Item = &'a Volume<u8>>,
+) {
+    let differing: Vec<(&Path, [f64; 3])> = references
+        .filter_map(|reference| Some((reference.path.as_path(), reference.geometry.spacing?)))
+        .filter(|(_, stored)| {
+            stored
+                .iter()
+                .zip(given)
+                .any(|(s, g)| (s - g).abs() > 1e-5 * s.abs().max(g.abs()))
+        })
+        .collect();
+    if let Some((first, stored)) = differing.first() {
+        let triple = |v: [f64; 3]| format!("{} x {} x {}", v[0], v[1], v[2]);
+        tracing::warn!(
+            "--spacing {} mm replaces the spacing stored in {} reference file(s), e.g. {} mm in {}: distances are computed with the given spacing",
+            triple(given),
+            differing.len(),
+            triple(stored.map(|v| (v * 1e4).round() / 1e4)),
+            first.display()
+        );
+    }
+}
+
 pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
     let spacing = spacing_source(&args)?;
     check_output_folder(&args)?;
@@ -193,6 +221,9 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<()> {
             None => empty_prediction(&reference),
         };
         pairs.push((id, prediction, reference));
+    }
+    if let SpacingSource::Override(given) = spacing {
+        warn_about_replaced_spacings(given, pairs.iter().map(|(_, _, reference)| reference));
     }
     let classes: Vec<u8> = if args.classes.is_empty() {
         let found = foreground_values(pairs.iter().map(|(_, _, reference)| reference));
