@@ -20,15 +20,16 @@ fn stop_quietly_when_the_reader_leaves() {
 }
 
 /// glibc serves blocks above a dynamic threshold (from 128 KiB) with fresh `mmap`s and unmaps
-/// them on free, so every multi-megabyte tensor of LiteMedSAM's mask decoder page-faults its
-/// memory in again: 5 800 faults and about a fifth of the CPU time per decode. Serving blocks up
-/// to glibc's 32 MiB cap from the heap, and trimming it only past 256 MiB of free top memory,
-/// reuses that memory instead (measured: decode CPU time -20 %, training step unchanged).
+/// them on free, so every large tensor page-faults its memory in again on each use: 5 800 faults
+/// and about a fifth of the CPU time per LiteMedSAM decode, and a quarter of a width-16 V-Net
+/// training step, whose full-resolution activations (50 MB and more) lie above even glibc's
+/// 32 MiB cap on that threshold. Serving every block from the heap, and trimming it only past
+/// 256 MiB of free top memory, reuses that memory instead (measured in docs/results.md, Cost).
 fn keep_large_allocations_mapped() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_MMAP_MAX, 0);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
     }
 }
