@@ -227,6 +227,16 @@ fn resuming_a_run_killed_before_its_first_checkpoint_says_how_to_restart_it() {
             .status
             .success()
     );
+
+    // A finished run without its last.ckpt is not offered --overwrite, which would erase it.
+    std::fs::remove_file(runs.join("early/checkpoints/last.ckpt")).unwrap();
+    let err = fails(&train_args(&config, &runs, "early", &["--resume"]));
+    assert!(
+        err.contains("checkpoints/last.ckpt, the checkpoint a run resumes from, is missing or not a file, but the folder holds checkpoints/final.ckpt")
+            && !err.contains("--overwrite"),
+        "{err}"
+    );
+    assert!(runs.join("early/checkpoints/final.ckpt").is_file());
 }
 
 /// A three-case dataset (the last validating) and a configuration of `iterations` that

@@ -69,7 +69,7 @@ enum Source {
     },
 }
 
-/// Exit status of a run stopped by Ctrl-C (128 + SIGINT, what a shell reports).
+/// Exit status of a run stopped by Ctrl-C, SIGTERM or SIGHUP (128 + SIGINT, what a shell reports for Ctrl-C).
 const INTERRUPTED: u8 = 130;
 
 /// Where the run goes: a folder to resume (locked), or a new one reserved but not yet created.
@@ -158,6 +158,19 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
         let name = file_name(&root);
         let run = RunDir::open_to_resume(&root)?.0;
         if !run.checkpoint_path("last").is_file() {
+            // A folder holding other checkpoints or predictions has results that an overwrite
+            // would erase: say what is missing instead of offering `--overwrite`.
+            let results: Vec<&str> = ["checkpoints/final.ckpt", "checkpoints/best.ckpt", "metrics"]
+                .into_iter()
+                .filter(|item| root.join(item).exists())
+                .collect();
+            if !results.is_empty() {
+                bail!(
+                    "{}: checkpoints/last.ckpt, the checkpoint a run resumes from, is missing or not a file, but the folder holds {}: nothing was changed; restore last.ckpt to resume, or start a new run under another --name",
+                    root.display(),
+                    results.join(", ")
+                );
+            }
             bail!(
                 "{}: the run stopped before its first checkpoint, so there is nothing to resume; start it again with: {}",
                 root.display(),

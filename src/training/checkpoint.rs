@@ -315,8 +315,9 @@ mod tests {
                 config: "[training]\n".into(),
                 sampler: sampler.state(),
                 model_rng: RngState::capture(&rand_chacha::ChaCha8Rng::seed_from_u64(9)),
+                // A value that JSON without exact float parsing reads back one ulp lower.
                 best: Some(BestScore {
-                    dice: 0.5,
+                    dice: 0.198_877_132_368_818_82,
                     step: 40,
                 }),
                 sections: vec![],
@@ -337,6 +338,11 @@ mod tests {
         let back = Checkpoint::load(&path).unwrap();
         assert_eq!(back.header.step, 42);
         assert_eq!(back.header.sampler, ckpt.header.sampler);
+        // Bit for bit: a resumed run compares later validations against this best score.
+        assert_eq!(
+            back.header.best.map(|b| b.dice.to_bits()),
+            Some(0.198_877_132_368_818_82f64.to_bits())
+        );
         assert_eq!(
             back.header.sections,
             [("student".to_string(), 3), ("optimizer".to_string(), 0)]

@@ -50,6 +50,10 @@ pub enum RunDirError {
     #[error("{0} is not a semisam run folder (no run.json)")]
     NotARun(PathBuf),
     #[error(
+        "{0} exists and is not a semisam run folder (no run.json): --overwrite would delete what it holds, so nothing was changed; choose another --name or --runs-dir"
+    )]
+    OverwriteNotARun(PathBuf),
+    #[error(
         "run folder {path} was written by semisam {version} (run format {found}); this semisam {current} reads run format {RUN_FORMAT} only: start a new run"
     )]
     Incompatible {
@@ -206,6 +210,11 @@ impl RunDir {
             if !overwrite {
                 return Err(RunDirError::Exists(root));
             }
+            // `--overwrite` empties the folder: only ever a run's own (or an empty one), never a
+            // folder that a mistyped --runs-dir or --name happens to point at.
+            if !root.join("run.json").is_file() && !is_empty_folder(&root)? {
+                return Err(RunDirError::OverwriteNotARun(root));
+            }
             Some(lock)
         } else {
             None
@@ -321,6 +330,15 @@ impl RunDir {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunDirError {
     let path = path.to_owned();
     move |source| RunDirError::Io { path, source }
+}
+
+/// Whether `folder` holds nothing at all.
+fn is_empty_folder(folder: &Path) -> Result<bool, RunDirError> {
+    let io = |source| RunDirError::Io {
+        path: folder.to_path_buf(),
+        source,
+    };
+    Ok(std::fs::read_dir(folder).map_err(io)?.next().is_none())
 }
 
 /// Lock `root` (a folder) exclusively, without waiting.
@@ -519,6 +537,25 @@ mod tests {
             RunDir::create(dir.path(), "../x", false),
             Err(RunDirError::BadName(_))
         ));
+    }
+
+    #[test]
+    fn overwrite_empties_only_a_run_folder_or_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        // A user's folder that a mistyped --name points at.
+        let precious = dir.path().join("precious");
+        std::fs::create_dir_all(precious.join("sub")).unwrap();
+        std::fs::write(precious.join("thesis.txt"), b"data").unwrap();
+        let err = RunDir::create(dir.path(), "precious", true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("precious exists and is not a semisam run folder (no run.json): --overwrite would delete what it holds, so nothing was changed"),
+            "{err}"
+        );
+        assert!(precious.join("thesis.txt").is_file() && precious.join("sub").is_dir());
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        assert!(RunDir::create(dir.path(), "empty", true).is_ok());
     }
 
     #[test]
