@@ -160,10 +160,14 @@ pub fn run(mut args: TrainArgs) -> anyhow::Result<ExitCode> {
         if !run.checkpoint_path("last").is_file() {
             // A folder holding other checkpoints or predictions has results that an overwrite
             // would erase: say what is missing instead of offering `--overwrite`.
-            let results: Vec<&str> = ["checkpoints/final.ckpt", "checkpoints/best.ckpt", "metrics"]
-                .into_iter()
-                .filter(|item| root.join(item).exists())
-                .collect();
+            let results: Vec<&str> = [
+                "checkpoints/final.ckpt",
+                "checkpoints/best.ckpt",
+                "metrics/per_case.csv",
+            ]
+            .into_iter()
+            .filter(|item| root.join(item).exists())
+            .collect();
             if !results.is_empty() {
                 bail!(
                     "{}: checkpoints/last.ckpt, the checkpoint a run resumes from, is missing or not a file, but the folder holds {}: nothing was changed; restore last.ckpt to resume, or start a new run under another --name",
