@@ -46,7 +46,7 @@ impl Hd95Convention {
 /// The empty-mask policy, written into evaluation reports.
 pub const EMPTY_MASK_POLICY: &str = "both masks empty: Dice 1, Jaccard 1, HD95/ASD/ASSD 0; \
      exactly one mask empty: Dice 0, Jaccard 0, HD95/ASD/ASSD = the image diagonal \
-     sqrt(sum_d (shape_d * spacing_d)^2) in the distance unit";
+     sqrt(sum_d (shape_d * spacing_d)^2) over the axes longer than one voxel, in the distance unit";
 
 /// Metrics of one binary mask pair. Distances are in the unit of the spacing they were computed
 /// with.
