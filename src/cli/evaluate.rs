@@ -12,7 +12,7 @@ use semisam::data::labels::values_present;
 use semisam::data::{Volume, read_label};
 use semisam::metrics::{
     EvaluationOptions, Hd95Convention, SpacingSource, case_id_from_path, evaluate_pair,
-    write_evaluation_report,
+    spacings_agree, write_evaluation_report,
 };
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -151,12 +151,7 @@ fn warn_about_replaced_spacings<'a>(
 ) {
     let differing: Vec<(&Path, [f64; 3])> = references
         .filter_map(|reference| Some((reference.path.as_path(), reference.geometry.spacing?)))
-        .filter(|(_, stored)| {
-            stored
-                .iter()
-                .zip(given)
-                .any(|(s, g)| (s - g).abs() > 1e-5 * s.abs().max(g.abs()))
-        })
+        .filter(|(_, stored)| !spacings_agree(*stored, given))
         .collect();
     if let Some((first, stored)) = differing.first() {
         let triple = |v: [f64; 3]| format!("{} x {} x {}", v[0], v[1], v[2]);

@@ -169,7 +169,8 @@ fn resolve_spacing(
     }
 }
 
-fn spacings_agree(a: [f64; 3], b: [f64; 3]) -> bool {
+/// Whether two spacings are equal up to the float32 rounding of NIfTI headers.
+pub fn spacings_agree(a: [f64; 3], b: [f64; 3]) -> bool {
     a.iter()
         .zip(b)
         .all(|(x, y)| (x - y).abs() <= SPACING_TOLERANCE * x.abs().max(y.abs()))

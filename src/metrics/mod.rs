@@ -16,7 +16,7 @@ pub use binary::{
 };
 pub use case::{
     CaseMetrics, ClassMetrics, DistanceUnit, EvaluationOptions, SpacingSource, case_id_from_path,
-    evaluate_pair,
+    evaluate_pair, spacings_agree,
 };
 pub use report::{MetricSummary, ReportPaths, write_evaluation_report};
 pub use statistics::{mean, percentile, population_std};

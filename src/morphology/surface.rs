@@ -23,18 +23,22 @@ pub fn surface(mask: ArrayView3<bool>, spatial: [bool; 3]) -> Array3<bool> {
             for j in 0..nj {
                 let line = mask.slice(s![i, j, ..]);
                 let mut out_line = plane.row_mut(j);
-                // A missing neighbour line (`None`) is the outside; an axis the image lacks has
-                // no neighbours to compare with, so it contributes nothing.
-                let mut neighbours = Vec::with_capacity(4);
-                if spatial[0] {
-                    neighbours.push((i > 0).then(|| mask.slice(s![i - 1, j, ..])));
-                    neighbours.push((i + 1 < ni).then(|| mask.slice(s![i + 1, j, ..])));
-                }
-                if spatial[1] {
-                    neighbours.push((j > 0).then(|| mask.slice(s![i, j - 1, ..])));
-                    neighbours.push((j + 1 < nj).then(|| mask.slice(s![i, j + 1, ..])));
-                }
-                let Some(neighbours) = neighbours.into_iter().collect::<Option<Vec<_>>>() else {
+                // A missing neighbour line (`None`) is the outside. An axis the image lacks has
+                // no neighbours: the line stands in for them, so it never decides.
+                let neighbour = |along: bool, exists: bool, at: (usize, usize)| {
+                    if !along {
+                        Some(line)
+                    } else {
+                        exists.then(|| mask.slice(s![at.0, at.1, ..]))
+                    }
+                };
+                let neighbours = [
+                    neighbour(spatial[0], i > 0, (i.wrapping_sub(1), j)),
+                    neighbour(spatial[0], i + 1 < ni, (i + 1, j)),
+                    neighbour(spatial[1], j > 0, (i, j.wrapping_sub(1))),
+                    neighbour(spatial[1], j + 1 < nj, (i, j + 1)),
+                ];
+                let [Some(a), Some(b), Some(c), Some(d)] = neighbours else {
                     // A line on the volume border: every object voxel on it touches the outside.
                     out_line.assign(&line);
                     continue;
@@ -43,7 +47,7 @@ pub fn surface(mask: ArrayView3<bool>, spatial: [bool; 3]) -> Array3<bool> {
                     if line[k] {
                         let along_line =
                             !spatial[2] || (k > 0 && k + 1 < nk && line[k - 1] && line[k + 1]);
-                        let interior = along_line && neighbours.iter().all(|n| n[k]);
+                        let interior = along_line && a[k] && b[k] && c[k] && d[k];
                         out_line[k] = !interior;
                     }
                 }
